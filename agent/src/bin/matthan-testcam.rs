@@ -1,0 +1,98 @@
+//! A test camera: an RTSP server (gst-rtsp-server) that serves real clips
+//! the way an IP camera would, for the end-to-end tests, the demo and the
+//! benchmarks.
+//!
+//! H.264 MP4 files are served as they are (demux, parse, payload: no
+//! re-encode, so the bytes on the wire are the file's own); anything else
+//! is decoded and encoded to H.264 first.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use clap::Parser;
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "matthan-testcam",
+    version,
+    about = "RTSP test camera serving video files"
+)]
+struct Args {
+    /// Address to listen on. Keep it on loopback for tests.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    #[arg(long, default_value_t = 8554)]
+    port: u16,
+    /// `/path=FILE`: serve FILE at rtsp://ADDRESS:PORT/path. Repeatable.
+    #[arg(long = "mount", required = true, value_parser = parse_mount)]
+    mounts: Vec<(String, PathBuf)>,
+    /// Decode and re-encode to H.264 even when the file is H.264 already.
+    #[arg(long)]
+    reencode: bool,
+}
+
+fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
+    let (path, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not /path=FILE"))?;
+    if !path.starts_with('/') {
+        return Err(format!("mount path `{path}` must start with /"));
+    }
+    Ok((path.to_string(), PathBuf::from(file)))
+}
+
+fn launch_line(file: &std::path::Path, reencode: bool) -> String {
+    let location = format!("\"{}\"", file.display().to_string().replace('"', "\\\""));
+    let is_mp4 = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    if is_mp4 && !reencode {
+        format!(
+            "( filesrc location={location} ! qtdemux ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )"
+        )
+    } else {
+        // x264enc would pick 4:4:4 10-bit for some inputs; I420 keeps it decodable everywhere.
+        format!(
+            "( filesrc location={location} ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
+             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! rtph264pay name=pay0 pt=96 )"
+        )
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    gst::init().context("cannot initialise GStreamer")?;
+    let server = rtsp::RTSPServer::new();
+    server.set_address(&args.address);
+    server.set_service(&args.port.to_string());
+    let mounts = server
+        .mount_points()
+        .ok_or_else(|| anyhow!("RTSP server has no mount points"))?;
+    for (path, file) in &args.mounts {
+        if !file.is_file() {
+            return Err(anyhow!("{} does not exist", file.display()));
+        }
+        let factory = rtsp::RTSPMediaFactory::new();
+        factory.set_launch(&launch_line(file, args.reencode));
+        // Each client gets its own pipeline from the start of the file, as a
+        // camera restarted by a reconnect would.
+        factory.set_shared(false);
+        mounts.add_factory(path, factory);
+        eprintln!(
+            "serving {} at rtsp://{}:{}{}",
+            file.display(),
+            args.address,
+            args.port,
+            path
+        );
+    }
+    let _source = server
+        .attach(None)
+        .with_context(|| format!("cannot listen on {}:{}", args.address, args.port))?;
+    glib::MainLoop::new(None, false).run();
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The site's configuration: one TOML file describing the site, its
+//! cameras, the models and thresholds, and where events go.
+//!
+//! Loading happens in two steps. `toml` + serde reject syntax errors,
+//! wrong types and unknown keys (every struct denies unknown fields, so a
+//! misspelt key is an error, not a silently ignored setting). Then
+//! [`validate`] checks what types cannot say: ranges, URL schemes, unique
+//! ids. Both report the file, the exact key and what to do.
+
+mod schema;
+mod validate;
+
+pub use schema::*;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates the file. Relative paths inside it
+    /// (model folder, JSON-lines file, `file://` sources) are resolved
+    /// against the file's own folder, so a config works from any cwd.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, path, &base)
+    }
+
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(&e, text),
+        })?;
+        validate::validate(&config).map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        })?;
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.models.dir);
+        if let Some(JsonLinesOutput {
+            path: JsonLinesTarget::File(p),
+        }) = &mut self.outputs.jsonl
+        {
+            resolve(p);
+        }
+        for camera in &mut self.cameras {
+            if let Source::File(p) = &mut camera.source {
+                resolve(p);
+            }
+        }
+    }
+
+    /// Effective analysis rate for one camera.
+    pub fn analysis_fps(&self, camera: &CameraConfig) -> f64 {
+        camera.analysis_fps.unwrap_or(self.analysis.fps)
+    }
+}
+
+/// toml's message already names the key; add the line and column so the
+/// installer can find it in a long file.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            let line_text =
+                hide_credentials(text[line_start..].lines().next().unwrap_or("").trim());
+            format!("line {line}, column {column} (`{line_text}`): {message}")
+        }
+        None => message,
+    }
+}
+
+/// Hides `user:password@` in any URL inside a line of the file, since the
+/// line is quoted back in error messages.
+fn hide_credentials(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(['/', '"', '\'', ' ']).unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! The shape of the TOML file. Every struct denies unknown keys; defaults
+//! are named constants next to the field they belong to.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub site: Site,
+    #[serde(default)]
+    pub analysis: Analysis,
+    #[serde(default)]
+    pub models: Models,
+    #[serde(default, rename = "camera")]
+    pub cameras: Vec<CameraConfig>,
+    pub outputs: Outputs,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
+pub const DEFAULT_PLATE_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_PLATE_READ_THRESHOLD: f32 = 0.6;
+pub const DEFAULT_FACE_THRESHOLD: f32 = 0.7;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Analysis {
+    /// Analysed frames per second per camera. Frames in between are dropped
+    /// inside GStreamer before colour conversion, so they cost only decoding.
+    pub fps: f64,
+    /// Minimum detector confidence for a plate.
+    pub plate_threshold: f32,
+    /// Minimum mean per-character confidence of a plate read; weaker reads
+    /// are not published as plate events.
+    pub plate_read_threshold: f32,
+    /// Minimum face detector score.
+    pub face_threshold: f32,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            fps: DEFAULT_ANALYSIS_FPS,
+            plate_threshold: DEFAULT_PLATE_THRESHOLD,
+            plate_read_threshold: DEFAULT_PLATE_READ_THRESHOLD,
+            face_threshold: DEFAULT_FACE_THRESHOLD,
+        }
+    }
+}
+
+pub const DEFAULT_MODELS_DIR: &str = "models/fetched";
+pub const DEFAULT_FACE_DETECTOR: &str = "yunet_s_dynamic.onnx";
+pub const DEFAULT_PLATE_DETECTOR: &str = "hyperlpr3_y5fu_320x_sim.onnx";
+pub const DEFAULT_PLATE_READER: &str = "fpo_cct_xs_v1_global.onnx";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Models {
+    /// Folder holding the ONNX files (relative to the config file).
+    pub dir: PathBuf,
+    pub face_detector: String,
+    pub plate_detector: String,
+    pub plate_reader: String,
+    /// ONNX Runtime intra-op threads per model. One keeps a camera's
+    /// inference on one core and leaves the others to decoding.
+    pub threads: usize,
+}
+
+impl Default for Models {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(DEFAULT_MODELS_DIR),
+            face_detector: DEFAULT_FACE_DETECTOR.into(),
+            plate_detector: DEFAULT_PLATE_DETECTOR.into(),
+            plate_reader: DEFAULT_PLATE_READER.into(),
+            threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// `rtsp://…` or `file://…` (a path relative to the config file may be
+    /// written `file://clips/a.mp4`).
+    pub source: Source,
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// Lane labels, left to right as the camera sees them.
+    #[serde(default)]
+    pub lanes: Vec<String>,
+    /// Direction of travel the camera watches, e.g. "northbound".
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// Overrides `analysis.fps` for this camera.
+    #[serde(default)]
+    pub analysis_fps: Option<f64>,
+    /// What to look for in this camera's frames.
+    #[serde(default = "default_detect")]
+    pub detect: Vec<DetectKind>,
+    /// File sources only: play at the file's own frame rate, as a camera
+    /// would deliver it. `false` analyses every frame as fast as possible.
+    #[serde(default = "default_true")]
+    pub realtime: bool,
+    /// File sources only: start again from the beginning at the end.
+    #[serde(default, rename = "loop")]
+    pub loop_file: bool,
+    /// RTSP only: transport, "auto" (UDP, then TCP when UDP gets nothing),
+    /// "tcp" or "udp".
+    #[serde(default)]
+    pub rtsp_transport: RtspTransport,
+}
+
+fn default_detect() -> Vec<DetectKind> {
+    vec![DetectKind::Plates, DetectKind::Faces]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectKind {
+    Plates,
+    Faces,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Auto,
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "String")]
+pub enum Source {
+    Rtsp(String),
+    File(PathBuf),
+}
+
+impl From<Source> for String {
+    fn from(s: Source) -> String {
+        match s {
+            Source::Rtsp(u) => u,
+            Source::File(p) => format!("file://{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Source {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Source::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Result<Source, String> {
+        if let Some(path) = s.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(format!(
+                    "`{s}` names no file; write file:///abs/path.mp4 or file://relative/path.mp4"
+                ));
+            }
+            return Ok(Source::File(PathBuf::from(path)));
+        }
+        if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
+            let url = url::Url::parse(s)
+                .map_err(|e| format!("`{}` is not a valid RTSP URL: {e}", redact(s)))?;
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(format!("`{}` has no host", redact(s)));
+            }
+            return Ok(Source::Rtsp(s.to_string()));
+        }
+        Err(format!(
+            "`{}` is not a camera source: use rtsp://host[:port]/path or file://path/to/clip.mp4",
+            redact(s)
+        ))
+    }
+
+    /// The source as it may be logged: RTSP credentials are replaced.
+    pub fn display(&self) -> String {
+        match self {
+            Source::Rtsp(u) => redact(u),
+            Source::File(p) => format!("file://{}", p.display()),
+        }
+    }
+}
+
+/// Camera URLs carry passwords (`rtsp://admin:secret@…`); they must never
+/// reach a log or an error message.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => match url.rfind('@') {
+            Some(at) => format!("***{}", &url[at..]),
+            None => url.to_string(),
+        },
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(default)]
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    pub mqtt: Option<MqttOutput>,
+    pub jsonl: Option<JsonLinesOutput>,
+}
+
+pub const DEFAULT_TOPIC_PREFIX: &str = "matthan/v1";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttOutput {
+    /// `mqtt://host:port` (plain TCP) or `mqtts://host:port` (TLS).
+    pub url: String,
+    /// Defaults to `matthan-{site id}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+fn default_topic_prefix() -> String {
+    DEFAULT_TOPIC_PREFIX.into()
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonLinesOutput {
+    /// "-" for standard output, else a file that events are appended to.
+    pub path: JsonLinesTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "String")]
+pub enum JsonLinesTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+impl From<JsonLinesTarget> for String {
+    fn from(t: JsonLinesTarget) -> String {
+        match t {
+            JsonLinesTarget::Stdout => "-".into(),
+            JsonLinesTarget::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonLinesTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "-" => JsonLinesTarget::Stdout,
+            _ => JsonLinesTarget::File(PathBuf::from(s)),
+        })
+    }
+}

@@ -1,0 +1,170 @@
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[site]
+id = "s1"
+[[camera]]
+id = "c1"
+source = "rtsp://user:secret@10.1.2.3:554/live"
+[outputs.jsonl]
+path = "-"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("site.toml"), Path::new("/etc/matthan"))
+}
+
+fn error(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.analysis.fps, DEFAULT_ANALYSIS_FPS);
+    assert_eq!(c.models.dir, Path::new("/etc/matthan/models/fetched"));
+    assert_eq!(
+        c.cameras[0].detect,
+        vec![DetectKind::Plates, DetectKind::Faces]
+    );
+    assert!(c.cameras[0].realtime);
+}
+
+#[test]
+fn relative_file_sources_resolve_against_the_config_folder() {
+    let c = parse(&MINIMAL.replace("rtsp://user:secret@10.1.2.3:554/live", "file://clips/a.mp4"))
+        .unwrap();
+    assert_eq!(
+        c.cameras[0].source,
+        Source::File("/etc/matthan/clips/a.mp4".into())
+    );
+}
+
+#[test]
+fn credentials_never_reach_messages() {
+    let c = parse(MINIMAL).unwrap();
+    let shown = c.cameras[0].source.display();
+    assert!(
+        !shown.contains("secret") && !shown.contains("user"),
+        "{shown}"
+    );
+    let e = error(&MINIMAL.replace(
+        "rtsp://user:secret@10.1.2.3:554/live",
+        "rtp://user:secret@h/x",
+    ));
+    assert!(!e.contains("secret"), "{e}");
+}
+
+#[test]
+fn errors_name_file_key_and_fix() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[site]", "[site]\ncolour = 'red'", "unknown field `colour`"),
+        (
+            "[[camera]]\nid = \"c1\"",
+            "[[camera]]\nid = \"c1\"\nlocation = { lat = 91.0, lon = 0.0 }",
+            "`camera[0].location.lat`: 91 is not a latitude",
+        ),
+        (
+            "[[camera]]\nid = \"c1\"",
+            "[[camera]]\nid = \"c1\"\nlocation = { lat = 1.0, lon = 200.0 }",
+            "`camera[0].location.lon`",
+        ),
+        (
+            "id = \"c1\"",
+            "id = \"c 1\"",
+            "`camera[0].id`: `c 1` is not a valid id",
+        ),
+        ("id = \"s1\"", "id = \"\"", "`site.id`"),
+        ("[site]", "[analysis]\nfps = 0\n[site]", "`analysis.fps`"),
+        (
+            "[site]",
+            "[analysis]\nplate_threshold = 1.5\n[site]",
+            "`analysis.plate_threshold`",
+        ),
+        (
+            "[site]",
+            "[models]\nthreads = 0\n[site]",
+            "`models.threads`",
+        ),
+        (
+            "[site]",
+            "[models]\nplate_reader = 'x.bin'\n[site]",
+            "`models.plate_reader`",
+        ),
+        (
+            "rtsp://user:secret@10.1.2.3:554/live",
+            "http://10.1.2.3/live",
+            "not a camera source",
+        ),
+        (
+            "rtsp://user:secret@10.1.2.3:554/live",
+            "file://",
+            "names no file",
+        ),
+        (
+            "[[camera]]\nid = \"c1\"",
+            "[[camera]]\nid = \"c1\"\ndetect = []",
+            "`camera[0].detect`",
+        ),
+        (
+            "[[camera]]\nid = \"c1\"",
+            "[[camera]]\nid = \"c1\"\ndetect = ['cars']",
+            "unknown variant `cars`",
+        ),
+        (
+            "[[camera]]\nid = \"c1\"",
+            "[[camera]]\nid = \"c1\"\nloop = true",
+            "`camera[0].loop`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs]",
+            "no output is configured",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'http://x'",
+            "`outputs.mqtt.url`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://x'\nqos = 3",
+            "`outputs.mqtt.qos`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://x'\ntopic_prefix = 'a/#'",
+            "`outputs.mqtt.topic_prefix`",
+        ),
+        ("[site]\nid = \"s1\"", "[site]\nid = 5", "line 3"),
+    ];
+    for (from, to, expected) in cases {
+        assert!(MINIMAL.contains(from), "bad test case {from}");
+        let e = error(&MINIMAL.replacen(from, to, 1));
+        assert!(e.starts_with("site.toml: "), "{e}");
+        assert!(e.contains(expected), "expected `{expected}` in `{e}`");
+    }
+}
+
+#[test]
+fn duplicate_camera_ids_are_rejected() {
+    let text = format!("{MINIMAL}\n[[camera]]\nid = \"c1\"\nsource = \"rtsp://h/2\"\n");
+    assert!(error(&text).contains("`camera[1].id`: `c1` is used by an earlier camera"));
+}
+
+#[test]
+fn no_camera_is_an_error() {
+    let e = error("[site]\nid = 's'\n[outputs.jsonl]\npath = '-'\n");
+    assert!(e.contains("`camera`: no camera is configured"), "{e}");
+}
+
+#[test]
+fn shipped_examples_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    for name in ["demo.toml", "example-site.toml"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

@@ -1,0 +1,167 @@
+//! Checks that serde cannot express. Each failure returns the dotted key
+//! (`camera[2].location.lat`) and a sentence saying what is wrong and what
+//! to write instead.
+
+use std::collections::HashSet;
+
+use super::*;
+
+type Failure = (String, String);
+
+pub(super) fn validate(c: &Config) -> Result<(), Failure> {
+    check_id("site.id", &c.site.id)?;
+    check_fps("analysis.fps", c.analysis.fps)?;
+    check_unit("analysis.plate_threshold", c.analysis.plate_threshold)?;
+    check_unit(
+        "analysis.plate_read_threshold",
+        c.analysis.plate_read_threshold,
+    )?;
+    check_unit("analysis.face_threshold", c.analysis.face_threshold)?;
+    if c.models.threads == 0 || c.models.threads > 64 {
+        return fail(
+            "models.threads",
+            format!("{} is not a thread count; use 1 to 64", c.models.threads),
+        );
+    }
+    for (key, file) in [
+        ("models.face_detector", &c.models.face_detector),
+        ("models.plate_detector", &c.models.plate_detector),
+        ("models.plate_reader", &c.models.plate_reader),
+    ] {
+        if !file.ends_with(".onnx") {
+            return fail(
+                key,
+                format!("`{file}` is not an ONNX file name (it must end in .onnx)"),
+            );
+        }
+    }
+
+    if c.cameras.is_empty() {
+        return fail(
+            "camera",
+            "no camera is configured; add a [[camera]] table with id and source".into(),
+        );
+    }
+    let mut ids = HashSet::new();
+    for (i, cam) in c.cameras.iter().enumerate() {
+        let key = |k: &str| format!("camera[{i}].{k}");
+        check_id(&key("id"), &cam.id)?;
+        if !ids.insert(cam.id.as_str()) {
+            return fail(
+                &key("id"),
+                format!(
+                    "`{}` is used by an earlier camera; camera ids must be unique",
+                    cam.id
+                ),
+            );
+        }
+        if let Some(fps) = cam.analysis_fps {
+            check_fps(&key("analysis_fps"), fps)?;
+        }
+        if let Some(loc) = &cam.location {
+            if !(-90.0..=90.0).contains(&loc.lat) {
+                return fail(
+                    &key("location.lat"),
+                    format!(
+                        "{} is not a latitude; it must be between -90 and 90",
+                        loc.lat
+                    ),
+                );
+            }
+            if !(-180.0..=180.0).contains(&loc.lon) {
+                return fail(
+                    &key("location.lon"),
+                    format!(
+                        "{} is not a longitude; it must be between -180 and 180",
+                        loc.lon
+                    ),
+                );
+            }
+        }
+        if cam.detect.is_empty() {
+            return fail(&key("detect"), "is empty, so the camera would analyse nothing; use [\"plates\"], [\"faces\"] or both".into());
+        }
+        if matches!(cam.source, Source::Rtsp(_)) && cam.loop_file {
+            return fail(
+                &key("loop"),
+                "applies to file:// sources only; remove it for an RTSP camera".into(),
+            );
+        }
+    }
+
+    if c.outputs.mqtt.is_none() && c.outputs.jsonl.is_none() {
+        return fail("outputs", "no output is configured; add [outputs.mqtt] with a url, or [outputs.jsonl] with path = \"-\"".into());
+    }
+    if let Some(m) = &c.outputs.mqtt {
+        crate::publish::mqtt::BrokerAddress::parse(&m.url)
+            .map_err(|e| ("outputs.mqtt.url".to_string(), e))?;
+        if m.qos > 2 {
+            return fail(
+                "outputs.mqtt.qos",
+                format!(
+                    "{} is not an MQTT QoS; use 0, 1 or 2 (1 is recommended)",
+                    m.qos
+                ),
+            );
+        }
+        if m.topic_prefix.is_empty()
+            || m.topic_prefix.contains(['+', '#'])
+            || m.topic_prefix.ends_with('/')
+        {
+            return fail(
+                "outputs.mqtt.topic_prefix",
+                format!(
+                    "`{}` is not a topic prefix: it must be non-empty, without + or # and without a trailing /",
+                    m.topic_prefix
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn fail(key: &str, message: String) -> Result<(), Failure> {
+    Err((key.to_string(), message))
+}
+
+/// Ids become MQTT topic levels and file names, so they are kept to a
+/// safe alphabet.
+fn check_id(key: &str, id: &str) -> Result<(), Failure> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        fail(
+            key,
+            format!("`{id}` is not a valid id: use 1 to 64 ASCII letters, digits, - or _"),
+        )
+    }
+}
+
+fn check_fps(key: &str, fps: f64) -> Result<(), Failure> {
+    if fps.is_finite() && fps > 0.0 && fps <= 60.0 {
+        Ok(())
+    } else {
+        fail(
+            key,
+            format!(
+                "{fps} is not an analysis rate; use frames per second between 0 and 60, e.g. 2"
+            ),
+        )
+    }
+}
+
+fn check_unit(key: &str, v: f32) -> Result<(), Failure> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        fail(
+            key,
+            format!("{v} is not a threshold; it must be between 0 and 1"),
+        )
+    }
+}

@@ -1,0 +1,178 @@
+//! Geometry on images through OpenCV: resizing, letterboxing and the
+//! perspective warp that turns a tilted plate into an upright crop.
+
+use anyhow::Context;
+use opencv::core::{Mat, Point2f, Scalar, Size, Vec3b, Vector};
+use opencv::prelude::*;
+
+use crate::frame::BgrImage;
+
+fn as_mat(img: &BgrImage) -> anyhow::Result<opencv::boxed_ref::BoxedRef<'_, Mat>> {
+    Mat::new_rows_cols_with_bytes::<Vec3b>(img.height as i32, img.width as i32, &img.data)
+        .context("cannot wrap the image for OpenCV")
+}
+
+fn from_mat(m: &Mat) -> anyhow::Result<BgrImage> {
+    Ok(BgrImage::new(
+        m.cols() as u32,
+        m.rows() as u32,
+        m.data_bytes()?.to_vec(),
+    ))
+}
+
+pub fn resize(img: &BgrImage, width: u32, height: u32) -> anyhow::Result<BgrImage> {
+    if img.width == width && img.height == height {
+        return Ok(img.clone());
+    }
+    let src = as_mat(img)?;
+    let mut dst = Mat::default();
+    // INTER_AREA when shrinking avoids aliasing on small text; linear when growing.
+    let interpolation = if width < img.width {
+        opencv::imgproc::INTER_AREA
+    } else {
+        opencv::imgproc::INTER_LINEAR
+    };
+    opencv::imgproc::resize(
+        &src,
+        &mut dst,
+        Size::new(width as i32, height as i32),
+        0.0,
+        0.0,
+        interpolation,
+    )?;
+    from_mat(&dst)
+}
+
+/// Where the image landed inside a letterboxed square.
+#[derive(Debug, Clone, Copy)]
+pub struct Letterbox {
+    pub scale: f32,
+    pub pad_x: f32,
+    pub pad_y: f32,
+}
+
+impl Letterbox {
+    /// Maps a point of the letterboxed input back to the original image.
+    pub fn unmap(&self, x: f32, y: f32) -> [f32; 2] {
+        [(x - self.pad_x) / self.scale, (y - self.pad_y) / self.scale]
+    }
+}
+
+/// Scales the image to fit a `size`×`size` square, keeping its aspect
+/// ratio, centred on a black background.
+pub fn letterbox(img: &BgrImage, size: u32) -> anyhow::Result<(BgrImage, Letterbox)> {
+    let scale = (size as f32 / img.width as f32).min(size as f32 / img.height as f32);
+    let w = ((img.width as f32 * scale).round() as u32).clamp(1, size);
+    let h = ((img.height as f32 * scale).round() as u32).clamp(1, size);
+    let resized = resize(img, w, h)?;
+    let pad_x = (size - w) / 2;
+    let pad_y = (size - h) / 2;
+    let mut data = vec![0u8; (size * size * 3) as usize];
+    let row = (w * 3) as usize;
+    for y in 0..h as usize {
+        let dst = ((y + pad_y as usize) * size as usize + pad_x as usize) * 3;
+        data[dst..dst + row].copy_from_slice(&resized.data[y * row..(y + 1) * row]);
+    }
+    Ok((
+        BgrImage::new(size, size, data),
+        Letterbox {
+            scale,
+            pad_x: pad_x as f32,
+            pad_y: pad_y as f32,
+        },
+    ))
+}
+
+/// Warps the quadrilateral `corners` (top-left, top-right, bottom-right,
+/// bottom-left) to an upright `width`×`height` image.
+pub fn warp_quad(
+    img: &BgrImage,
+    corners: &[[f32; 2]; 4],
+    width: u32,
+    height: u32,
+) -> anyhow::Result<BgrImage> {
+    let src = as_mat(img)?;
+    let from: Vector<Point2f> = corners.iter().map(|p| Point2f::new(p[0], p[1])).collect();
+    let (w, h) = (width as f32, height as f32);
+    let to: Vector<Point2f> = [[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]]
+        .iter()
+        .map(|p: &[f32; 2]| Point2f::new(p[0], p[1]))
+        .collect();
+    let m = opencv::imgproc::get_perspective_transform(&from, &to, opencv::core::DECOMP_LU)?;
+    let mut dst = Mat::default();
+    opencv::imgproc::warp_perspective(
+        &src,
+        &mut dst,
+        &m,
+        Size::new(width as i32, height as i32),
+        opencv::imgproc::INTER_LINEAR,
+        opencv::core::BORDER_REPLICATE,
+        Scalar::default(),
+    )?;
+    from_mat(&dst)
+}
+
+/// Fills an NCHW float tensor (batch of one) from a BGR image, as
+/// `value * scale` per channel, in RGB or BGR order.
+pub fn to_nchw(img: &BgrImage, rgb: bool, scale: f32) -> ndarray::Array4<f32> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let mut t = ndarray::Array4::<f32>::zeros((1, 3, h, w));
+    let order = if rgb { [2, 1, 0] } else { [0, 1, 2] };
+    {
+        let slice = t.as_slice_mut().expect("fresh array is contiguous");
+        let plane = w * h;
+        for (i, px) in img.data.chunks_exact(3).enumerate() {
+            for (c, &src) in order.iter().enumerate() {
+                slice[c * plane + i] = px[src] as f32 * scale;
+            }
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> BgrImage {
+        let mut data = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                data.extend_from_slice(&[x as u8, y as u8, 128]);
+            }
+        }
+        BgrImage::new(w, h, data)
+    }
+
+    #[test]
+    fn letterbox_centres_and_unmaps() {
+        let (out, lb) = letterbox(&gradient(200, 100), 100).unwrap();
+        assert_eq!((out.width, out.height), (100, 100));
+        assert_eq!((lb.scale, lb.pad_x, lb.pad_y), (0.5, 0.0, 25.0));
+        assert_eq!(out.pixel(50, 10), [0, 0, 0], "padding is black");
+        let [x, y] = lb.unmap(50.0, 75.0);
+        assert_eq!((x, y), (100.0, 100.0));
+    }
+
+    #[test]
+    fn warp_of_axis_aligned_quad_is_a_crop() {
+        let img = gradient(100, 100);
+        let out = warp_quad(
+            &img,
+            &[[10.0, 20.0], [50.0, 20.0], [50.0, 40.0], [10.0, 40.0]],
+            40,
+            20,
+        )
+        .unwrap();
+        assert_eq!((out.width, out.height), (40, 20));
+        assert_eq!(out.pixel(0, 0), [10, 20, 128]);
+        assert_eq!(out.pixel(39, 19), [49, 39, 128]);
+    }
+
+    #[test]
+    fn nchw_swaps_to_rgb() {
+        let img = BgrImage::new(1, 1, vec![1, 2, 3]);
+        let t = to_nchw(&img, true, 1.0);
+        assert_eq!(t.as_slice().unwrap(), &[3.0, 2.0, 1.0]);
+    }
+}

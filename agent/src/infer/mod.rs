@@ -1,0 +1,114 @@
+//! Inference: the models, loaded once and shared by every camera, and the
+//! step that turns one image into plain [`Detections`].
+//!
+//! Each model family has its own module with its pre- and post-processing;
+//! a better model with the same input and output layout is a new file in
+//! `models/` and a line of config, not new code.
+
+pub mod face_yunet;
+pub mod geometry;
+pub mod image_ops;
+pub mod plate_detector;
+pub mod plate_reader;
+pub mod runtime;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use face_yunet::{Face, FaceDetector};
+pub use geometry::BBox;
+pub use plate_detector::{PlateBox, PlateDetector};
+pub use plate_reader::{PlateReader, TextRead};
+pub use runtime::ModelId;
+
+use crate::config::{Analysis, DetectKind, Models as ModelsConfig};
+use crate::frame::BgrImage;
+
+/// A plate found and read in one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlateRead {
+    pub bbox: BBox,
+    pub corners: [[f32; 2]; 4],
+    pub detector_score: f32,
+    pub lines: u8,
+    pub chars: String,
+    pub char_confidences: Vec<f32>,
+    pub read_confidence: f32,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Detections {
+    pub plates: Vec<PlateRead>,
+    pub faces: Vec<Face>,
+}
+
+pub struct Models {
+    pub faces: FaceDetector,
+    pub plates: PlateDetector,
+    pub reader: PlateReader,
+    pub ids: Vec<ModelId>,
+}
+
+impl Models {
+    pub fn load(config: &ModelsConfig) -> anyhow::Result<Self> {
+        Self::load_from(&config.dir, config)
+    }
+
+    pub fn load_from(dir: &Path, config: &ModelsConfig) -> anyhow::Result<Self> {
+        let (face, face_id) = runtime::load_session(
+            "face_detector",
+            &dir.join(&config.face_detector),
+            config.threads,
+        )?;
+        let (plate, plate_id) = runtime::load_session(
+            "plate_detector",
+            &dir.join(&config.plate_detector),
+            config.threads,
+        )?;
+        let (reader, reader_id) = runtime::load_session(
+            "plate_reader",
+            &dir.join(&config.plate_reader),
+            config.threads,
+        )?;
+        Ok(Self {
+            faces: FaceDetector::new(face),
+            plates: PlateDetector::new(plate)?,
+            reader: PlateReader::new(reader)?,
+            ids: vec![face_id, plate_id, reader_id],
+        })
+    }
+
+    /// Runs the detectors `what` asks for. Plates are rectified by their
+    /// corners before reading, so a plate seen at an angle reads like one
+    /// seen head-on.
+    pub fn analyze(
+        &self,
+        img: &BgrImage,
+        what: &[DetectKind],
+        thresholds: &Analysis,
+    ) -> anyhow::Result<Detections> {
+        let mut out = Detections::default();
+        if what.contains(&DetectKind::Plates) {
+            for plate in self.plates.detect(img, thresholds.plate_threshold)? {
+                let text = self.reader.read_quad(img, &plate.corners)?;
+                out.plates.push(PlateRead {
+                    bbox: plate.bbox,
+                    corners: plate.corners,
+                    detector_score: plate.score,
+                    lines: plate.lines,
+                    chars: text.chars,
+                    char_confidences: text.char_confidences,
+                    read_confidence: text.confidence,
+                });
+            }
+        }
+        if what.contains(&DetectKind::Faces) {
+            out.faces = self.faces.detect(img, thresholds.face_threshold)?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;

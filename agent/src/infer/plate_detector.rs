@@ -1,0 +1,104 @@
+//! Plate detector with four corners, in the HyperLPR3 `y5fu` layout (a
+//! YOLOv5-face head): input RGB / 255, letterboxed to S×S; output
+//! `[1, N, 15]` per anchor: cx, cy, w, h, objectness, four corners
+//! (top-left, top-right, bottom-right, bottom-left), and two class scores
+//! (one-line plate, two-line plate). Confidence = objectness × best class.
+
+use std::sync::Mutex;
+
+use anyhow::{Context, anyhow};
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::geometry::{BBox, nms};
+use super::image_ops::{letterbox, to_nchw};
+use crate::frame::BgrImage;
+
+pub const NMS_IOU: f32 = 0.5;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlateBox {
+    pub bbox: BBox,
+    pub corners: [[f32; 2]; 4],
+    pub score: f32,
+    /// 1 for a one-line plate, 2 for a two-line (square) plate.
+    pub lines: u8,
+}
+
+pub struct PlateDetector {
+    session: Mutex<Session>,
+    size: u32,
+}
+
+impl PlateDetector {
+    pub fn new(session: Session) -> anyhow::Result<Self> {
+        // The input size is part of the model ([1,3,S,S]); read it rather than assume it.
+        let size = session
+            .inputs()
+            .first()
+            .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
+            .and_then(|s| s.get(3).copied())
+            .filter(|&s| s > 0)
+            .ok_or_else(|| anyhow!("plate detector input is not [1,3,S,S]"))?;
+        Ok(Self {
+            session: Mutex::new(session),
+            size: size as u32,
+        })
+    }
+
+    pub fn detect(&self, img: &BgrImage, threshold: f32) -> anyhow::Result<Vec<PlateBox>> {
+        let (boxed, lb) = letterbox(img, self.size)?;
+        let input = to_nchw(&boxed, true, 1.0 / 255.0);
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| anyhow!("plate detector lock poisoned"))?;
+        let outputs = session
+            .run(ort::inputs![TensorRef::from_array_view(&input)?])
+            .context("plate detector inference failed")?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+        let width = *shape.last().unwrap_or(&0) as usize;
+        if width != 15 {
+            return Err(anyhow!(
+                "plate detector output rows have {width} values, expected 15 (HyperLPR3 y5fu layout)"
+            ));
+        }
+        let mut plates = Vec::new();
+        for row in data.chunks_exact(15) {
+            let obj = row[4];
+            if obj < threshold {
+                continue;
+            }
+            let (one, two) = (row[13] * obj, row[14] * obj);
+            let score = one.max(two);
+            if score < threshold {
+                continue;
+            }
+            let (cx, cy, w, h) = (row[0], row[1], row[2], row[3]);
+            let [x1, y1] = lb.unmap(cx - w / 2.0, cy - h / 2.0);
+            let [x2, y2] = lb.unmap(cx + w / 2.0, cy + h / 2.0);
+            let corners = std::array::from_fn(|k| lb.unmap(row[5 + 2 * k], row[6 + 2 * k]));
+            plates.push(PlateBox {
+                bbox: [x1, y1, x2, y2],
+                corners,
+                score,
+                lines: if two > one { 2 } else { 1 },
+            });
+        }
+        drop(outputs);
+        drop(session);
+        let (w, h) = (img.width as f32, img.height as f32);
+        Ok(nms(plates, NMS_IOU, |p| p.bbox, |p| p.score)
+            .into_iter()
+            .map(|mut p| {
+                p.bbox = [
+                    p.bbox[0].clamp(0.0, w),
+                    p.bbox[1].clamp(0.0, h),
+                    p.bbox[2].clamp(0.0, w),
+                    p.bbox[3].clamp(0.0, h),
+                ];
+                p
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,132 @@
+//! Plate reader in the fast-plate-ocr layout: one pass over a rectified
+//! crop, one-line and two-line plates alike. Input uint8 `[N, H, W, 3]`
+//! RGB (64×128 for cct_xs_v1_global; normalisation is inside the graph);
+//! output `[N, slots, alphabet]`, a softmax per character slot, `_` pads.
+
+use std::sync::Mutex;
+
+use anyhow::{Context, anyhow};
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::image_ops::warp_quad;
+use crate::frame::BgrImage;
+
+pub const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_";
+pub const PAD: u8 = b'_';
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextRead {
+    /// Uppercase letters and digits only.
+    pub chars: String,
+    /// Probability of each character in `chars`.
+    pub char_confidences: Vec<f32>,
+    /// Mean of the best probability of every slot, pads included: a read
+    /// whose padding is uncertain is uncertain about its length.
+    pub confidence: f32,
+}
+
+pub struct PlateReader {
+    session: Mutex<Session>,
+    width: u32,
+    height: u32,
+}
+
+impl PlateReader {
+    pub fn new(session: Session) -> anyhow::Result<Self> {
+        let shape = session
+            .inputs()
+            .first()
+            .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
+            .filter(|s| s.len() == 4 && s[1] > 0 && s[2] > 0 && s[3] == 3)
+            .ok_or_else(|| anyhow!("plate reader input is not [N,H,W,3] uint8"))?;
+        Ok(Self {
+            session: Mutex::new(session),
+            width: shape[2] as u32,
+            height: shape[1] as u32,
+        })
+    }
+
+    /// Rectifies the plate given by its corners and reads it.
+    pub fn read_quad(&self, img: &BgrImage, corners: &[[f32; 2]; 4]) -> anyhow::Result<TextRead> {
+        let crop = warp_quad(img, corners, self.width, self.height)?;
+        self.read_crop(&crop)
+    }
+
+    /// Reads an upright plate crop of any size.
+    pub fn read_crop(&self, crop: &BgrImage) -> anyhow::Result<TextRead> {
+        let crop = super::image_ops::resize(crop, self.width, self.height)?;
+        let mut input =
+            ndarray::Array4::<u8>::zeros((1, self.height as usize, self.width as usize, 3));
+        for (dst, src) in input
+            .as_slice_mut()
+            .expect("contiguous")
+            .chunks_exact_mut(3)
+            .zip(crop.data.chunks_exact(3))
+        {
+            dst.copy_from_slice(&[src[2], src[1], src[0]]);
+        }
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| anyhow!("plate reader lock poisoned"))?;
+        let outputs = session
+            .run(ort::inputs![TensorRef::from_array_view(&input)?])
+            .context("plate reader inference failed")?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
+        let classes = *shape.last().unwrap_or(&0) as usize;
+        if classes != ALPHABET.len() {
+            return Err(anyhow!(
+                "plate reader gives {classes} classes per slot, expected {}",
+                ALPHABET.len()
+            ));
+        }
+        Ok(decode(data, classes))
+    }
+}
+
+fn decode(data: &[f32], classes: usize) -> TextRead {
+    let mut chars = String::new();
+    let mut char_confidences = Vec::new();
+    let mut total = 0.0;
+    let slots = data.len() / classes;
+    for slot in data.chunks_exact(classes) {
+        let (best, p) = slot
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, p)| (ALPHABET[i], *p))
+            .unwrap_or((PAD, 0.0));
+        total += p;
+        if best != PAD {
+            chars.push(best as char);
+            char_confidences.push(p);
+        }
+    }
+    TextRead {
+        chars,
+        char_confidences,
+        confidence: if slots == 0 {
+            0.0
+        } else {
+            total / slots as f32
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_drops_padding_and_averages_all_slots() {
+        let mut data = vec![0.0; 3 * ALPHABET.len()];
+        data[5] = 0.9; // '5'
+        data[ALPHABET.len() + 10] = 0.8; // 'A'
+        data[2 * ALPHABET.len() + 36] = 0.7; // '_'
+        let r = decode(&data, ALPHABET.len());
+        assert_eq!(r.chars, "5A");
+        assert_eq!(r.char_confidences, vec![0.9, 0.8]);
+        assert!((r.confidence - 0.8).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,155 @@
+//! Model decoding on real images from ../shared, with the real models and
+//! the real ONNX Runtime.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::config::Models as ModelsConfig;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+fn models() -> Models {
+    let config = ModelsConfig {
+        dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fetched"),
+        ..Default::default()
+    };
+    Models::load(&config).expect("models missing: run scripts/setup")
+}
+
+fn gate_frame(name: &str) -> (BgrImage, [f32; 4]) {
+    let dir = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate");
+    let img = BgrImage::open(&dir.join("images").join(format!("{name}.jpg"))).unwrap();
+    // YOLO label: class cx cy w h, normalised.
+    let label = std::fs::read_to_string(dir.join("labels").join(format!("{name}.txt"))).unwrap();
+    let v: Vec<f32> = label
+        .split_whitespace()
+        .skip(1)
+        .take(4)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let (w, h) = (img.width as f32, img.height as f32);
+    let b = [
+        (v[0] - v[2] / 2.0) * w,
+        (v[1] - v[3] / 2.0) * h,
+        (v[0] + v[2] / 2.0) * w,
+        (v[1] + v[3] / 2.0) * h,
+    ];
+    (img, b)
+}
+
+#[test]
+fn yunet_finds_the_five_faces_of_the_group_photo() {
+    let m = models();
+    let img = BgrImage::open(&shared().join("media/faces/group_5_faces.jpg")).unwrap();
+    let faces = m.faces.detect(&img, 0.7).unwrap();
+    assert_eq!(faces.len(), 5, "{faces:?}");
+    for f in &faces {
+        let [x1, y1, x2, y2] = f.bbox;
+        assert!(x2 - x1 > 10.0 && y2 - y1 > 10.0);
+        for [x, y] in f.landmarks {
+            assert!(
+                x >= x1 - 2.0 && x <= x2 + 2.0 && y >= y1 - 2.0 && y <= y2 + 2.0,
+                "landmark outside face {f:?}"
+            );
+        }
+        // Eyes above the mouth corners, nose between.
+        assert!(f.landmarks[0][1] < f.landmarks[3][1] && f.landmarks[1][1] < f.landmarks[4][1]);
+        assert!(f.landmarks[2][1] > f.landmarks[0][1] && f.landmarks[2][1] < f.landmarks[3][1]);
+    }
+    // No two faces overlap: NMS removed duplicates.
+    for (i, a) in faces.iter().enumerate() {
+        for b in &faces[i + 1..] {
+            assert!(geometry::iou(&a.bbox, &b.bbox) < 0.3);
+        }
+    }
+}
+
+#[test]
+fn yunet_finds_no_face_in_a_car_frame() {
+    let (img, _) = gate_frame("e4a7bc1c-37112");
+    assert!(models().faces.detect(&img, 0.7).unwrap().is_empty());
+}
+
+#[test]
+fn plate_detector_box_matches_the_human_label() {
+    let m = models();
+    for name in ["e4a7bc1c-37112", "3e4fefb8-38696", "d127aacf-36972"] {
+        let (img, label) = gate_frame(name);
+        let plates = m.plates.detect(&img, 0.5).unwrap();
+        let best = plates
+            .iter()
+            .max_by(|a, b| a.score.total_cmp(&b.score))
+            .expect("no plate found");
+        let iou = geometry::iou(&best.bbox, &label);
+        assert!(
+            iou > 0.6,
+            "{name}: IoU {iou} of {:?} with label {label:?}",
+            best.bbox
+        );
+        assert_eq!(best.lines, 1, "{name}: car plates here are one-line");
+        // The corners go round the plate: TL, TR, BR, BL.
+        let c = best.corners;
+        assert!(
+            c[0][0] < c[1][0] && c[3][0] < c[2][0] && c[0][1] < c[3][1] && c[1][1] < c[2][1],
+            "{name}: {c:?}"
+        );
+    }
+}
+
+#[test]
+fn rectified_plates_read_exactly() {
+    let m = models();
+    for (name, chars) in [
+        ("e4a7bc1c-37112", "51A60216"),
+        ("3e4fefb8-38696", "51A85325"),
+        ("d127aacf-36972", "51G10209"),
+    ] {
+        let (img, _) = gate_frame(name);
+        let d = m
+            .analyze(
+                &img,
+                &[crate::config::DetectKind::Plates],
+                &Default::default(),
+            )
+            .unwrap();
+        assert!(
+            d.plates.iter().any(|p| p.chars == chars),
+            "{name}: {:?}",
+            d.plates
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_model_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fetched");
+    for f in [
+        crate::config::DEFAULT_FACE_DETECTOR,
+        crate::config::DEFAULT_PLATE_READER,
+    ] {
+        std::fs::copy(real.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join(crate::config::DEFAULT_PLATE_DETECTOR),
+        b"not onnx",
+    )
+    .unwrap();
+    let config = ModelsConfig {
+        dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let e = format!("{:#}", Models::load(&config).err().unwrap());
+    assert!(
+        e.contains("plate_detector")
+            && e.contains(crate::config::DEFAULT_PLATE_DETECTOR)
+            && e.contains("sha256"),
+        "{e}"
+    );
+
+    std::fs::remove_file(dir.path().join(crate::config::DEFAULT_PLATE_DETECTOR)).unwrap();
+    let e = format!("{:#}", Models::load(&config).err().unwrap());
+    assert!(e.contains("scripts/setup"), "{e}");
+}

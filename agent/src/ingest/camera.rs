@@ -1,0 +1,354 @@
+//! The camera supervisor: one thread per camera that owns its GStreamer
+//! pipeline and restarts it when it fails, so that one broken camera never
+//! stops the others.
+//!
+//! ```text
+//!            ┌────────────── error / stall / end of RTSP stream ──────────┐
+//!            ▼                                                             │
+//! Starting ──► Streaming ──(file ends, no loop)──► Finished                │
+//!    ▲                                                                     │
+//!    └──── Reconnecting (backoff 1 s, 2 s, 4 s … 30 s) ◄───────────────────┘
+//! ```
+//! Any state goes to Stopped on shutdown.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, anyhow};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+
+use super::Frame;
+use super::pipeline::{APPSINK_NAME, pipeline_description};
+use crate::config::{CameraConfig, Source};
+use crate::frame::BgrImage;
+use crate::shutdown::Shutdown;
+
+/// A camera that has delivered no frame for this long is restarted.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first frame may take longer: RTSP negotiation, and rtspsrc waits
+/// about 5 s for UDP before it falls back to TCP.
+pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A camera that streamed this long before failing starts its backoff again
+/// from the minimum: it was a new failure, not the same one repeating.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CameraStatus {
+    Starting,
+    Streaming,
+    Reconnecting {
+        reason: String,
+        retry_in: Duration,
+    },
+    /// A file source reached its end and does not loop.
+    Finished,
+    Stopped,
+}
+
+impl CameraStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CameraStatus::Starting => "starting",
+            CameraStatus::Streaming => "streaming",
+            CameraStatus::Reconnecting { .. } => "reconnecting",
+            CameraStatus::Finished => "finished",
+            CameraStatus::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    pub camera: String,
+    pub status: CameraStatus,
+    pub at: SystemTime,
+}
+
+enum StreamEnd {
+    Shutdown,
+    Finished,
+}
+
+pub struct CameraSupervisor {
+    camera: CameraConfig,
+    analysis_interval: Duration,
+    shutdown: Shutdown,
+    frames_seen: u64,
+}
+
+impl CameraSupervisor {
+    pub fn new(camera: CameraConfig, analysis_fps: f64, shutdown: Shutdown) -> Self {
+        Self {
+            camera,
+            analysis_interval: Duration::from_secs_f64(1.0 / analysis_fps),
+            shutdown,
+            frames_seen: 0,
+        }
+    }
+
+    /// Runs until shutdown (or the end of a non-looping file), calling
+    /// `on_frame` for every frame due for analysis and `on_status` on every
+    /// change of state.
+    pub fn run(mut self, mut on_frame: impl FnMut(Frame), mut on_status: impl FnMut(CameraStatus)) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if self.shutdown.is_triggered() {
+                break;
+            }
+            on_status(CameraStatus::Starting);
+            let started = Instant::now();
+            match self.stream_once(&mut on_frame, &mut on_status) {
+                Ok(StreamEnd::Shutdown) => break,
+                Ok(StreamEnd::Finished) => {
+                    tracing::info!(camera = %self.camera.id, "file source finished");
+                    on_status(CameraStatus::Finished);
+                    return;
+                }
+                Err(e) => {
+                    if started.elapsed() > BACKOFF_RESET_AFTER {
+                        backoff = BACKOFF_MIN;
+                    }
+                    let reason = format!("{e:#}");
+                    tracing::warn!(
+                        camera = %self.camera.id,
+                        source = %self.camera.source.display(),
+                        retry_in_s = backoff.as_secs_f64(),
+                        "camera failed: {reason}"
+                    );
+                    on_status(CameraStatus::Reconnecting {
+                        reason,
+                        retry_in: backoff,
+                    });
+                    if self.shutdown.sleep_or_stop(backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        on_status(CameraStatus::Stopped);
+    }
+
+    fn stream_once(
+        &mut self,
+        on_frame: &mut impl FnMut(Frame),
+        on_status: &mut impl FnMut(CameraStatus),
+    ) -> anyhow::Result<StreamEnd> {
+        if let Source::File(path) = &self.camera.source
+            && !path.is_file()
+        {
+            return Err(anyhow!(
+                "{} does not exist or is not a file",
+                path.display()
+            ));
+        }
+        let description = pipeline_description(&self.camera);
+        let pipeline = gst::parse::launch(&description)
+            .with_context(|| format!("cannot build the GStreamer pipeline `{description}`"))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| anyhow!("pipeline description did not produce a pipeline"))?;
+        let running = RunningPipeline(pipeline);
+        let appsink = running
+            .0
+            .by_name(APPSINK_NAME)
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| anyhow!("pipeline has no appsink named {APPSINK_NAME}"))?;
+        let bus = running
+            .0
+            .bus()
+            .ok_or_else(|| anyhow!("pipeline has no bus"))?;
+        running.0.set_state(gst::State::Playing).map_err(|_| {
+            anyhow!(
+                "{}",
+                first_error(&bus).unwrap_or_else(|| "the pipeline refused to start".into())
+            )
+        })?;
+
+        let started = Instant::now();
+        let mut last_frame: Option<Instant> = None;
+        let mut next_due: Option<gst::ClockTime> = None;
+        let mut next_due_wall = Instant::now();
+        loop {
+            if self.shutdown.is_triggered() {
+                return Ok(StreamEnd::Shutdown);
+            }
+            while let Some(msg) =
+                bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos])
+            {
+                match msg.view() {
+                    gst::MessageView::Error(err) => {
+                        return Err(anyhow!("{}", describe_error(err)));
+                    }
+                    gst::MessageView::Eos(_) => match &self.camera.source {
+                        Source::File(_) if self.camera.loop_file => {
+                            running
+                                .0
+                                .seek_simple(
+                                    gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                                    gst::ClockTime::ZERO,
+                                )
+                                .context("cannot seek to the start of the file to loop it")?;
+                            next_due = None;
+                        }
+                        Source::File(_) => return Ok(StreamEnd::Finished),
+                        Source::Rtsp(_) => return Err(anyhow!("the camera ended the stream")),
+                    },
+                    _ => {}
+                }
+            }
+
+            let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+                let waited = last_frame.map_or(started.elapsed(), |t| t.elapsed());
+                let limit = if last_frame.is_some() {
+                    STALL_TIMEOUT
+                } else {
+                    FIRST_FRAME_TIMEOUT
+                };
+                if waited > limit && !appsink.is_eos() {
+                    return Err(anyhow!("no frame for {} s (stalled)", waited.as_secs()));
+                }
+                continue;
+            };
+            if last_frame.is_none() {
+                tracing::info!(camera = %self.camera.id, "streaming");
+                on_status(CameraStatus::Streaming);
+            }
+            last_frame = Some(Instant::now());
+            self.frames_seen += 1;
+
+            let buffer = sample
+                .buffer()
+                .ok_or_else(|| anyhow!("sample without buffer"))?;
+            // Due-ness follows the stream's own clock when it has one, so a
+            // file analysed faster than real time gives the same frames as
+            // one played at real time.
+            let pts = buffer.pts();
+            let due = match pts {
+                Some(pts) => {
+                    let interval =
+                        gst::ClockTime::from_nseconds(self.analysis_interval.as_nanos() as u64);
+                    // A stream that jumps back (a camera restarting its clock) resets the schedule.
+                    if next_due.is_some_and(|d| pts + interval * 2 < d) {
+                        next_due = None;
+                    }
+                    if next_due.is_none_or(|d| pts >= d) {
+                        next_due = Some(
+                            next_due.map_or(pts, |d| d.max(pts.saturating_sub(interval)))
+                                + interval,
+                        );
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => {
+                    let now = Instant::now();
+                    if now >= next_due_wall {
+                        next_due_wall = now + self.analysis_interval;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if !due {
+                continue;
+            }
+            let caps = sample
+                .caps()
+                .ok_or_else(|| anyhow!("sample without caps"))?;
+            let info =
+                gst_video::VideoInfo::from_caps(caps).context("frame caps are not raw video")?;
+            let image = i420_to_bgr(buffer, &info)?;
+            on_frame(Frame {
+                image,
+                stream_time: pts.map(|p| std::time::Duration::from_nanos(p.nseconds())),
+                captured_at: SystemTime::now(),
+                number: self.frames_seen,
+            });
+        }
+    }
+}
+
+/// Sets the pipeline to Null when a stream attempt ends, however it ends,
+/// so a failed camera never leaks sockets or decoder threads.
+struct RunningPipeline(gst::Pipeline);
+
+impl Drop for RunningPipeline {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+fn describe_error(err: &gst::message::Error) -> String {
+    let source = err
+        .src()
+        .map(|s| s.path_string().to_string())
+        .unwrap_or_default();
+    let element = source.rsplit('/').next().unwrap_or("");
+    match err.debug() {
+        Some(debug) => format!("{} (from {element}; {debug})", err.error()),
+        None => format!("{} (from {element})", err.error()),
+    }
+}
+
+fn first_error(bus: &gst::Bus) -> Option<String> {
+    bus.timed_pop_filtered(
+        gst::ClockTime::from_mseconds(500),
+        &[gst::MessageType::Error],
+    )
+    .and_then(|msg| match msg.view() {
+        gst::MessageView::Error(err) => Some(describe_error(err)),
+        _ => None,
+    })
+}
+
+/// Converts one decoded I420 frame to packed BGR. GStreamer pads rows to
+/// 4-byte strides, so the planes are packed first; odd widths or heights
+/// lose their last column or row, which chroma subsampling leaves without
+/// colour anyway.
+pub fn i420_to_bgr(
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> anyhow::Result<BgrImage> {
+    use opencv::core::Mat;
+    use opencv::prelude::*;
+
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+        .map_err(|_| anyhow!("cannot map the decoded frame"))?;
+    let w = (info.width() & !1) as usize;
+    let h = (info.height() & !1) as usize;
+    if w == 0 || h == 0 {
+        return Err(anyhow!(
+            "frame of {}x{} is too small",
+            info.width(),
+            info.height()
+        ));
+    }
+    let mut packed = Vec::with_capacity(w * h * 3 / 2);
+    for (plane, (pw, ph)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let stride = frame.plane_stride()[plane] as usize;
+        let data = frame
+            .plane_data(plane as u32)
+            .map_err(|_| anyhow!("frame has no plane {plane}"))?;
+        for row in 0..ph {
+            packed.extend_from_slice(&data[row * stride..row * stride + pw]);
+        }
+    }
+    let yuv = Mat::new_rows_cols_with_bytes::<u8>((h * 3 / 2) as i32, w as i32, &packed)?;
+    let mut bgr = Mat::default();
+    opencv::imgproc::cvt_color_def(&yuv, &mut bgr, opencv::imgproc::COLOR_YUV2BGR_I420)?;
+    Ok(BgrImage::new(
+        w as u32,
+        h as u32,
+        bgr.data_bytes()?.to_vec(),
+    ))
+}

@@ -1,0 +1,68 @@
+//! Publishing: events and status leave the agent here, to MQTT and/or a
+//! JSON-lines file or standard output.
+//!
+//! Camera threads hand messages over with [`Outbound::send`], which never
+//! blocks: frame processing must not wait for the network. The channel is
+//! bounded; when it is full the message is counted and logged as dropped.
+//! (A durable on-disk outbox, so that nothing is dropped through broker
+//! outages, is the next step of this module.)
+
+pub mod jsonl;
+pub mod mqtt;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::event::Event;
+use crate::ingest::StatusReport;
+
+/// Messages waiting for the publisher; at 2 events a second per camera
+/// this is minutes of backlog, far beyond a broker hiccup.
+pub const CHANNEL_CAPACITY: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub enum Message {
+    Event(Box<Event>),
+    CameraStatus(StatusReport),
+}
+
+#[derive(Clone)]
+pub struct Outbound {
+    tx: mpsc::Sender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Outbound {
+    pub fn channel() -> (Outbound, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        (
+            Outbound {
+                tx,
+                dropped: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    pub fn send(&self, message: Message) {
+        if let Err(e) = self.tx.try_send(message) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let what = match e.into_inner() {
+                Message::Event(ev) => {
+                    format!("event {} seq {} of camera {}", ev.id, ev.seq, ev.camera.id)
+                }
+                Message::CameraStatus(s) => format!("status of camera {}", s.camera),
+            };
+            tracing::error!(
+                dropped_total = n,
+                "publisher queue full or closed; dropped {what}"
+            );
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,183 @@
+//! `matthan run`: every camera on its own supervisor thread, one publisher
+//! task, until SIGINT or SIGTERM (or until every file source has finished).
+//!
+//! Shutdown order matters for "no event lost": cameras stop first, then
+//! the publisher drains what they queued, then the MQTT connection waits
+//! for the broker's acknowledgements and closes.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::event::{Event, EventFactory};
+use crate::infer::Models;
+use crate::ingest::{CameraSupervisor, StatusReport, init_gstreamer};
+use crate::publish::jsonl::JsonLinesSink;
+use crate::publish::mqtt::MqttSink;
+use crate::publish::{Message, Outbound};
+use crate::shutdown::Shutdown;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    init_gstreamer()?;
+    let models = Arc::new(Models::load(&config.models)?);
+    for m in &models.ids {
+        tracing::info!(role = m.role, model = %m.name, sha256 = %m.sha256, "model loaded");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("matthan-net")
+        .build()
+        .context("cannot start the network runtime")?;
+
+    let shutdown = Shutdown::new();
+    let (outbound, inbox) = Outbound::channel();
+    let mut jsonl = config
+        .outputs
+        .jsonl
+        .as_ref()
+        .map(|o| JsonLinesSink::open(&o.path))
+        .transpose()?;
+    let mqtt = {
+        let _guard = runtime.enter();
+        config
+            .outputs
+            .mqtt
+            .as_ref()
+            .map(|m| MqttSink::connect(m, &config.site.id))
+            .transpose()?
+    };
+    let publisher = runtime.spawn(async move {
+        publish_loop(inbox, jsonl.as_mut(), mqtt.as_ref()).await;
+        if let Some(m) = mqtt {
+            m.close().await;
+        }
+    });
+
+    // Each camera thread holds a sender; when all are gone, every camera has ended.
+    let (alive_tx, mut alive_rx) = mpsc::unbounded_channel::<()>();
+    let mut threads = Vec::new();
+    for camera in &config.cameras {
+        let factory = EventFactory::new(
+            &config.site,
+            camera,
+            &models.ids,
+            config.analysis.plate_read_threshold,
+        );
+        let supervisor = CameraSupervisor::new(
+            camera.clone(),
+            config.analysis_fps(camera),
+            shutdown.clone(),
+        );
+        let (models, outbound, alive) = (models.clone(), outbound.clone(), alive_tx.clone());
+        let (thresholds, detect, id) = (
+            config.analysis.clone(),
+            camera.detect.clone(),
+            camera.id.clone(),
+        );
+        tracing::info!(camera = %id, source = %camera.source.display(), fps = config.analysis_fps(camera), "starting camera");
+        let status_out = outbound.clone();
+        let status_id = id.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("cam-{id}"))
+            .spawn(move || {
+                let _alive = alive;
+                supervisor.run(
+                    |frame| match models.analyze(&frame.image, &detect, &thresholds) {
+                        Ok(detections) => {
+                            for event in factory.events(&frame, &detections) {
+                                log_event(&event);
+                                outbound.send(Message::Event(Box::new(event)));
+                            }
+                        }
+                        Err(e) => tracing::error!(camera = %id, frame = frame.number, "analysis failed: {e:#}"),
+                    },
+                    |status| {
+                        status_out.send(Message::CameraStatus(StatusReport {
+                            camera: status_id.clone(),
+                            status,
+                            at: SystemTime::now(),
+                        }))
+                    },
+                )
+            })
+            .context("cannot start a camera thread")?;
+        threads.push(thread);
+    }
+    drop(alive_tx);
+    drop(outbound);
+
+    runtime.block_on(async {
+        tokio::select! {
+            signal = wait_for_signal() => tracing::info!("{signal} received; shutting down"),
+            _ = alive_rx.recv() => tracing::info!("every camera has finished; shutting down"),
+        }
+    });
+    shutdown.trigger();
+    for t in threads {
+        let _ = t.join();
+    }
+    // The cameras' senders are gone now, so the publisher drains and ends.
+    runtime
+        .block_on(publisher)
+        .context("publisher task failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn publish_loop(
+    mut inbox: mpsc::Receiver<Message>,
+    mut jsonl: Option<&mut JsonLinesSink>,
+    mqtt: Option<&MqttSink>,
+) {
+    while let Some(message) = inbox.recv().await {
+        match message {
+            Message::Event(event) => {
+                if let Some(sink) = jsonl.as_deref_mut() {
+                    sink.write(&event);
+                }
+                if let Some(m) = mqtt {
+                    match serde_json::to_vec(&*event) {
+                        Ok(payload) => m.publish_event(&event.topic_suffix(), payload).await,
+                        Err(e) => tracing::error!(event = %event.id, "cannot serialise event: {e}"),
+                    }
+                }
+            }
+            Message::CameraStatus(report) => {
+                if let Some(m) = mqtt {
+                    m.publish_camera_status(&report).await;
+                }
+            }
+        }
+    }
+}
+
+fn log_event(e: &Event) {
+    match (&e.plate, &e.face) {
+        (Some(p), _) => tracing::info!(
+            camera = %e.camera.id, seq = e.seq, id = %e.id, plate = %p.text, chars = %p.chars,
+            confidence = format!("{:.2}", e.confidence), "plate event"
+        ),
+        (_, Some(_)) => tracing::info!(
+            camera = %e.camera.id, seq = e.seq, id = %e.id, confidence = format!("{:.2}", e.confidence), "face event"
+        ),
+        _ => {}
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

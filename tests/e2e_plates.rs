@@ -1,0 +1,197 @@
+//! End to end, as deployed: an RTSP camera serving real car footage, the
+//! agent, and a real MQTT broker; the test subscribes like the IOC would.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// Plates a person reads in the frames the clip is made from
+/// (../shared/data/vn_plate_detect_extra/dungnt_parking_gate).
+const FRAMES: &[(&str, &str)] = &[
+    ("e4a7bc1c-37112.jpg", "51A60216"), // white Mazda, "51A-602.16"
+    ("3e4fefb8-38696.jpg", "51A85325"), // silver Toyota, "51A-853.25"
+];
+
+#[test]
+fn rtsp_camera_to_mqtt_plate_events() {
+    let frames = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate/images");
+    let work = tempfile::tempdir().unwrap();
+    let clip = work.path().join("gate.mp4");
+    clip_from_images(
+        &FRAMES
+            .iter()
+            .map(|(f, _)| frames.join(f))
+            .collect::<Vec<_>>(),
+        4,
+        &clip,
+    );
+
+    let broker = Mosquitto::start();
+    let camera = TestCam::start(&[("gate", &clip)]);
+    let sub = Subscriber::connect(broker.port, "matthan/v1/#");
+    let mut agent = Agent::start(&format!(
+        r#"
+[site]
+id = "test-site"
+name = "Cổng bãi xe (test)"
+
+[models]
+dir = "{models}"
+
+[[camera]]
+id = "gate-1"
+name = "Parking gate, entry lane"
+source = "{rtsp}"
+lanes = ["entry"]
+detect = ["plates"]
+location = {{ lat = 10.7769, lon = 106.7009, address = "Quận 1, TP. Hồ Chí Minh" }}
+
+[outputs.mqtt]
+url = "{mqtt}"
+"#,
+        models = models_dir().display(),
+        rtsp = camera.url("gate"),
+        mqtt = broker.url(),
+    ));
+
+    let wanted: Vec<&str> = FRAMES.iter().map(|(_, chars)| *chars).collect();
+    let messages = sub.wait_until(
+        Duration::from_secs(120),
+        "a plate event for every plate in the clip",
+        |msgs| {
+            let events = msgs
+                .iter()
+                .filter(|m| m.topic.ends_with("/event/plate"))
+                .map(|m| m.text())
+                .collect::<Vec<_>>();
+            wanted.iter().all(|w| {
+                events
+                    .iter()
+                    .any(|e| e.contains(&format!("\"chars\":\"{w}\"")))
+            })
+        },
+    );
+    let status = agent.process.terminate();
+    assert!(
+        status.success(),
+        "agent exited with {status}; log:\n{}",
+        agent.log_text()
+    );
+
+    let events = parse_events(&messages);
+    assert!(
+        events
+            .iter()
+            .all(|(topic, _)| topic.starts_with("matthan/v1/test-site/gate-1/event/plate")),
+        "events on unexpected topics"
+    );
+    assert_contiguous_sequences(&events);
+    for (_, e) in &events {
+        assert_eq!(e["kind"], "plate");
+        assert_eq!(
+            e["camera"]["location"]["address"],
+            "Quận 1, TP. Hồ Chí Minh"
+        );
+        assert_eq!(e["frame"]["width"], 472);
+        let roles: Vec<_> = e["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert!(
+            roles.contains(&"plate_detector") && roles.contains(&"plate_reader"),
+            "{roles:?}"
+        );
+    }
+    let texts: Vec<_> = events
+        .iter()
+        .map(|(_, e)| e["plate"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        texts.contains(&"51A-602.16".to_string()),
+        "display text missing: {texts:?}"
+    );
+
+    // The agent said it was online while running, and offline when it stopped.
+    let after = sub.wait_until(Duration::from_secs(10), "offline status", |msgs| {
+        msgs.iter()
+            .any(|m| m.topic == "matthan/v1/test-site/status" && m.text().contains("offline"))
+    });
+    let states: Vec<String> = after
+        .iter()
+        .filter(|m| m.topic == "matthan/v1/test-site/status")
+        .map(|m| m.text())
+        .collect();
+    assert!(
+        states.first().is_some_and(|s| s.contains("\"online\"")),
+        "{states:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|m| m.topic == "matthan/v1/test-site/gate-1/status"
+                && m.text().contains("streaming")),
+        "no camera status"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("plate event"),
+        "each event is one log line:\n{log}"
+    );
+}
+
+#[test]
+fn a_broken_camera_does_not_stop_the_others() {
+    let frames = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate/images");
+    let work = tempfile::tempdir().unwrap();
+    let clip = work.path().join("gate.mp4");
+    clip_from_images(&[frames.join(FRAMES[0].0)], 6, &clip);
+    let broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "matthan/v1/#");
+    let dead_port = free_port();
+    let mut agent = Agent::start(&format!(
+        r#"
+[site]
+id = "s"
+[models]
+dir = "{models}"
+[[camera]]
+id = "dead"
+source = "rtsp://127.0.0.1:{dead_port}/nothing"
+rtsp_transport = "tcp"
+[[camera]]
+id = "alive"
+source = "file://{clip}"
+detect = ["plates"]
+[outputs.mqtt]
+url = "{mqtt}"
+"#,
+        models = models_dir().display(),
+        clip = clip.display(),
+        mqtt = broker.url(),
+    ));
+    sub.wait_until(
+        Duration::from_secs(60),
+        "a plate from the working camera and a reconnecting status from the dead one",
+        |msgs| {
+            msgs.iter().any(|m| {
+                m.topic == "matthan/v1/s/alive/event/plate" && m.text().contains("51A60216")
+            }) && msgs
+                .iter()
+                .any(|m| m.topic == "matthan/v1/s/dead/status" && m.text().contains("reconnecting"))
+        },
+    );
+    assert!(
+        agent.process.child.try_wait().unwrap().is_none()
+            || agent.process.wait_exit(Duration::from_secs(1)).success()
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("camera failed"),
+        "the dead camera's failure is logged:\n{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -1,0 +1,383 @@
+//! The end-to-end harness: real Mosquitto, a real RTSP server, the real
+//! `matthan` binary, each a child process on a free loopback port, killed
+//! when its handle drops.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `../shared` beside the checkout: data, models and media for tests.
+pub fn shared() -> PathBuf {
+    let p = std::env::var_os("MATTHAN_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
+    assert!(
+        p.is_dir(),
+        "test data folder {} is missing; the tests need ../shared beside the checkout (or MATTHAN_SHARED)",
+        p.display()
+    );
+    p
+}
+
+pub fn models_dir() -> PathBuf {
+    let p = repo_root().join("models/fetched");
+    assert!(
+        p.join("yunet_s_dynamic.onnx").is_file(),
+        "models are missing in {}; run scripts/setup",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on 127.0.0.1:{port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process that is killed when dropped.
+pub struct Process {
+    pub name: &'static str,
+    pub child: Child,
+}
+
+impl Process {
+    pub fn terminate(&mut self) -> ExitStatus {
+        unsafe_sigterm(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop within 20 s of SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Mosquitto {
+    pub port: u16,
+    _process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed; run scripts/setup");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, Duration::from_secs(10));
+        Mosquitto {
+            port,
+            _process: Process {
+                name: "mosquitto",
+                child,
+            },
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+pub struct TestCam {
+    pub port: u16,
+    _process: Process,
+}
+
+impl TestCam {
+    /// Serves each `(mount, file)` at rtsp://127.0.0.1:PORT/mount.
+    pub fn start(mounts: &[(&str, &Path)]) -> TestCam {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_matthan-testcam"));
+        cmd.args(["--port", &port.to_string()]);
+        for (mount, file) in mounts {
+            cmd.arg("--mount")
+                .arg(format!("/{mount}={}", file.display()));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, Duration::from_secs(10));
+        TestCam {
+            port,
+            _process: Process {
+                name: "matthan-testcam",
+                child,
+            },
+        }
+    }
+
+    pub fn url(&self, mount: &str) -> String {
+        format!("rtsp://127.0.0.1:{}/{mount}", self.port)
+    }
+}
+
+/// The real agent, run on a config file written for the test.
+pub struct Agent {
+    pub process: Process,
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start(config: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_matthan"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(std::fs::File::create(dir.path().join("stdout.jsonl")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent {
+            process: Process {
+                name: "matthan run",
+                child,
+            },
+            log,
+            dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// One MQTT message as the subscriber got it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retained: bool,
+}
+
+impl Received {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// An MQTT subscriber collecting every message it receives.
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Subscriber {
+    pub fn connect(port: u16, filter: &str) -> Subscriber {
+        let mut opts =
+            rumqttc::MqttOptions::new(format!("test-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut connection) = rumqttc::Client::new(opts, 100);
+        client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _client = client;
+            for notification in connection.iter() {
+                match notification {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        sink.lock().unwrap().push(Received {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retained: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscription was not acknowledged");
+        Subscriber { messages }
+    }
+
+    /// Waits until `done` holds for the messages so far; returns them.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snapshot = self.messages.lock().unwrap().clone();
+            if done(&snapshot) {
+                return snapshot;
+            }
+            if Instant::now() > deadline {
+                let topics: Vec<_> = snapshot.iter().map(|m| m.topic.clone()).collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; received {} messages on {topics:?}",
+                    snapshot.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Makes an H.264 MP4 clip at test time from still frames, each shown for
+/// `seconds_each` at 10 fps, with GStreamer's own tools. Frames must share
+/// one size.
+pub fn clip_from_images(images: &[PathBuf], seconds_each: u32, out: &Path) {
+    const FPS: u32 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for img in images {
+        for _ in 0..seconds_each * FPS {
+            std::fs::copy(img, dir.path().join(format!("{n:05}.jpg"))).unwrap();
+            n += 1;
+        }
+    }
+    // x264 needs even dimensions: pad an odd height with one black row.
+    let height = image::image_dimensions(&images[0]).unwrap().1;
+    let pad_bottom = height % 2;
+    let pipeline = format!(
+        "multifilesrc location={}/%05d.jpg index=0 stop-index={} caps=image/jpeg,framerate={FPS}/1 ! jpegdec ! videoconvert ! \
+         videobox bottom=-{pad_bottom} ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} ! \
+         h264parse ! mp4mux ! filesink location={}",
+        dir.path().display(),
+        n - 1,
+        out.display()
+    );
+    let status = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .status()
+        .expect("gst-launch-1.0 is not installed; run scripts/setup");
+    assert!(status.success(), "making the test clip failed: {pipeline}");
+}
+
+pub fn event_validator() -> jsonschema::Validator {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../agent/schema/event.v1.schema.json")).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// Checks every event against the schema and returns them parsed.
+pub fn parse_events(messages: &[Received]) -> Vec<(String, serde_json::Value)> {
+    let validator = event_validator();
+    messages
+        .iter()
+        .filter(|m| m.topic.contains("/event/"))
+        .map(|Received { topic, payload, .. }| {
+            let v: serde_json::Value = serde_json::from_slice(payload)
+                .unwrap_or_else(|e| panic!("event on {topic} is not JSON: {e}"));
+            let errors: Vec<String> = validator
+                .iter_errors(&v)
+                .map(|e| format!("{e} at {}", e.instance_path))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "event on {topic} breaks the schema: {errors:?}\n{v}"
+            );
+            (topic.clone(), v)
+        })
+        .collect()
+}
+
+/// Per camera, the sequence numbers must be 1, 2, 3, … in arrival order.
+pub fn assert_contiguous_sequences(events: &[(String, serde_json::Value)]) {
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    for (_, e) in events {
+        let camera = e["camera"]["id"].as_str().unwrap().to_string();
+        let seq = e["seq"].as_u64().unwrap();
+        let prev = last.insert(camera.clone(), seq).unwrap_or(0);
+        assert_eq!(seq, prev + 1, "camera {camera}: seq {seq} after {prev}");
+    }
+}
+
+pub fn write_file(path: &Path, text: &str) {
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
