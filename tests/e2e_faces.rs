@@ -50,11 +50,7 @@ path = "{jsonl}"
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(
-        lines.len() >= 5,
-        "expected face events in the clip, got {}",
-        lines.len()
-    );
+    assert!(!lines.is_empty(), "expected face events in the clip");
     // Every event written to the file also reached the broker, in order.
     let messages = sub.wait_until(
         Duration::from_secs(10),
@@ -89,17 +85,16 @@ path = "{jsonl}"
             "landmarks {lm:?} vs box {b:?}"
         );
     }
-    // Analysed at 2 fps of stream time: frame numbers step by the clip's fps / 2.
-    let stream_ms: Vec<u64> = events
+    // One event per face pass, not per frame: the clip's faces stay in view
+    // for many analysed frames.
+    let frames: Vec<u64> = events
         .iter()
-        .filter_map(|(_, e)| e["frame"]["stream_time_ms"].as_u64())
+        .map(|(_, e)| e["face"]["track"]["frames"].as_u64().unwrap())
         .collect();
-    let mut distinct = stream_ms.clone();
-    distinct.dedup();
-    for w in distinct.windows(2) {
-        assert!(
-            w[1] - w[0] >= 450,
-            "frames analysed closer than the analysis rate: {distinct:?}"
-        );
-    }
+    assert!(frames.iter().any(|&f| f >= 3), "face tracks {frames:?}");
+    let tracks: std::collections::HashSet<u64> = events
+        .iter()
+        .map(|(_, e)| e["face"]["track"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(tracks.len(), events.len(), "one event per track");
 }

@@ -57,7 +57,7 @@ url = "{mqtt}"
     ));
 
     let wanted: Vec<&str> = FRAMES.iter().map(|(_, chars)| *chars).collect();
-    let messages = sub.wait_until(
+    sub.wait_until(
         Duration::from_secs(120),
         "a plate event for every plate in the clip",
         |msgs| {
@@ -73,7 +73,11 @@ url = "{mqtt}"
             })
         },
     );
+    // The camera replays the clip after it ends (a reconnect): the same
+    // cars again within the dedup window must not make new events.
+    std::thread::sleep(Duration::from_secs(12));
     let status = agent.process.terminate();
+    let messages = sub.messages.lock().unwrap().clone();
     assert!(
         status.success(),
         "agent exited with {status}; log:\n{}",
@@ -105,6 +109,28 @@ url = "{mqtt}"
             roles.contains(&"plate_detector") && roles.contains(&"plate_reader"),
             "{roles:?}"
         );
+    }
+    // One vehicle, one event: exactly one event per car, with the right reading.
+    let mut chars: Vec<_> = events
+        .iter()
+        .map(|(_, e)| e["plate"]["chars"].as_str().unwrap().to_string())
+        .collect();
+    chars.sort();
+    assert_eq!(
+        chars,
+        vec!["51A60216", "51A85325"],
+        "plates: {:#?}",
+        events.iter().map(|e| &e.1["plate"]).collect::<Vec<_>>()
+    );
+    for (_, e) in &events {
+        let p = &e["plate"];
+        assert!(
+            p["track"]["frames"].as_u64().unwrap() >= 3,
+            "a 4 s view at 2 fps gives several frames: {p}"
+        );
+        assert_eq!(p["kind"], "car");
+        assert_eq!(p["colour"], "white");
+        assert_eq!(p["province"]["code"], 51);
     }
     let texts: Vec<_> = events
         .iter()

@@ -26,5 +26,7 @@ pub mod infer;
 pub mod ingest;
 pub mod plate;
 pub mod publish;
+pub mod rules;
 pub mod run;
 pub mod shutdown;
+pub mod track;

@@ -5,6 +5,7 @@
 //! the publisher drains what they queued, then the MQTT connection waits
 //! for the broker's acknowledgements and closes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,7 +18,9 @@ use crate::infer::Models;
 use crate::ingest::{CameraSupervisor, StatusReport, init_gstreamer};
 use crate::publish::jsonl::JsonLinesSink;
 use crate::publish::mqtt::MqttSink;
+use crate::publish::outbox::Outbox;
 use crate::publish::{Message, Outbound};
+use crate::rules::{Pass, Passes};
 use crate::shutdown::Shutdown;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -41,17 +44,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .as_ref()
         .map(|o| JsonLinesSink::open(&o.path))
         .transpose()?;
-    let mqtt = {
-        let _guard = runtime.enter();
-        config
-            .outputs
-            .mqtt
-            .as_ref()
-            .map(|m| MqttSink::connect(m, &config.site.id))
-            .transpose()?
+    let mqtt = match &config.outputs.mqtt {
+        Some(m) => {
+            let outbox = Outbox::open(config.outbox_config())?;
+            let _guard = runtime.enter();
+            Some(MqttSink::connect(m, &config.site.id, outbox)?)
+        }
+        None => None,
     };
     let publisher = runtime.spawn(async move {
-        publish_loop(inbox, jsonl.as_mut(), mqtt.as_ref()).await;
+        let mut mqtt = mqtt;
+        publish_loop(inbox, jsonl.as_mut(), mqtt.as_mut()).await;
         if let Some(m) = mqtt {
             m.close().await;
         }
@@ -61,12 +64,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (alive_tx, mut alive_rx) = mpsc::unbounded_channel::<()>();
     let mut threads = Vec::new();
     for camera in &config.cameras {
-        let factory = EventFactory::new(
-            &config.site,
-            camera,
-            &models.ids,
-            config.analysis.plate_read_threshold,
-        );
+        let factory = EventFactory::new(&config.site, camera, &models.ids);
+        let mut passes = Passes::new(config.pass_config());
         let supervisor = CameraSupervisor::new(
             camera.clone(),
             config.analysis_fps(camera),
@@ -85,14 +84,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .name(format!("cam-{id}"))
             .spawn(move || {
                 let _alive = alive;
+                let publish = |pass: Pass| {
+                    let event = factory.event(&pass);
+                    log_event(&event);
+                    outbound.send(Message::Event(Box::new(event)));
+                };
                 supervisor.run(
                     |frame| match models.analyze(&frame.image, &detect, &thresholds) {
-                        Ok(detections) => {
-                            for event in factory.events(&frame, &detections) {
-                                log_event(&event);
-                                outbound.send(Message::Event(Box::new(event)));
-                            }
-                        }
+                        Ok(detections) => passes.on_frame(&frame, &detections).into_iter().for_each(&publish),
                         Err(e) => tracing::error!(camera = %id, frame = frame.number, "analysis failed: {e:#}"),
                     },
                     |status| {
@@ -102,7 +101,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                             at: SystemTime::now(),
                         }))
                     },
-                )
+                );
+                // The camera has stopped: every open pass is reported, none is lost.
+                passes.finish().into_iter().for_each(publish);
             })
             .context("cannot start a camera thread")?;
         threads.push(thread);
@@ -128,30 +129,64 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Events the outbox could not store (disk full, read-only) wait here and
+/// are retried with every new event; beyond this many the oldest go.
+const HELD_MAX: usize = 10_000;
+
 async fn publish_loop(
     mut inbox: mpsc::Receiver<Message>,
     mut jsonl: Option<&mut JsonLinesSink>,
-    mqtt: Option<&MqttSink>,
+    mut mqtt: Option<&mut MqttSink>,
 ) {
+    let mut held: VecDeque<(String, Vec<u8>)> = VecDeque::new();
+    let mut lost = 0u64;
     while let Some(message) = inbox.recv().await {
         match message {
             Message::Event(event) => {
                 if let Some(sink) = jsonl.as_deref_mut() {
                     sink.write(&event);
                 }
-                if let Some(m) = mqtt {
-                    match serde_json::to_vec(&*event) {
-                        Ok(payload) => m.publish_event(&event.topic_suffix(), payload).await,
-                        Err(e) => tracing::error!(event = %event.id, "cannot serialise event: {e}"),
+                let Some(m) = mqtt.as_deref_mut() else {
+                    continue;
+                };
+                match serde_json::to_vec(&*event) {
+                    Ok(payload) => held.push_back((event.topic_suffix(), payload)),
+                    Err(e) => tracing::error!(event = %event.id, "cannot serialise event: {e}"),
+                }
+                while let Some((topic, payload)) = held.front() {
+                    if !m.publish_event(topic, payload) {
+                        break;
                     }
+                    held.pop_front();
+                }
+                while held.len() > HELD_MAX {
+                    held.pop_front();
+                    lost += 1;
+                    tracing::error!(
+                        lost_total = lost,
+                        "outbox unwritable and memory hold full: an event was lost"
+                    );
                 }
             }
             Message::CameraStatus(report) => {
-                if let Some(m) = mqtt {
-                    m.publish_camera_status(&report).await;
+                if let Some(m) = mqtt.as_deref() {
+                    m.publish_camera_status(&report);
                 }
             }
         }
+    }
+    if let Some(m) = mqtt {
+        for (topic, payload) in held.drain(..) {
+            if !m.publish_event(&topic, &payload) {
+                lost += 1;
+            }
+        }
+    }
+    if lost > 0 {
+        tracing::error!(
+            lost_total = lost,
+            "events lost because the outbox could not store them"
+        );
     }
 }
 
@@ -159,7 +194,7 @@ fn log_event(e: &Event) {
     match (&e.plate, &e.face) {
         (Some(p), _) => tracing::info!(
             camera = %e.camera.id, seq = e.seq, id = %e.id, plate = %p.text, chars = %p.chars,
-            confidence = format!("{:.2}", e.confidence), "plate event"
+            frames = p.track.frames, confidence = format!("{:.2}", e.confidence), "{} event", e.kind.as_str()
         ),
         (_, Some(_)) => tracing::info!(
             camera = %e.camera.id, seq = e.seq, id = %e.id, confidence = format!("{:.2}", e.confidence), "face event"

@@ -68,6 +68,7 @@ impl Config {
             }
         };
         resolve(&mut self.models.dir);
+        resolve(&mut self.storage.dir);
         if let Some(JsonLinesOutput {
             path: JsonLinesTarget::File(p),
         }) = &mut self.outputs.jsonl
@@ -78,6 +79,24 @@ impl Config {
             if let Source::File(p) = &mut camera.source {
                 resolve(p);
             }
+        }
+    }
+
+    pub fn pass_config(&self) -> crate::rules::PassConfig {
+        crate::rules::PassConfig {
+            max_delay: std::time::Duration::from_secs_f64(self.events.max_delay_seconds),
+            dedup_window: std::time::Duration::from_secs_f64(self.events.dedup_seconds),
+            emit_unreadable: self.events.unreadable_plates,
+            min_read_confidence: self.analysis.plate_read_threshold,
+            ..Default::default()
+        }
+    }
+
+    pub fn outbox_config(&self) -> crate::publish::outbox::OutboxConfig {
+        crate::publish::outbox::OutboxConfig {
+            max_bytes: self.storage.outbox_max_mb * 1024 * 1024,
+            max_age: std::time::Duration::from_secs_f64(self.storage.outbox_max_age_hours * 3600.0),
+            ..crate::publish::outbox::OutboxConfig::new(self.storage.dir.join("outbox"))
         }
     }
 

@@ -13,6 +13,10 @@ pub struct Config {
     pub analysis: Analysis,
     #[serde(default)]
     pub models: Models,
+    #[serde(default)]
+    pub events: Events,
+    #[serde(default)]
+    pub storage: Storage,
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
     pub outputs: Outputs,
@@ -39,8 +43,8 @@ pub struct Analysis {
     pub fps: f64,
     /// Minimum detector confidence for a plate.
     pub plate_threshold: f32,
-    /// Minimum mean per-character confidence of a plate read; weaker reads
-    /// are not published as plate events.
+    /// Minimum confidence of a single frame's plate read for it to count
+    /// in the vote; a track with no such read is reported as unreadable.
     pub plate_read_threshold: f32,
     /// Minimum face detector score.
     pub face_threshold: f32,
@@ -53,6 +57,62 @@ impl Default for Analysis {
             plate_threshold: DEFAULT_PLATE_THRESHOLD,
             plate_read_threshold: DEFAULT_PLATE_READ_THRESHOLD,
             face_threshold: DEFAULT_FACE_THRESHOLD,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_DELAY_SECONDS: f64 = 10.0;
+pub const DEFAULT_DEDUP_SECONDS: f64 = 60.0;
+
+/// When a pass becomes an event.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// A pass is reported when its track ends, or at the latest this long
+    /// after it was first seen (a vehicle waiting at a red light).
+    pub max_delay_seconds: f64,
+    /// The same plate seen again by the same camera within this many
+    /// seconds of its last sighting is the same pass: no second event.
+    pub dedup_seconds: f64,
+    /// Report plate tracks that never read as a valid plate as
+    /// `plate.unreadable` events (they are always counted).
+    pub unreadable_plates: bool,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            max_delay_seconds: DEFAULT_MAX_DELAY_SECONDS,
+            dedup_seconds: DEFAULT_DEDUP_SECONDS,
+            unreadable_plates: true,
+        }
+    }
+}
+
+pub const DEFAULT_STORAGE_DIR: &str = "state";
+pub const DEFAULT_OUTBOX_MAX_MB: u64 = 512;
+pub const DEFAULT_OUTBOX_MAX_AGE_HOURS: f64 = 168.0;
+
+/// Where the agent keeps what must survive a restart.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// State folder (relative to the config file); the outbox lives in
+    /// `outbox/` inside it. `/var/lib/matthan` on an installed gateway.
+    pub dir: PathBuf,
+    /// Undelivered events kept at most, in MiB; beyond it the oldest are
+    /// dropped, counted and logged.
+    pub outbox_max_mb: u64,
+    /// Undelivered events older than this are dropped, counted and logged.
+    pub outbox_max_age_hours: f64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(DEFAULT_STORAGE_DIR),
+            outbox_max_mb: DEFAULT_OUTBOX_MAX_MB,
+            outbox_max_age_hours: DEFAULT_OUTBOX_MAX_AGE_HOURS,
         }
     }
 }

@@ -17,6 +17,36 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
         c.analysis.plate_read_threshold,
     )?;
     check_unit("analysis.face_threshold", c.analysis.face_threshold)?;
+    for (key, v, max) in [
+        (
+            "events.max_delay_seconds",
+            c.events.max_delay_seconds,
+            3600.0,
+        ),
+        ("events.dedup_seconds", c.events.dedup_seconds, 86400.0),
+    ] {
+        if !(v.is_finite() && v >= 0.0 && v <= max) {
+            return fail(
+                key,
+                format!("{v} is not a duration; use seconds between 0 and {max}"),
+            );
+        }
+    }
+    if c.storage.outbox_max_mb == 0 {
+        return fail(
+            "storage.outbox_max_mb",
+            "0 would keep no undelivered event; use at least 1 (MiB)".into(),
+        );
+    }
+    if !(c.storage.outbox_max_age_hours.is_finite() && c.storage.outbox_max_age_hours > 0.0) {
+        return fail(
+            "storage.outbox_max_age_hours",
+            format!(
+                "{} is not a duration; use hours above 0",
+                c.storage.outbox_max_age_hours
+            ),
+        );
+    }
     if c.models.threads == 0 || c.models.threads > 64 {
         return fail(
             "models.threads",

@@ -11,20 +11,29 @@ pub use sequence::{Sequencer, new_event_id};
 
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{CameraConfig, Location, Site};
 use crate::infer::{BBox, ModelId};
+use crate::plate::colour::PlateColour;
+use crate::plate::grammar::PlateKind;
+use crate::rules::{Pass, Sighting};
 
 pub const SCHEMA_VERSION: u32 = 1;
 /// The schema, embedded so `matthan` can print it and tests can check
 /// events against the very file consumers get.
 pub const SCHEMA_JSON: &str = include_str!("../../schema/event.v1.schema.json");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EventKind {
+    /// One vehicle pass with a valid plate reading.
+    #[serde(rename = "plate")]
     Plate,
+    /// A plate track whose reads never formed a valid plate: reported, not dropped.
+    #[serde(rename = "plate.unreadable")]
+    PlateUnreadable,
+    /// One face pass.
+    #[serde(rename = "face")]
     Face,
 }
 
@@ -32,12 +41,13 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Plate => "plate",
+            EventKind::PlateUnreadable => "plate.unreadable",
             EventKind::Face => "face",
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub schema_version: u32,
     pub id: uuid::Uuid,
@@ -52,61 +62,96 @@ pub struct Event {
     pub frame: FrameRef,
     pub bbox: BBox,
     pub confidence: f32,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plate: Option<PlateInfo>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub face: Option<FaceInfo>,
     pub models: Vec<ModelRef>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SiteRef {
     pub id: String,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CameraRef {
     pub id: String,
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lanes: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FrameRef {
     pub width: u32,
     pub height: u32,
     /// Frame count of this camera since the agent started.
     pub number: u64,
     /// Position in the stream, milliseconds, when the stream has one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_time_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PlateInfo {
-    /// Uppercase letters and digits only, e.g. `51G12345`.
+    /// Uppercase letters and digits (and Đ in the MĐ/TĐ series), e.g. `51G12345`.
     pub chars: String,
     /// As written on the plate, e.g. `51G-123.45`.
     pub text: String,
+    /// Whether `chars` is a valid Vietnamese plate (false only in `plate.unreadable` events).
+    pub valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<PlateKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub province: Option<ProvinceRef>,
+    pub colour: PlateColour,
     pub lines: u8,
+    /// Corners of the plate in the best frame: top-left, top-right, bottom-right, bottom-left.
     pub corners: [[f32; 2]; 4],
     pub detector_confidence: f32,
+    /// The best frame's own read confidence; `confidence` is the vote's.
     pub read_confidence: f32,
     pub char_confidences: Vec<f32>,
+    /// Other readings the frames support, best first.
+    pub alternatives: Vec<AlternativeRead>,
+    pub track: TrackInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvinceRef {
+    pub code: u8,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlternativeRead {
+    pub chars: String,
+    pub text: String,
+    pub support: f32,
+}
+
+/// The pass behind an event: which track, over how many analysed frames, when.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackInfo {
+    pub id: u64,
+    pub frames: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct FaceInfo {
     pub landmarks: [[f32; 2]; 5],
+    pub track: TrackInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ModelRef {
     pub role: String,
     pub name: String,
@@ -157,94 +202,117 @@ impl Event {
     }
 }
 
-/// Turns one camera's detections into events: the camera's fixed
-/// description, its sequence numbers and the model ids, in one place.
+/// Turns one camera's passes into events: the camera's fixed description,
+/// its sequence numbers and the model ids, in one place.
 pub struct EventFactory {
     site: SiteRef,
     camera: CameraRef,
     models: Vec<ModelRef>,
     sequence: Sequencer,
-    plate_read_threshold: f32,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    utc_millis(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 impl EventFactory {
-    pub fn new(
-        site: &Site,
-        camera: &CameraConfig,
-        models: &[ModelId],
-        plate_read_threshold: f32,
-    ) -> Self {
+    pub fn new(site: &Site, camera: &CameraConfig, models: &[ModelId]) -> Self {
         Self {
             site: SiteRef::from_config(site),
             camera: CameraRef::from_config(camera),
             models: models.iter().map(ModelRef::from).collect(),
             sequence: Sequencer::default(),
-            plate_read_threshold,
         }
     }
 
-    /// One event per plate read well enough and per face. Plates whose read
-    /// is empty or below the read threshold make no event: their text
-    /// would be a guess.
-    pub fn events(
-        &self,
-        frame: &crate::ingest::Frame,
-        detections: &crate::infer::Detections,
-    ) -> Vec<Event> {
-        let frame_ref = FrameRef {
-            width: frame.image.width,
-            height: frame.image.height,
-            number: frame.number,
-            stream_time_ms: frame.stream_time.map(|t| t.as_millis() as u64),
-        };
-        let time = utc_millis(frame.captured_at);
-        let base = |kind, bbox, confidence: f32| Event {
+    fn base(&self, kind: EventKind, at: &Sighting, confidence: f32) -> Event {
+        Event {
             schema_version: SCHEMA_VERSION,
             id: new_event_id(),
             kind,
             site: self.site.clone(),
             camera: self.camera.clone(),
             seq: self.sequence.next(),
-            time,
-            frame: frame_ref.clone(),
-            bbox,
+            time: utc_millis(at.captured_at),
+            frame: FrameRef {
+                width: at.frame_width,
+                height: at.frame_height,
+                number: at.frame_number,
+                stream_time_ms: at.stream_time.map(|t| t.as_millis() as u64),
+            },
+            bbox: at.bbox,
             confidence: confidence.clamp(0.0, 1.0),
             plate: None,
             face: None,
             models: self.models.clone(),
-        };
-        let mut events = Vec::new();
-        for p in &detections.plates {
-            if p.chars.is_empty() || p.read_confidence < self.plate_read_threshold {
-                continue;
+        }
+    }
+
+    pub fn event(&self, pass: &Pass) -> Event {
+        match pass {
+            Pass::Plate(p) | Pass::UnreadablePlate(p) => {
+                let kind = if matches!(pass, Pass::Plate(_)) {
+                    EventKind::Plate
+                } else {
+                    EventKind::PlateUnreadable
+                };
+                let mut e = self.base(kind, &p.best.at, p.vote.confidence);
+                let parsed = p.vote.plate.as_ref();
+                e.plate = Some(PlateInfo {
+                    chars: p.vote.chars.clone(),
+                    text: parsed.map_or_else(|| p.vote.chars.clone(), |pl| pl.display.clone()),
+                    valid: parsed.is_some(),
+                    kind: parsed.map(|pl| pl.kind),
+                    province: parsed.and_then(|pl| pl.province).map(|pr| ProvinceRef {
+                        code: pr.code,
+                        name: pr.name.to_string(),
+                    }),
+                    colour: p.colour,
+                    lines: p.best.lines,
+                    corners: p.best.corners,
+                    detector_confidence: p.best.detector_score.clamp(0.0, 1.0),
+                    read_confidence: p.best.observation.read_confidence.clamp(0.0, 1.0),
+                    char_confidences: p
+                        .best
+                        .observation
+                        .char_confidences
+                        .iter()
+                        .map(|c| c.clamp(0.0, 1.0))
+                        .collect(),
+                    alternatives: p
+                        .vote
+                        .alternatives
+                        .iter()
+                        .map(|a| AlternativeRead {
+                            text: crate::plate::display_text(&a.chars),
+                            chars: a.chars.clone(),
+                            support: a.support,
+                        })
+                        .collect(),
+                    track: TrackInfo {
+                        id: p.track_id,
+                        frames: p.frames as u64,
+                        first_seen: rfc3339(p.first_seen),
+                        last_seen: rfc3339(p.last_seen),
+                    },
+                });
+                e
             }
-            let mut e = base(
-                EventKind::Plate,
-                p.bbox,
-                p.detector_score * p.read_confidence,
-            );
-            e.plate = Some(PlateInfo {
-                chars: p.chars.clone(),
-                text: crate::plate::display_text(&p.chars),
-                lines: p.lines,
-                corners: p.corners,
-                detector_confidence: p.detector_score.clamp(0.0, 1.0),
-                read_confidence: p.read_confidence.clamp(0.0, 1.0),
-                char_confidences: p
-                    .char_confidences
-                    .iter()
-                    .map(|c| c.clamp(0.0, 1.0))
-                    .collect(),
-            });
-            events.push(e);
+            Pass::Face(f) => {
+                let mut e = self.base(EventKind::Face, &f.best, f.face.score);
+                e.face = Some(FaceInfo {
+                    landmarks: f.face.landmarks,
+                    track: TrackInfo {
+                        id: f.track_id,
+                        frames: f.frames as u64,
+                        first_seen: rfc3339(f.first_seen),
+                        last_seen: rfc3339(f.last_seen),
+                    },
+                });
+                e
+            }
         }
-        for f in &detections.faces {
-            let mut e = base(EventKind::Face, f.bbox, f.score);
-            e.face = Some(FaceInfo {
-                landmarks: f.landmarks,
-            });
-            events.push(e);
-        }
-        events
     }
 }

@@ -35,6 +35,11 @@ pub struct PlateRead {
     pub chars: String,
     pub char_confidences: Vec<f32>,
     pub read_confidence: f32,
+    /// Focus of the rectified crop (variance of the Laplacian).
+    pub sharpness: f32,
+    /// The rectified crop the read was made from.
+    #[serde(skip)]
+    pub crop: BgrImage,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -91,7 +96,9 @@ impl Models {
         let mut out = Detections::default();
         if what.contains(&DetectKind::Plates) {
             for plate in self.plates.detect(img, thresholds.plate_threshold)? {
-                let text = self.reader.read_quad(img, &plate.corners)?;
+                let read = self.reader.read_quad(img, &plate.corners)?;
+                let (text, sharpness, crop) =
+                    (read.text, image_ops::sharpness(&read.crop)?, read.crop);
                 out.plates.push(PlateRead {
                     bbox: plate.bbox,
                     corners: plate.corners,
@@ -100,6 +107,8 @@ impl Models {
                     chars: text.chars,
                     char_confidences: text.char_confidences,
                     read_confidence: text.confidence,
+                    sharpness,
+                    crop,
                 });
             }
         }

@@ -26,6 +26,12 @@ pub struct TextRead {
     pub confidence: f32,
 }
 
+/// A read together with the rectified crop it was made from.
+pub struct CropRead {
+    pub text: TextRead,
+    pub crop: BgrImage,
+}
+
 pub struct PlateReader {
     session: Mutex<Session>,
     width: u32,
@@ -48,9 +54,12 @@ impl PlateReader {
     }
 
     /// Rectifies the plate given by its corners and reads it.
-    pub fn read_quad(&self, img: &BgrImage, corners: &[[f32; 2]; 4]) -> anyhow::Result<TextRead> {
+    pub fn read_quad(&self, img: &BgrImage, corners: &[[f32; 2]; 4]) -> anyhow::Result<CropRead> {
         let crop = warp_quad(img, corners, self.width, self.height)?;
-        self.read_crop(&crop)
+        Ok(CropRead {
+            text: self.read_crop(&crop)?,
+            crop,
+        })
     }
 
     /// Reads an upright plate crop of any size.

@@ -162,10 +162,18 @@ fn a_corrupt_model_file_is_named_in_the_error() {
 fn outputs_match_the_reference_implementation() {
     const PX: f32 = 1.5;
     const SCORE: f32 = 0.02;
-    let reference: serde_json::Value = serde_json::from_str(include_str!("../../../tests/reference/reference_outputs.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../tests/reference/reference_outputs.json"
+    ))
+    .unwrap();
     let m = models();
     let close = |a: &serde_json::Value, b: &[f32], tol: f32, what: &str| {
-        let a: Vec<f32> = a.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let a: Vec<f32> = a
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() <= tol, "{what}: reference {a:?}, agent {b:?}");
@@ -175,15 +183,36 @@ fn outputs_match_the_reference_implementation() {
     for entry in reference["images"].as_array().unwrap() {
         let name = entry["image"].as_str().unwrap();
         let img = BgrImage::open(&shared().join(name)).unwrap();
-        let d = m.analyze(&img, &[crate::config::DetectKind::Plates, crate::config::DetectKind::Faces], &Default::default()).unwrap();
+        let d = m
+            .analyze(
+                &img,
+                &[
+                    crate::config::DetectKind::Plates,
+                    crate::config::DetectKind::Faces,
+                ],
+                &Default::default(),
+            )
+            .unwrap();
 
         let ref_faces = entry["faces"].as_array().unwrap();
         assert_eq!(d.faces.len(), ref_faces.len(), "{name}: face count");
         for (r, f) in ref_faces.iter().zip(&d.faces) {
             close(&r["bbox"], &f.bbox, PX, &format!("{name} face box"));
-            close(&serde_json::json!([r["score"]]), &[f.score], SCORE, &format!("{name} face score"));
+            close(
+                &serde_json::json!([r["score"]]),
+                &[f.score],
+                SCORE,
+                &format!("{name} face score"),
+            );
             let flat: Vec<f32> = f.landmarks.iter().flatten().copied().collect();
-            let ref_flat = serde_json::Value::Array(r["landmarks"].as_array().unwrap().iter().flat_map(|p| p.as_array().unwrap().clone()).collect());
+            let ref_flat = serde_json::Value::Array(
+                r["landmarks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|p| p.as_array().unwrap().clone())
+                    .collect(),
+            );
             close(&ref_flat, &flat, PX, &format!("{name} landmarks"));
             compared.0 += 1;
         }
@@ -193,11 +222,27 @@ fn outputs_match_the_reference_implementation() {
         for (r, p) in ref_plates.iter().zip(&d.plates) {
             close(&r["bbox"], &p.bbox, PX, &format!("{name} plate box"));
             let flat: Vec<f32> = p.corners.iter().flatten().copied().collect();
-            let ref_flat = serde_json::Value::Array(r["corners"].as_array().unwrap().iter().flat_map(|c| c.as_array().unwrap().clone()).collect());
+            let ref_flat = serde_json::Value::Array(
+                r["corners"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|c| c.as_array().unwrap().clone())
+                    .collect(),
+            );
             close(&ref_flat, &flat, PX, &format!("{name} plate corners"));
-            close(&serde_json::json!([r["score"], r["read_confidence"]]), &[p.detector_score, p.read_confidence], SCORE, &format!("{name} plate scores"));
+            close(
+                &serde_json::json!([r["score"], r["read_confidence"]]),
+                &[p.detector_score, p.read_confidence],
+                SCORE,
+                &format!("{name} plate scores"),
+            );
             assert_eq!(r["chars"].as_str().unwrap(), p.chars, "{name}: plate read");
-            assert_eq!(r["lines"].as_u64().unwrap() as u8, p.lines, "{name}: plate lines");
+            assert_eq!(
+                r["lines"].as_u64().unwrap() as u8,
+                p.lines,
+                "{name}: plate lines"
+            );
             compared.1 += 1;
         }
     }

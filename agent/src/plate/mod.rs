@@ -1,45 +1,27 @@
 //! Plate reading: what a string of plate characters means.
 //!
-//! For now this holds the display form of Vietnamese plates (Circular
-//! 79/2024/TT-BCA); the full grammar (province codes, series, kinds,
-//! colours, confusion correction) and multi-frame voting grow here.
+//! [`grammar`] holds the plate formats of Circular 79/2024/TT-BCA (kinds,
+//! series, display forms) and the position-aware correction of OCR
+//! confusions; [`provinces`] the locality codes and the names of their
+//! provinces after the 2025 merger; [`colour`] the plate's background
+//! colour, which says who owns the vehicle. Multi-frame voting grows here.
+
+pub mod colour;
+pub mod grammar;
+pub mod provinces;
+pub mod vote;
+
+pub use colour::{PlateColour, plate_colour};
+pub use grammar::{Candidate, Plate, PlateKind, correct, parse, readings};
+pub use provinces::{Province, province};
 
 /// The display form an officer writes: `51G12345` → `51G-123.45`,
 /// `59H143727` → `59-H1 437.27`, `59KA19166` → `59-KA 191.66`,
-/// `30A1234` → `30A-1234`. Strings that do not look like a plate are
-/// returned unchanged.
+/// `30A1234` → `30A-1234`, `29MĐ123456` → `29-MĐ1 234.56`, `AA1234` →
+/// `AA-12-34`. Strings that are no valid plate are returned unchanged,
+/// so that a misread never looks like a checked plate.
 pub fn display_text(chars: &str) -> String {
-    let b = chars.as_bytes();
-    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    if b.len() < 7 || !digits(&b[..2]) || !b[2].is_ascii_uppercase() {
-        return chars.to_string();
-    }
-    let province = &chars[..2];
-    // The serial is the trailing 4 or 5 digits; what sits between the
-    // province and the serial is the series.
-    let serial_len = if b.len() >= 8 && digits(&b[b.len() - 5..]) {
-        5
-    } else {
-        4
-    };
-    if !digits(&b[b.len() - serial_len..]) {
-        return chars.to_string();
-    }
-    let series = &chars[2..chars.len() - serial_len];
-    let serial = &chars[chars.len() - serial_len..];
-    let serial = if serial_len == 5 {
-        format!("{}.{}", &serial[..3], &serial[3..])
-    } else {
-        serial.to_string()
-    };
-    match series.len() {
-        // Cars: one series letter, written against the province.
-        1 => format!("{province}{series}-{serial}"),
-        // Motorbikes: two-character series (letter+digit or two letters)
-        // on the top line, the serial on the bottom line.
-        2 if series.as_bytes()[0].is_ascii_uppercase() => format!("{province}-{series} {serial}"),
-        _ => chars.to_string(),
-    }
+    parse(chars).map_or_else(|| chars.to_string(), |p| p.display)
 }
 
 #[cfg(test)]
@@ -56,9 +38,21 @@ mod tests {
             ("59KA19166", "59-KA 191.66"),
             ("59X312345", "59-X3 123.45"),
             ("47AD15155", "47-AD 151.55"),
+            ("59H14372", "59H-143.72"),
+            ("59KA1916", "59-KA 1916"),
+            ("29MĐ123456", "29-MĐ1 234.56"),
+            ("51LD12345", "51LD-123.45"),
+            ("51NG16633", "51-NG 166-33"),
+            ("51R12345", "51R-123.45"),
+            ("41291NG01", "41-291-NG-01"),
+            ("AA1234", "AA-12-34"),
+            // No valid plate: unchanged.
             ("ABC", "ABC"),
             ("", ""),
             ("5912345678", "5912345678"),
+            ("13A12345", "13A12345"),
+            ("51I12345", "51I12345"),
+            ("29MD123456", "29MD123456"),
         ] {
             assert_eq!(display_text(chars), text, "{chars}");
         }

@@ -4,11 +4,12 @@
 //! Camera threads hand messages over with [`Outbound::send`], which never
 //! blocks: frame processing must not wait for the network. The channel is
 //! bounded; when it is full the message is counted and logged as dropped.
-//! (A durable on-disk outbox, so that nothing is dropped through broker
-//! outages, is the next step of this module.)
+//! Events for MQTT are then stored in the durable [`outbox::Outbox`]
+//! before any attempt to send them.
 
 pub mod jsonl;
 pub mod mqtt;
+pub mod outbox;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

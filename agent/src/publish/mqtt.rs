@@ -9,14 +9,21 @@
 //! {prefix}/{site}/{camera}/event/plate        QoS 1     event JSON (agent/schema/event.v1.schema.json)
 //! {prefix}/{site}/{camera}/event/face         QoS 1     event JSON
 //! ```
+//!
+//! Events reach the broker only through the outbox, so what the broker
+//! has not acknowledged survives a reconnect, a crash or a power cut, and
+//! is sent again in order with its original id and sequence number.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
 use serde_json::json;
 
+use tokio::sync::Notify;
+
+use super::outbox::Outbox;
 use crate::config::MqttOutput;
 use crate::ingest::{CameraStatus, StatusReport};
 
@@ -65,15 +72,33 @@ impl BrokerAddress {
     }
 }
 
+/// What the connection task is asked to publish besides the outbox.
+#[derive(Default)]
+struct Retained {
+    /// Latest status per camera, re-published after every reconnect so a
+    /// consumer that joins late sees the present state.
+    cameras: std::collections::BTreeMap<String, Vec<u8>>,
+    dirty: bool,
+}
+
+/// The MQTT publisher: events go through the durable [`Outbox`]; one task
+/// owns the connection, publishes pending records in order (at most
+/// [`WINDOW`] unacknowledged at a time), deletes them on PUBACK, and after
+/// any connection loss starts again from the oldest unacknowledged record.
 pub struct MqttSink {
-    client: AsyncClient,
+    outbox: Arc<Mutex<Outbox>>,
+    retained: Arc<Mutex<Retained>>,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
     prefix: String,
     site: String,
-    qos: QoS,
-    sent: Arc<AtomicU64>,
-    acked: Arc<AtomicU64>,
-    eventloop: tokio::task::JoinHandle<()>,
+    outbox_failing: bool,
 }
+
+/// Unacknowledged publishes in flight. Enough to fill a 4G link's
+/// round-trip; small enough that a reconnect re-sends little.
+pub const WINDOW: usize = 64;
 
 fn qos(level: u8) -> QoS {
     match level {
@@ -84,82 +109,75 @@ fn qos(level: u8) -> QoS {
 }
 
 impl MqttSink {
-    pub fn connect(config: &MqttOutput, site: &str) -> anyhow::Result<Self> {
+    pub fn connect(config: &MqttOutput, site: &str, outbox: Outbox) -> anyhow::Result<Self> {
         let addr = BrokerAddress::parse(&config.url)
             .map_err(|e| anyhow::anyhow!("outputs.mqtt.url: {e}"))?;
-        let client_id = config
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("matthan-{site}"));
-        let prefix = config.topic_prefix.clone();
-        let status_topic = format!("{prefix}/{site}/status");
-        let mut options = MqttOptions::new(client_id, addr.host.clone(), addr.port);
-        options.set_keep_alive(KEEP_ALIVE);
-        options.set_last_will(LastWill::new(
-            &status_topic,
-            json!({"state": "offline", "reason": "connection lost"}).to_string(),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        if addr.tls {
-            options.set_transport(Transport::tls_with_default_config());
+        let s = outbox.stats;
+        if s.recovered > 0 || s.torn_bytes_discarded > 0 {
+            tracing::info!(
+                pending = s.recovered,
+                torn_bytes = s.torn_bytes_discarded,
+                "outbox recovered undelivered events; they are sent first"
+            );
         }
-        let (client, mut eventloop) = AsyncClient::new(options, 256);
-        let acked = Arc::new(AtomicU64::new(0));
-        let online_client = client.clone();
-        let acked_by_loop = acked.clone();
-        let sent = Arc::new(AtomicU64::new(0));
-        let sent_by_loop = sent.clone();
-        let broker = format!("{}:{}", addr.host, addr.port);
-        let eventloop = tokio::spawn(async move {
-            let mut backoff = RECONNECT_MIN;
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                        tracing::info!(broker = %broker, "connected to MQTT broker");
-                        backoff = RECONNECT_MIN;
-                        let online =
-                            json!({"state": "online", "version": env!("CARGO_PKG_VERSION")})
-                                .to_string();
-                        if online_client
-                            .try_publish(&status_topic, QoS::AtLeastOnce, true, online)
-                            .is_ok()
-                        {
-                            sent_by_loop.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(rumqttc::Event::Incoming(
-                        rumqttc::Packet::PubAck(_) | rumqttc::Packet::PubComp(_),
-                    )) => {
-                        acked_by_loop.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(broker = %broker, retry_in_ms = backoff.as_millis() as u64, "MQTT connection failed: {e}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(RECONNECT_MAX);
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            client,
-            prefix,
-            site: site.to_string(),
+        let outbox = Arc::new(Mutex::new(outbox));
+        let retained = Arc::new(Mutex::new(Retained::default()));
+        let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let connection = Connection {
+            addr,
+            client_id: config
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("matthan-{site}")),
+            status_topic: format!("{}/{site}/status", config.topic_prefix),
             qos: qos(config.qos),
-            sent,
-            acked,
-            eventloop,
+            outbox: outbox.clone(),
+            retained: retained.clone(),
+            wake: wake.clone(),
+            stop: stop.clone(),
+        };
+        let task = tokio::spawn(connection.run());
+        Ok(Self {
+            outbox,
+            retained,
+            wake,
+            stop,
+            task,
+            prefix: config.topic_prefix.clone(),
+            site: site.to_string(),
+            outbox_failing: false,
         })
     }
 
-    pub async fn publish_event(&self, topic_suffix: &str, payload: Vec<u8>) {
+    /// Stores the event durably, then wakes the connection to send it.
+    /// Returns false when the outbox could not store it.
+    pub fn publish_event(&mut self, topic_suffix: &str, payload: &[u8]) -> bool {
         let topic = format!("{}/{}/{}", self.prefix, self.site, topic_suffix);
-        self.publish(topic, self.qos, false, payload).await;
+        let result = self
+            .outbox
+            .lock()
+            .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))
+            .and_then(|mut o| o.append(&topic, payload));
+        match result {
+            Ok(_) => {
+                if self.outbox_failing {
+                    tracing::info!("outbox writable again");
+                    self.outbox_failing = false;
+                }
+                self.wake.notify_one();
+                true
+            }
+            Err(e) => {
+                if !self.outbox_failing {
+                    tracing::error!("{e:#}; events are kept in memory until it recovers");
+                    self.outbox_failing = true;
+                }
+                false
+            }
+        }
     }
 
-    pub async fn publish_camera_status(&self, report: &StatusReport) {
+    pub fn publish_camera_status(&self, report: &StatusReport) {
         let mut body = json!({
             "state": report.status.name(),
             "time": crate::event::utc_millis(report.at).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
@@ -169,48 +187,275 @@ impl MqttSink {
             body["retry_in_s"] = json!(retry_in.as_secs_f64());
         }
         let topic = format!("{}/{}/{}/status", self.prefix, self.site, report.camera);
-        self.publish(topic, QoS::AtLeastOnce, true, body.to_string().into_bytes())
-            .await;
-    }
-
-    async fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Vec<u8>) {
-        match self.client.publish(&topic, qos, retain, payload).await {
-            Ok(()) if qos != QoS::AtMostOnce => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(()) => {}
-            Err(e) => tracing::error!(topic = %topic, "cannot queue MQTT publish: {e}"),
+        if let Ok(mut r) = self.retained.lock() {
+            r.cameras.insert(topic, body.to_string().into_bytes());
+            r.dirty = true;
         }
+        self.wake.notify_one();
     }
 
-    /// Says goodbye properly: a retained "offline" (the last will only
-    /// fires on an unclean exit), then waits for outstanding acknowledgements.
+    /// Waits (up to [`FLUSH_TIMEOUT`]) for the broker to acknowledge every
+    /// stored event, says "offline", and disconnects. What is still
+    /// unacknowledged stays in the outbox for the next start.
     pub async fn close(self) {
-        let status = format!("{}/{}/status", self.prefix, self.site);
-        let offline = json!({"state": "offline", "reason": "shutdown"}).to_string();
-        self.publish(status, QoS::AtLeastOnce, true, offline.into_bytes())
-            .await;
-        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-        loop {
-            let (sent, acked) = (
-                self.sent.load(Ordering::Relaxed),
-                self.acked.load(Ordering::Relaxed),
+        self.stop.notify_one();
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT + Duration::from_secs(2), self.task).await;
+        if let Ok(o) = self.outbox.lock()
+            && !o.is_empty()
+        {
+            tracing::warn!(
+                pending = o.len(),
+                "events not yet acknowledged stay in the outbox and are sent at the next start"
             );
-            if acked >= sent {
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                tracing::warn!(
-                    unacknowledged = sent - acked,
-                    "broker did not acknowledge every message before shutdown"
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.eventloop).await;
     }
+}
+
+struct Connection {
+    addr: BrokerAddress,
+    client_id: String,
+    status_topic: String,
+    qos: QoS,
+    outbox: Arc<Mutex<Outbox>>,
+    retained: Arc<Mutex<Retained>>,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+}
+
+/// A publish handed to rumqttc, waiting for its packet id, then its ack.
+#[derive(Clone, Copy)]
+enum Sent {
+    Event(u64),
+    Status,
+}
+
+impl Connection {
+    async fn run(self) {
+        let mut backoff = RECONNECT_MIN;
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            match self.session(&mut stopping).await {
+                SessionEnd::Stopped => return,
+                SessionEnd::Lost {
+                    error: e,
+                    was_connected,
+                } => {
+                    if stopping.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+                        return;
+                    }
+                    if was_connected {
+                        backoff = RECONNECT_MIN;
+                    }
+                    // Jitter keeps a fleet of gateways from reconnecting in lockstep after a broker restart.
+                    let jitter = Duration::from_millis(rand_jitter_ms(backoff));
+                    tracing::warn!(broker = %format!("{}:{}", self.addr.host, self.addr.port), retry_in_ms = (backoff + jitter).as_millis() as u64, "MQTT connection lost: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff + jitter) => {}
+                        // Stopping while the broker is away: what is pending stays in the outbox.
+                        _ = self.stop.notified() => return,
+                    }
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+    }
+
+    /// One connection: from connect to loss (or a clean stop).
+    async fn session(&self, stopping: &mut Option<tokio::time::Instant>) -> SessionEnd {
+        let mut options = MqttOptions::new(
+            self.client_id.clone(),
+            self.addr.host.clone(),
+            self.addr.port,
+        );
+        options.set_keep_alive(KEEP_ALIVE);
+        options.set_clean_session(true);
+        options.set_last_will(LastWill::new(
+            &self.status_topic,
+            json!({"state": "offline", "reason": "connection lost"}).to_string(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if self.addr.tls {
+            options.set_transport(Transport::tls_with_default_config());
+        }
+        // A fresh client per connection: rumqttc's own retransmission state
+        // dies with it, and the outbox alone decides what is re-sent.
+        let (client, mut eventloop) = AsyncClient::new(options, WINDOW * 2);
+        // rumqttc's poll() must not be cancelled mid-read, and this loop
+        // also waits for new events and for shutdown: the event loop runs
+        // in its own task and hands its events over a channel.
+        let (tx, mut events) = tokio::sync::mpsc::channel(WINDOW);
+        let pump = tokio::spawn(async move {
+            loop {
+                let ev = eventloop.poll().await;
+                let failed = ev.is_err();
+                if tx.send(ev).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let _pump = AbortOnDrop(pump);
+        let mut connected = false;
+        let mut was_connected = false;
+        let mut order: VecDeque<Sent> = VecDeque::new();
+        let mut by_pkid: HashMap<u16, Sent> = HashMap::new();
+        let mut last_sent = 0u64;
+        loop {
+            if connected {
+                self.send_statuses(&client, &mut order);
+                let room = WINDOW.saturating_sub(order.len() + by_pkid.len());
+                if room > 0 {
+                    let records = self
+                        .outbox
+                        .lock()
+                        .map(|o| o.read_pending(last_sent, room))
+                        .unwrap_or_else(|_| Ok(Vec::new()));
+                    match records {
+                        Ok(records) => {
+                            for r in records {
+                                if client
+                                    .try_publish(&r.topic, self.qos, false, r.payload)
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                                last_sent = r.id;
+                                order.push_back(Sent::Event(r.id));
+                            }
+                        }
+                        Err(e) => tracing::error!("cannot read the outbox: {e:#}"),
+                    }
+                }
+                if let Some(deadline) = *stopping {
+                    let empty = self.outbox.lock().map(|o| o.is_empty()).unwrap_or(true);
+                    if empty || tokio::time::Instant::now() >= deadline {
+                        let offline = json!({"state": "offline", "reason": "shutdown"}).to_string();
+                        let _ =
+                            client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, offline);
+                        let _ = client.try_disconnect();
+                        // Let the event loop flush the goodbye.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            while let Some(Ok(ev)) = events.recv().await {
+                                if matches!(
+                                    ev,
+                                    rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)
+                                ) {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                        return SessionEnd::Stopped;
+                    }
+                }
+            } else if stopping.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return SessionEnd::Stopped;
+            }
+            let event = tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => ev,
+                    None => return SessionEnd::Lost { error: "MQTT event loop ended".into(), was_connected },
+                },
+                _ = self.wake.notified() => continue,
+                _ = self.stop.notified() => {
+                    stopping.get_or_insert(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+                    continue;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(200)), if stopping.is_some() => continue,
+            };
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    tracing::info!(broker = %format!("{}:{}", self.addr.host, self.addr.port), "connected to MQTT broker");
+                    connected = true;
+                    was_connected = true;
+                    let online = json!({"state": "online", "version": env!("CARGO_PKG_VERSION")})
+                        .to_string();
+                    if client
+                        .try_publish(&self.status_topic, QoS::AtLeastOnce, true, online)
+                        .is_ok()
+                    {
+                        order.push_back(Sent::Status);
+                    }
+                    if let Ok(mut r) = self.retained.lock() {
+                        r.dirty = true;
+                    }
+                }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                    if let Some(sent) = order.pop_front() {
+                        if pkid == 0 {
+                            self.acked(sent); // QoS 0: nothing more will come
+                        } else {
+                            by_pkid.insert(pkid, sent);
+                        }
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
+                    if let Some(sent) = by_pkid.remove(&ack.pkid) {
+                        self.acked(sent);
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(comp))) => {
+                    if let Some(sent) = by_pkid.remove(&comp.pkid) {
+                        self.acked(sent);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return SessionEnd::Lost {
+                        error: e.to_string(),
+                        was_connected,
+                    };
+                }
+            }
+        }
+    }
+
+    fn send_statuses(&self, client: &AsyncClient, order: &mut VecDeque<Sent>) {
+        let Ok(mut r) = self.retained.lock() else {
+            return;
+        };
+        if !r.dirty {
+            return;
+        }
+        r.dirty = false;
+        for (topic, body) in &r.cameras {
+            if client
+                .try_publish(topic, QoS::AtLeastOnce, true, body.clone())
+                .is_ok()
+            {
+                order.push_back(Sent::Status);
+            }
+        }
+    }
+
+    fn acked(&self, sent: Sent) {
+        if let Sent::Event(id) = sent
+            && let Ok(mut o) = self.outbox.lock()
+            && let Err(e) = o.ack(id)
+        {
+            tracing::error!("cannot record the acknowledgement of event record {id}: {e:#}");
+        }
+    }
+}
+
+enum SessionEnd {
+    Stopped,
+    Lost { error: String, was_connected: bool },
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn rand_jitter_ms(base: Duration) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    nanos % (base.as_millis() as u64 / 2 + 1)
 }
 
 #[cfg(test)]

@@ -1,0 +1,460 @@
+//! Rules turn tracked detections into events. The first rule is the one
+//! every other builds on: **one vehicle (or face) pass, one event**.
+//!
+//! Per camera, [`Passes`] tracks plates and faces, collects each plate
+//! track's reads for voting, and reports a pass when its track ends, or
+//! once when it has been visible for `max_delay` (so a car parked in view
+//! still produces its event in time). A plate read again by the same camera
+//! within `dedup_window` of its last sighting is the same pass, not a new
+//! event. Line, zone and watchlist rules come here later.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::frame::BgrImage;
+use crate::infer::{BBox, Detections, Face};
+use crate::ingest::Frame;
+use crate::plate::colour::{PlateColour, plate_colour};
+use crate::plate::vote::{PlateObservation, Vote, similarity, vote};
+use crate::track::{TrackId, Tracker, TrackerConfig};
+
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10);
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct PassConfig {
+    pub max_delay: Duration,
+    pub dedup_window: Duration,
+    pub emit_unreadable: bool,
+    /// Reads below this confidence do not vote.
+    pub min_read_confidence: f32,
+    pub tracker: TrackerConfig,
+}
+
+impl Default for PassConfig {
+    fn default() -> Self {
+        Self {
+            max_delay: DEFAULT_MAX_DELAY,
+            dedup_window: DEFAULT_DEDUP_WINDOW,
+            emit_unreadable: true,
+            min_read_confidence: 0.0,
+            tracker: TrackerConfig::default(),
+        }
+    }
+}
+
+/// Where and when an object was seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sighting {
+    pub captured_at: SystemTime,
+    pub stream_time: Option<Duration>,
+    pub frame_number: u64,
+    pub frame_width: u32,
+    pub frame_height: u32,
+    pub bbox: BBox,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlateSighting {
+    pub at: Sighting,
+    pub corners: [[f32; 2]; 4],
+    pub detector_score: f32,
+    pub lines: u8,
+    pub observation: PlateObservation,
+    pub colour: PlateColour,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlatePass {
+    pub track_id: TrackId,
+    pub vote: Vote,
+    pub colour: PlateColour,
+    /// The frame that best shows the voted reading.
+    pub best: PlateSighting,
+    pub frames: usize,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    /// The rectified crop of the best frame (for evidence, thumbnails).
+    pub best_crop: Option<BgrImage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FacePass {
+    pub track_id: TrackId,
+    pub best: Sighting,
+    pub face: Face,
+    pub frames: usize,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub enum Pass {
+    Plate(PlatePass),
+    /// A plate track whose reads never formed a valid plate.
+    UnreadablePlate(PlatePass),
+    Face(FacePass),
+}
+
+struct PlateTrack {
+    /// Id of the pass (reported as the event's track id): a tracker track
+    /// that turns out to hold two vehicles becomes two passes.
+    pass_id: u64,
+    sightings: Vec<PlateSighting>,
+    best_crop: Option<(f32, BgrImage)>,
+    first_clock: Duration,
+    /// Set once the pass was reported at `max_delay`: the reading it was
+    /// reported as. Later sightings only keep the dedup window fresh.
+    reported: Option<String>,
+}
+
+struct FaceTrack {
+    best: (Sighting, Face),
+    frames: usize,
+    first_seen: SystemTime,
+    last_seen: SystemTime,
+    first_clock: Duration,
+    reported: bool,
+}
+
+/// Counters a health endpoint reports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassCounters {
+    pub plate_passes: u64,
+    pub unreadable_plates: u64,
+    pub duplicates_suppressed: u64,
+    pub face_passes: u64,
+}
+
+pub struct Passes {
+    config: PassConfig,
+    plate_tracker: Tracker,
+    face_tracker: Tracker,
+    plates: HashMap<TrackId, PlateTrack>,
+    faces: HashMap<TrackId, FaceTrack>,
+    /// Plate chars → analysis clock of their last sighting.
+    recent: HashMap<String, Duration>,
+    clock: AnalysisClock,
+    next_pass_id: u64,
+    pub counters: PassCounters,
+}
+
+/// Two confident reads this different cannot be misreads of one plate: the
+/// tracker followed a box into the next vehicle (a gate, bumper to bumper).
+const SPLIT_CONFIDENCE: f32 = 0.7;
+const SPLIT_SIMILARITY: f32 = 0.5;
+
+/// A per-camera clock that only moves forward: the stream's own time when
+/// it has one (so files analysed faster than real time behave as at real
+/// time), wall-clock time otherwise; a stream that restarts its timestamps
+/// (a looping file, a reconnected camera) does not move it back.
+#[derive(Default)]
+struct AnalysisClock {
+    now: Duration,
+    last_stream: Option<Duration>,
+    last_wall: Option<SystemTime>,
+}
+
+impl AnalysisClock {
+    fn advance(&mut self, frame: &Frame) -> Duration {
+        let step = match (frame.stream_time, self.last_stream) {
+            (Some(t), Some(prev)) if t >= prev => t - prev,
+            (Some(_), Some(_)) | (Some(_), None) => Duration::ZERO,
+            (None, _) => self
+                .last_wall
+                .and_then(|w| frame.captured_at.duration_since(w).ok())
+                .unwrap_or_default(),
+        };
+        self.last_stream = frame.stream_time;
+        self.last_wall = Some(frame.captured_at);
+        self.now += step;
+        self.now
+    }
+}
+
+fn sighting(frame: &Frame, bbox: BBox) -> Sighting {
+    Sighting {
+        captured_at: frame.captured_at,
+        stream_time: frame.stream_time,
+        frame_number: frame.number,
+        frame_width: frame.image.width,
+        frame_height: frame.image.height,
+        bbox,
+    }
+}
+
+impl Passes {
+    pub fn new(config: PassConfig) -> Self {
+        Self {
+            plate_tracker: Tracker::new(config.tracker.clone()),
+            face_tracker: Tracker::new(config.tracker.clone()),
+            config,
+            plates: HashMap::new(),
+            faces: HashMap::new(),
+            recent: HashMap::new(),
+            clock: AnalysisClock::default(),
+            next_pass_id: 1,
+            counters: PassCounters::default(),
+        }
+    }
+
+    pub fn on_frame(&mut self, frame: &Frame, detections: &Detections) -> Vec<Pass> {
+        let now = self.clock.advance(frame);
+        let mut out = Vec::new();
+
+        let boxes: Vec<(BBox, f32)> = detections
+            .plates
+            .iter()
+            .map(|p| (p.bbox, p.detector_score))
+            .collect();
+        let tracks = self.plate_tracker.update(&boxes);
+        for (p, id) in detections.plates.iter().zip(&tracks.assigned) {
+            let observation = PlateObservation {
+                chars: p.chars.clone(),
+                char_confidences: p.char_confidences.clone(),
+                read_confidence: p.read_confidence,
+                sharpness: p.sharpness,
+            };
+            let weight = observation.weight();
+            let another_vehicle = self.plates.get(id).is_some_and(|t| {
+                let last = t.reported.clone().or_else(|| {
+                    t.sightings
+                        .iter()
+                        .rev()
+                        .find(|s| s.observation.read_confidence >= SPLIT_CONFIDENCE)
+                        .map(|s| s.observation.chars.clone())
+                });
+                last.is_some_and(|chars| {
+                    observation.read_confidence >= SPLIT_CONFIDENCE
+                        && similarity(&chars, &observation.chars) < SPLIT_SIMILARITY
+                })
+            });
+            if another_vehicle {
+                let old = self.plates.remove(id).expect("checked");
+                if old.reported.is_none() {
+                    self.finish_plate(old.pass_id, old.sightings, old.best_crop, now, &mut out);
+                }
+            }
+            if !self.plates.contains_key(id) {
+                let pass_id = self.next_pass_id;
+                self.next_pass_id += 1;
+                self.plates.insert(
+                    *id,
+                    PlateTrack {
+                        pass_id,
+                        sightings: Vec::new(),
+                        best_crop: None,
+                        first_clock: now,
+                        reported: None,
+                    },
+                );
+            }
+            let track = self.plates.get_mut(id).expect("inserted above");
+            if let Some(chars) = &track.reported {
+                // Reported at max_delay already: the rest of the pass is the same event.
+                self.recent.insert(chars.clone(), now);
+                continue;
+            }
+            if track.best_crop.as_ref().is_none_or(|(w, _)| weight > *w) {
+                track.best_crop = Some((weight, p.crop.clone()));
+            }
+            track.sightings.push(PlateSighting {
+                at: sighting(frame, p.bbox),
+                corners: p.corners,
+                detector_score: p.detector_score,
+                lines: p.lines,
+                colour: plate_colour(&p.crop),
+                observation,
+            });
+        }
+        for id in tracks.ended {
+            if let Some(t) = self.plates.remove(&id)
+                && t.reported.is_none()
+            {
+                self.finish_plate(t.pass_id, t.sightings, t.best_crop, now, &mut out);
+            }
+        }
+        let due: Vec<TrackId> = self
+            .plates
+            .iter()
+            .filter(|(_, t)| {
+                t.reported.is_none()
+                    && !t.sightings.is_empty()
+                    && now.saturating_sub(t.first_clock) >= self.config.max_delay
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let t = self.plates.get_mut(&id).expect("due track exists");
+            let (sightings, crop, pass_id) = (
+                std::mem::take(&mut t.sightings),
+                t.best_crop.take(),
+                t.pass_id,
+            );
+            let chars = self.finish_plate(pass_id, sightings, crop, now, &mut out);
+            self.plates.get_mut(&id).expect("due track exists").reported = Some(chars);
+        }
+
+        let boxes: Vec<(BBox, f32)> = detections.faces.iter().map(|f| (f.bbox, f.score)).collect();
+        let tracks = self.face_tracker.update(&boxes);
+        for (f, id) in detections.faces.iter().zip(&tracks.assigned) {
+            let s = sighting(frame, f.bbox);
+            let t = self.faces.entry(*id).or_insert_with(|| FaceTrack {
+                best: (s.clone(), f.clone()),
+                frames: 0,
+                first_seen: frame.captured_at,
+                last_seen: frame.captured_at,
+                first_clock: now,
+                reported: false,
+            });
+            t.frames += 1;
+            t.last_seen = frame.captured_at;
+            if f.score > t.best.1.score {
+                t.best = (s, f.clone());
+            }
+        }
+        for id in tracks.ended {
+            if let Some(t) = self.faces.remove(&id)
+                && !t.reported
+            {
+                out.push(Self::face_pass(&mut self.counters, id, &t));
+            }
+        }
+        let due: Vec<TrackId> = self
+            .faces
+            .iter()
+            .filter(|(_, t)| {
+                !t.reported && now.saturating_sub(t.first_clock) >= self.config.max_delay
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let pass = Self::face_pass(&mut self.counters, id, &self.faces[&id]);
+            self.faces.get_mut(&id).expect("due face").reported = true;
+            out.push(pass);
+        }
+        out
+    }
+
+    /// Ends every open track: the camera stopped or the agent shuts down.
+    /// Nothing seen is left unreported.
+    pub fn finish(&mut self) -> Vec<Pass> {
+        let now = self.clock.now;
+        let mut out = Vec::new();
+        self.plate_tracker.end_all();
+        self.face_tracker.end_all();
+        let mut plates: Vec<_> = self.plates.drain().collect();
+        plates.sort_by_key(|(id, _)| *id);
+        for (_, t) in plates {
+            if t.reported.is_none() {
+                self.finish_plate(t.pass_id, t.sightings, t.best_crop, now, &mut out);
+            }
+        }
+        let mut faces: Vec<_> = self.faces.drain().collect();
+        faces.sort_by_key(|(id, _)| *id);
+        for (id, t) in faces {
+            if !t.reported {
+                out.push(Self::face_pass(&mut self.counters, id, &t));
+            }
+        }
+        out
+    }
+
+    fn face_pass(counters: &mut PassCounters, id: TrackId, t: &FaceTrack) -> Pass {
+        counters.face_passes += 1;
+        Pass::Face(FacePass {
+            track_id: id,
+            best: t.best.0.clone(),
+            face: t.best.1.clone(),
+            frames: t.frames,
+            first_seen: t.first_seen,
+            last_seen: t.last_seen,
+        })
+    }
+
+    /// Votes a plate track and reports it (unless it is a duplicate);
+    /// returns the reading it voted for.
+    fn finish_plate(
+        &mut self,
+        id: TrackId,
+        sightings: Vec<PlateSighting>,
+        best_crop: Option<(f32, BgrImage)>,
+        now: Duration,
+        out: &mut Vec<Pass>,
+    ) -> String {
+        // Only reads confident enough vote; a track with none is unreadable
+        // and reported with its best raw read, never dropped.
+        let voters: Vec<PlateSighting> = sightings
+            .iter()
+            .filter(|s| s.observation.read_confidence >= self.config.min_read_confidence)
+            .cloned()
+            .collect();
+        let (sightings, readable) = if voters.is_empty() {
+            (sightings, false)
+        } else {
+            (voters, true)
+        };
+        let observations: Vec<PlateObservation> =
+            sightings.iter().map(|s| s.observation.clone()).collect();
+        let Some(mut v) = vote(&observations) else {
+            return String::new();
+        };
+        if !readable {
+            v.plate = None;
+        }
+        let best = sightings[v.best_observation].clone();
+        let pass = PlatePass {
+            track_id: id,
+            colour: majority_colour(&sightings),
+            frames: sightings.len(),
+            first_seen: sightings
+                .first()
+                .map_or(best.at.captured_at, |s| s.at.captured_at),
+            last_seen: sightings
+                .last()
+                .map_or(best.at.captured_at, |s| s.at.captured_at),
+            best_crop: best_crop.map(|(_, c)| c),
+            best,
+            vote: v,
+        };
+        let chars = pass.vote.chars.clone();
+        if pass.vote.plate.is_none() {
+            self.counters.unreadable_plates += 1;
+            tracing::debug!(track = id, chars = %pass.vote.chars, frames = pass.frames, "plate track never read as a valid plate");
+            if self.config.emit_unreadable {
+                out.push(Pass::UnreadablePlate(pass));
+            }
+            return chars;
+        }
+        let previous = self.recent.insert(chars.clone(), now);
+        if previous.is_some_and(|seen| now.saturating_sub(seen) < self.config.dedup_window) {
+            self.counters.duplicates_suppressed += 1;
+            tracing::debug!(track = id, chars = %chars, "same plate within the dedup window: same pass, no new event");
+            return chars;
+        }
+        self.counters.plate_passes += 1;
+        out.push(Pass::Plate(pass));
+        chars
+    }
+}
+
+fn majority_colour(sightings: &[PlateSighting]) -> PlateColour {
+    let mut tally: Vec<(PlateColour, f32)> = Vec::new();
+    for s in sightings {
+        let w = s.observation.weight();
+        match tally.iter_mut().find(|(c, _)| *c == s.colour) {
+            Some((_, t)) => *t += w,
+            None => tally.push((s.colour, w)),
+        }
+    }
+    tally
+        .into_iter()
+        .filter(|(c, _)| *c != PlateColour::Unknown)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(PlateColour::Unknown, |(c, _)| c)
+}
+
+#[cfg(test)]
+mod tests;

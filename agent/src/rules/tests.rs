@@ -1,0 +1,227 @@
+//! Passes driven by recorded detections: no models, no video.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::frame::BgrImage;
+use crate::infer::{Detections, PlateRead};
+use crate::ingest::Frame;
+
+fn frame(n: u64) -> Frame {
+    Frame {
+        image: BgrImage::new(2, 2, vec![0; 12]),
+        stream_time: Some(Duration::from_millis(500 * n)),
+        captured_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 500 * n),
+        number: n,
+    }
+}
+
+fn white_crop() -> BgrImage {
+    BgrImage::new(128, 64, vec![235; 128 * 64 * 3])
+}
+
+fn plate(x: f32, chars: &str) -> PlateRead {
+    PlateRead {
+        bbox: [x, 100.0, x + 80.0, 130.0],
+        corners: [[x, 100.0], [x + 80.0, 100.0], [x + 80.0, 130.0], [x, 130.0]],
+        detector_score: 0.9,
+        lines: 1,
+        chars: chars.into(),
+        char_confidences: vec![0.9; chars.len()],
+        read_confidence: 0.9,
+        sharpness: 200.0,
+        crop: white_crop(),
+    }
+}
+
+fn plates(list: Vec<PlateRead>) -> Detections {
+    Detections {
+        plates: list,
+        faces: vec![],
+    }
+}
+
+fn chars_of(passes: &[Pass]) -> Vec<String> {
+    passes
+        .iter()
+        .map(|p| match p {
+            Pass::Plate(p) => p.vote.chars.clone(),
+            Pass::UnreadablePlate(p) => format!("unreadable:{}", p.vote.chars),
+            Pass::Face(_) => "face".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn one_vehicle_many_frames_one_event_with_the_voted_reading() {
+    let mut p = Passes::new(PassConfig::default());
+    let reads = ["51A60216", "51A6O216", "5IA60216", "51A60216", "51A80216"];
+    let mut out = Vec::new();
+    for (i, r) in reads.iter().enumerate() {
+        out.extend(p.on_frame(
+            &frame(i as u64),
+            &plates(vec![plate(100.0 + 20.0 * i as f32, r)]),
+        ));
+    }
+    assert!(out.is_empty(), "no event while the vehicle is in view");
+    for i in 5..12 {
+        out.extend(p.on_frame(&frame(i), &plates(vec![])));
+    }
+    assert_eq!(chars_of(&out), vec!["51A60216"]);
+    let Pass::Plate(pass) = &out[0] else {
+        unreachable!()
+    };
+    assert_eq!(pass.frames, 5);
+    assert_eq!(pass.colour, PlateColour::White);
+    assert_eq!(pass.vote.plate.as_ref().unwrap().display, "51A-602.16");
+    assert_eq!(p.counters.plate_passes, 1);
+}
+
+#[test]
+fn the_same_plate_within_the_window_is_the_same_pass() {
+    let mut p = Passes::new(PassConfig {
+        dedup_window: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut pass_of = |p: &mut Passes, frames_seen: u64, gap: u64, out: &mut Vec<Pass>| {
+        for _ in 0..frames_seen {
+            out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51A60216")])));
+            n += 1;
+        }
+        for _ in 0..gap {
+            out.extend(p.on_frame(&frame(n), &plates(vec![])));
+            n += 1;
+        }
+    };
+    pass_of(&mut p, 3, 10, &mut out); // first pass, then gone 5 s
+    pass_of(&mut p, 3, 70, &mut out); // back: the same pass; then gone 35 s
+    assert_eq!(chars_of(&out), vec!["51A60216"]);
+    assert_eq!(p.counters.duplicates_suppressed, 1);
+    pass_of(&mut p, 3, 10, &mut out); // after 35 s away: a new pass
+    assert_eq!(chars_of(&out), vec!["51A60216", "51A60216"]);
+}
+
+#[test]
+fn a_parked_vehicle_is_reported_after_max_delay_once() {
+    let mut p = Passes::new(PassConfig {
+        max_delay: Duration::from_secs(3),
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    for i in 0..20 {
+        out.extend(p.on_frame(&frame(i), &plates(vec![plate(100.0, "59KA19166")])));
+        if i == 5 {
+            assert!(out.is_empty(), "2.5 s in view: not yet");
+        }
+        if i == 6 {
+            assert_eq!(
+                chars_of(&out),
+                vec!["59KA19166"],
+                "reported at 3 s of stream time"
+            );
+        }
+    }
+    out.extend(p.finish());
+    assert_eq!(
+        chars_of(&out),
+        vec!["59KA19166"],
+        "no second event for the same pass"
+    );
+}
+
+#[test]
+fn unreadable_tracks_are_reported_not_dropped() {
+    let mut p = Passes::new(PassConfig::default());
+    let mut out = p.on_frame(&frame(0), &plates(vec![plate(100.0, "XX")]));
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["unreadable:XX"]);
+    assert_eq!(p.counters.unreadable_plates, 1);
+
+    let mut quiet = Passes::new(PassConfig {
+        emit_unreadable: false,
+        ..Default::default()
+    });
+    quiet.on_frame(&frame(0), &plates(vec![plate(100.0, "XX")]));
+    assert!(quiet.finish().is_empty());
+    assert_eq!(quiet.counters.unreadable_plates, 1, "still counted");
+}
+
+#[test]
+fn low_confidence_reads_do_not_vote() {
+    let mut p = Passes::new(PassConfig {
+        min_read_confidence: 0.5,
+        ..Default::default()
+    });
+    let mut weak = plate(100.0, "51A60216");
+    weak.read_confidence = 0.3;
+    p.on_frame(&frame(0), &plates(vec![weak]));
+    assert_eq!(chars_of(&p.finish()), vec!["unreadable:51A60216"]);
+}
+
+#[test]
+fn two_vehicles_side_by_side_are_two_passes() {
+    let mut p = Passes::new(PassConfig::default());
+    for i in 0..4 {
+        p.on_frame(
+            &frame(i),
+            &plates(vec![plate(100.0, "51A60216"), plate(600.0, "51G10209")]),
+        );
+    }
+    let mut got = chars_of(&p.finish());
+    got.sort();
+    assert_eq!(got, vec!["51A60216", "51G10209"]);
+}
+
+#[test]
+fn finish_reports_open_tracks_and_a_stream_restart_does_not_rewind_the_clock() {
+    let mut p = Passes::new(PassConfig {
+        dedup_window: Duration::from_secs(2),
+        ..Default::default()
+    });
+    for i in 0..3 {
+        p.on_frame(&frame(i), &plates(vec![plate(100.0, "51A60216")]));
+    }
+    // The stream restarts (a looping file): timestamps go back to 0.
+    let mut out = Vec::new();
+    for i in 0..12 {
+        out.extend(p.on_frame(&frame(i), &plates(vec![])));
+    }
+    for i in 0..3 {
+        out.extend(p.on_frame(&frame(i), &plates(vec![plate(100.0, "51A60216")])));
+    }
+    out.extend(p.finish());
+    assert_eq!(
+        chars_of(&out),
+        vec!["51A60216", "51A60216"],
+        "time kept moving forward across the restart"
+    );
+}
+
+#[test]
+fn a_track_that_jumps_to_another_vehicle_becomes_two_passes() {
+    // Bumper to bumper at a gate: the next car's plate appears where the
+    // last one was, and the tracker keeps the box.
+    let mut p = Passes::new(PassConfig::default());
+    let mut out = Vec::new();
+    for i in 0..4 {
+        out.extend(p.on_frame(&frame(i), &plates(vec![plate(100.0, "51A60216")])));
+    }
+    for i in 4..8 {
+        out.extend(p.on_frame(&frame(i), &plates(vec![plate(100.0, "51A85325")])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51A60216", "51A85325"]);
+    let ids: Vec<u64> = out
+        .iter()
+        .map(|p| {
+            if let Pass::Plate(p) = p {
+                p.track_id
+            } else {
+                0
+            }
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+}
