@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::event::{Event, EventFactory};
+use crate::event::{Event, EventFactory, Sequencer};
 use crate::infer::Models;
 use crate::ingest::{CameraSupervisor, StatusReport, init_gstreamer};
 use crate::publish::jsonl::JsonLinesSink;
@@ -64,7 +64,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (alive_tx, mut alive_rx) = mpsc::unbounded_channel::<()>();
     let mut threads = Vec::new();
     for camera in &config.cameras {
-        let factory = EventFactory::new(&config.site, camera, &models.ids);
+        let sequence = Sequencer::persistent(config.storage.dir.join("sequence").join(&camera.id))?;
+        let factory = EventFactory::new(&config.site, camera, &models.ids, sequence);
         let mut passes = Passes::new(config.pass_config());
         let supervisor = CameraSupervisor::new(
             camera.clone(),

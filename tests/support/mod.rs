@@ -120,8 +120,13 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Self::start_on(free_port())
+    }
+
+    /// A broker on a given port: a restarted broker comes back where the
+    /// agent expects it.
+    pub fn start_on(port: u16) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -250,14 +255,18 @@ impl Subscriber {
             rumqttc::MqttOptions::new(format!("test-{}", std::process::id()), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
         let (client, mut connection) = rumqttc::Client::new(opts, 100);
-        client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+        let filter = filter.to_string();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _client = client;
+            let client = client;
             for notification in connection.iter() {
                 match notification {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        // Subscribe on every connection: a restarted broker forgets subscriptions.
+                        let _ = client.try_subscribe(&filter, rumqttc::QoS::AtLeastOnce);
+                    }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
                         let _ = ready_tx.send(());
                     }

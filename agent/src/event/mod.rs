@@ -218,12 +218,17 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl EventFactory {
-    pub fn new(site: &Site, camera: &CameraConfig, models: &[ModelId]) -> Self {
+    pub fn new(
+        site: &Site,
+        camera: &CameraConfig,
+        models: &[ModelId],
+        sequence: Sequencer,
+    ) -> Self {
         Self {
             site: SiteRef::from_config(site),
             camera: CameraRef::from_config(camera),
             models: models.iter().map(ModelRef::from).collect(),
-            sequence: Sequencer::default(),
+            sequence,
         }
     }
 

@@ -1,18 +1,69 @@
 //! Per-camera sequence numbers and event ids.
+//!
+//! A consumer that sees seq 7 after 5 knows it missed an event, so the
+//! numbers must only increase, with no gap, across restarts too: the last
+//! number given out is kept in a small file per camera, written and synced
+//! before the event leaves the camera thread (one tiny write per event,
+//! which events, one per vehicle pass, can afford).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
-/// Hands out the sequence numbers of one camera: 1, 2, 3, … with no gap,
-/// so a consumer that sees 7 after 5 knows it missed one.
+use anyhow::Context;
+
 #[derive(Debug, Default)]
 pub struct Sequencer {
-    last: AtomicU64,
+    last: Mutex<u64>,
+    file: Option<PathBuf>,
 }
 
 impl Sequencer {
-    pub fn next(&self) -> u64 {
-        self.last.fetch_add(1, Ordering::Relaxed) + 1
+    /// Numbers kept in memory only (tests, `detect`).
+    pub fn in_memory() -> Self {
+        Self::default()
     }
+
+    /// Resumes from the number stored in `file`, if any.
+    pub fn persistent(file: PathBuf) -> anyhow::Result<Self> {
+        let last = match std::fs::read_to_string(&file) {
+            Ok(s) => s.trim().parse().with_context(|| format!("{} does not hold a sequence number; delete it to restart the camera's numbering at 1", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        };
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        Ok(Self {
+            last: Mutex::new(last),
+            file: Some(file),
+        })
+    }
+
+    pub fn next(&self) -> u64 {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last += 1;
+        if let Some(file) = &self.file
+            && let Err(e) = write_synced(file, *last)
+        {
+            // The number is still unique in this run; only a restart could repeat it.
+            tracing::error!(
+                "cannot store the sequence number in {}: {e:#}",
+                file.display()
+            );
+        }
+        *last
+    }
+}
+
+fn write_synced(file: &std::path::Path, n: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{n}")?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
 }
 
 pub fn new_event_id() -> uuid::Uuid {
@@ -25,8 +76,21 @@ mod tests {
 
     #[test]
     fn sequence_starts_at_one_without_gaps() {
-        let s = Sequencer::default();
+        let s = Sequencer::in_memory();
         assert_eq!((s.next(), s.next(), s.next()), (1, 2, 3));
+    }
+
+    #[test]
+    fn sequence_continues_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("seq/cam-1");
+        let s = Sequencer::persistent(file.clone()).unwrap();
+        assert_eq!((s.next(), s.next()), (1, 2));
+        drop(s);
+        let s = Sequencer::persistent(file.clone()).unwrap();
+        assert_eq!(s.next(), 3);
+        std::fs::write(&file, "garbage").unwrap();
+        assert!(format!("{:#}", Sequencer::persistent(file).err().unwrap()).contains("delete it"));
     }
 
     #[test]
