@@ -245,3 +245,113 @@ fn an_outbox_cut_mid_record_keeps_every_complete_record() {
         again.log_text()
     );
 }
+
+#[test]
+fn camera_server_restart_resumes_within_seconds() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let broker = Mosquitto::start();
+    let cam_port = free_port();
+    let camera = TestCam::start_on(cam_port, &[("gate", &clip)]);
+    let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
+    let cfg = config(&clip, &broker.url(), work.path())
+        .replace(
+            &format!("file://{}", clip.display()),
+            &format!("rtsp://127.0.0.1:{cam_port}/gate"),
+        )
+        .replace("loop = true\n", "rtsp_transport = \"tcp\"\n");
+    let mut agent = Agent::start(&cfg);
+    let plate_events = |m: &[Received]| {
+        m.iter()
+            .filter(|r| r.topic.ends_with("/event/plate"))
+            .count()
+    };
+    sub.wait_until(Duration::from_secs(60), "events from the camera", |m| {
+        plate_events(m) >= 1
+    });
+
+    drop(camera);
+    sub.wait_until(
+        Duration::from_secs(30),
+        "camera reported reconnecting",
+        |m| {
+            m.iter()
+                .any(|r| r.topic == "matthan/v1/s/gate/status" && r.text().contains("reconnecting"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let before = plate_events(&sub.messages.lock().unwrap());
+    let _camera = TestCam::start_on(cam_port, &[("gate", &clip)]);
+    let back = std::time::Instant::now();
+    sub.wait_until(
+        Duration::from_secs(30),
+        "events after the camera came back",
+        |m| plate_events(m) > before,
+    );
+    // Frames resume within the reconnect backoff (at most 5 s) plus connection set-up;
+    // the first event needs one car's pass (about 1 s) on top.
+    assert!(
+        back.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        back.elapsed()
+    );
+    let status = agent.process.terminate();
+    assert!(status.success());
+    assert!(!agent.log_text().contains("panicked"));
+}
+
+#[test]
+fn a_garbage_stream_is_reported_and_retried_without_panic() {
+    let work = tempfile::tempdir().unwrap();
+    let garbage = work.path().join("garbage.mp4");
+    let mut bytes = Vec::new();
+    let mut x = 12345u32;
+    for _ in 0..200_000 {
+        x = x.wrapping_mul(1103515245).wrapping_add(12345);
+        bytes.push((x >> 16) as u8);
+    }
+    std::fs::write(&garbage, bytes).unwrap();
+    let broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
+    let mut agent = Agent::start(&format!(
+        "[site]\nid = \"s\"\n[models]\ndir = \"{}\"\n[storage]\ndir = \"{}\"\n[[camera]]\nid = \"junk\"\nsource = \"file://{}\"\n[outputs.mqtt]\nurl = \"{}\"\n",
+        models_dir().display(),
+        work.path().display(),
+        garbage.display(),
+        broker.url()
+    ));
+    let msgs = sub.wait_until(
+        Duration::from_secs(30),
+        "a reconnecting status with a reason",
+        |m| {
+            m.iter()
+                .filter(|r| {
+                    r.topic == "matthan/v1/s/junk/status" && r.text().contains("reconnecting")
+                })
+                .count()
+                >= 2
+        },
+    );
+    let status: serde_json::Value = serde_json::from_slice(
+        &msgs
+            .iter()
+            .rfind(|r| r.topic == "matthan/v1/s/junk/status")
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert!(
+        status["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{status}"
+    );
+    assert!(
+        agent.process.child.try_wait().unwrap().is_none(),
+        "the agent keeps running"
+    );
+    agent.process.terminate();
+    assert!(
+        !agent.log_text().contains("panicked"),
+        "{}",
+        agent.log_text()
+    );
+}

@@ -168,7 +168,10 @@ pub struct TestCam {
 impl TestCam {
     /// Serves each `(mount, file)` at rtsp://127.0.0.1:PORT/mount.
     pub fn start(mounts: &[(&str, &Path)]) -> TestCam {
-        let port = free_port();
+        Self::start_on(free_port(), mounts)
+    }
+
+    pub fn start_on(port: u16, mounts: &[(&str, &Path)]) -> TestCam {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_matthan-testcam"));
         cmd.args(["--port", &port.to_string()]);
         for (mount, file) in mounts {

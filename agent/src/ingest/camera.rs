@@ -7,7 +7,7 @@
 //!            ▼                                                             │
 //! Starting ──► Streaming ──(file ends, no loop)──► Finished                │
 //!    ▲                                                                     │
-//!    └──── Reconnecting (backoff 1 s, 2 s, 4 s … 30 s) ◄───────────────────┘
+//!    └──── Reconnecting (backoff 1 s, 2 s, 4 s, 5 s …) ◄─────────────────────┘
 //! ```
 //! Any state goes to Stopped on shutdown.
 
@@ -32,7 +32,9 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// about 5 s for UDP before it falls back to TCP.
 pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Kept short: a camera that comes back must be analysed again within
+/// seconds, and one RTSP connection attempt every few seconds costs nothing.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A camera that streamed this long before failing starts its backoff again
 /// from the minimum: it was a new failure, not the same one repeating.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
