@@ -69,6 +69,19 @@ impl Config {
         };
         resolve(&mut self.models.dir);
         resolve(&mut self.storage.dir);
+        if let Some(m) = &mut self.outputs.mqtt {
+            for p in [
+                &mut m.ca_file,
+                &mut m.client_cert_file,
+                &mut m.client_key_file,
+                &mut m.password_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                resolve(p);
+            }
+        }
         if let Some(JsonLinesOutput {
             path: JsonLinesTarget::File(p),
         }) = &mut self.outputs.jsonl

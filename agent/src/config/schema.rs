@@ -310,6 +310,23 @@ pub struct MqttOutput {
     pub topic_prefix: String,
     #[serde(default = "default_qos")]
     pub qos: u8,
+    /// mqtts only: PEM file of the CA that signed the broker's certificate
+    /// (default: the system's trusted roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// mqtts only, for mutual TLS: the gateway's certificate and key (PEM).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password is never written in this file: it is read from a file
+    /// (readable by the agent only) or from an environment variable.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
 }
 
 fn default_topic_prefix() -> String {

@@ -125,6 +125,39 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
     if let Some(m) = &c.outputs.mqtt {
         crate::publish::mqtt::BrokerAddress::parse(&m.url)
             .map_err(|e| ("outputs.mqtt.url".to_string(), e))?;
+        let tls = crate::publish::mqtt::BrokerAddress::parse(&m.url).is_ok_and(|a| a.tls);
+        for (key, set) in [
+            ("outputs.mqtt.ca_file", m.ca_file.is_some()),
+            (
+                "outputs.mqtt.client_cert_file",
+                m.client_cert_file.is_some(),
+            ),
+        ] {
+            if set && !tls {
+                return fail(
+                    key,
+                    "TLS settings need an mqtts:// url; the connection would be plain TCP".into(),
+                );
+            }
+        }
+        if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+            return fail(
+                "outputs.mqtt.client_key_file",
+                "mutual TLS needs both client_cert_file and client_key_file".into(),
+            );
+        }
+        if m.password_file.is_some() && m.password_env.is_some() {
+            return fail(
+                "outputs.mqtt.password_env",
+                "give the password in one place: password_file or password_env, not both".into(),
+            );
+        }
+        if (m.password_file.is_some() || m.password_env.is_some()) && m.username.is_none() {
+            return fail(
+                "outputs.mqtt.username",
+                "a password is configured but no username".into(),
+            );
+        }
         if m.qos > 2 {
             return fail(
                 "outputs.mqtt.qos",

@@ -123,7 +123,11 @@ impl MqttSink {
         let outbox = Arc::new(Mutex::new(outbox));
         let retained = Arc::new(Mutex::new(Retained::default()));
         let (wake, stop) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let transport = transport(config, addr.tls)?;
+        let credentials = credentials(config)?;
         let connection = Connection {
+            transport,
+            credentials,
             addr,
             client_id: config
                 .client_id
@@ -212,6 +216,9 @@ impl MqttSink {
 }
 
 struct Connection {
+    transport: Transport,
+    /// Username and password; the password is never logged.
+    credentials: Option<(String, String)>,
     addr: BrokerAddress,
     client_id: String,
     status_topic: String,
@@ -275,8 +282,9 @@ impl Connection {
             QoS::AtLeastOnce,
             true,
         ));
-        if self.addr.tls {
-            options.set_transport(Transport::tls_with_default_config());
+        options.set_transport(self.transport.clone());
+        if let Some((user, password)) = &self.credentials {
+            options.set_credentials(user, password);
         }
         // A fresh client per connection: rumqttc's own retransmission state
         // dies with it, and the outbox alone decides what is re-sent.
@@ -441,6 +449,50 @@ impl Connection {
 enum SessionEnd {
     Stopped,
     Lost { error: String, was_connected: bool },
+}
+
+fn read_file(key: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("outputs.mqtt.{key}: cannot read {}: {e}", path.display()))
+}
+
+fn transport(config: &MqttOutput, tls: bool) -> anyhow::Result<Transport> {
+    if !tls {
+        return Ok(Transport::tcp());
+    }
+    let client_auth = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => Some((
+            read_file("client_cert_file", cert)?,
+            read_file("client_key_file", key)?,
+        )),
+        _ => None,
+    };
+    Ok(match &config.ca_file {
+        Some(ca) => Transport::tls(read_file("ca_file", ca)?, client_auth, None),
+        None if client_auth.is_some() => {
+            anyhow::bail!("outputs.mqtt.ca_file: mutual TLS needs the broker's CA file as well")
+        }
+        None => Transport::tls_with_default_config(),
+    })
+}
+
+fn credentials(config: &MqttOutput) -> anyhow::Result<Option<(String, String)>> {
+    let Some(user) = &config.username else {
+        return Ok(None);
+    };
+    let password = match (&config.password_file, &config.password_env) {
+        (Some(file), _) => String::from_utf8(read_file("password_file", file)?)
+            .map_err(|_| {
+                anyhow::anyhow!("outputs.mqtt.password_file: {} is not text", file.display())
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            anyhow::anyhow!("outputs.mqtt.password_env: the environment variable {var} is not set")
+        })?,
+        (None, None) => String::new(),
+    };
+    Ok(Some((user.clone(), password)))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
