@@ -31,6 +31,7 @@ fn rtsp_camera_to_mqtt_plate_events() {
     let broker = Mosquitto::start();
     let camera = TestCam::start(&[("gate", &clip)]);
     let sub = Subscriber::connect(broker.port, "matthan/v1/#");
+    let metrics_port = free_port();
     let mut agent = Agent::start(&format!(
         r#"
 [site]
@@ -50,10 +51,14 @@ location = {{ lat = 10.7769, lon = 106.7009, address = "Quận 1, TP. Hồ Chí 
 
 [outputs.mqtt]
 url = "{mqtt}"
+
+[health]
+metrics_listen = "127.0.0.1:{metrics}"
 "#,
         models = models_dir().display(),
         rtsp = camera.url("gate"),
         mqtt = broker.url(),
+        metrics = metrics_port,
     ));
 
     let wanted: Vec<&str> = FRAMES.iter().map(|(_, chars)| *chars).collect();
@@ -76,6 +81,24 @@ url = "{mqtt}"
     // The camera replays the clip after it ends (a reconnect): the same
     // cars again within the dedup window must not make new events.
     std::thread::sleep(Duration::from_secs(12));
+    let metrics = http_get(metrics_port, "/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert!(value("matthan_frames_analysed_total{camera=\"gate-1\"}") >= 10.0);
+    assert_eq!(value("matthan_plate_passes_total{camera=\"gate-1\"}"), 2.0);
+    assert!(
+        value("matthan_duplicate_plates_total{camera=\"gate-1\"}") >= 1.0,
+        "the replay was suppressed"
+    );
+    assert_eq!(value("matthan_camera_streaming{camera=\"gate-1\"}"), 1.0);
+    assert_eq!(value("matthan_outbox_pending"), 0.0);
+    assert!(value("matthan_outbox_acknowledged_total") >= 2.0);
     let status = agent.process.terminate();
     let messages = sub.messages.lock().unwrap().clone();
     assert!(

@@ -7,15 +7,17 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::event::{Event, EventFactory, Sequencer};
+use crate::health::metrics::Metrics;
 use crate::infer::Models;
-use crate::ingest::{CameraSupervisor, StatusReport, init_gstreamer};
+use crate::ingest::{CameraStatus, CameraSupervisor, StatusReport, init_gstreamer};
 use crate::publish::jsonl::JsonLinesSink;
 use crate::publish::mqtt::MqttSink;
 use crate::publish::outbox::Outbox;
@@ -52,6 +54,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let metrics = Arc::new(Metrics::new(config.cameras.iter().map(|c| c.id.as_str())));
+    if let (Some(m), Ok(mut slot)) = (&mqtt, metrics.outbox.lock()) {
+        *slot = Some(m.outbox());
+    }
+    if !config.health.metrics_listen.is_empty() {
+        let (listen, metrics, shutdown) = (
+            config.health.metrics_listen.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        runtime.spawn(async move {
+            if let Err(e) = crate::health::metrics::serve(&listen, metrics, shutdown).await {
+                tracing::error!("{e:#}; metrics are off, the cameras keep running");
+            }
+        });
+    }
     let publisher = runtime.spawn(async move {
         let mut mqtt = mqtt;
         publish_loop(inbox, jsonl.as_mut(), mqtt.as_mut()).await;
@@ -80,22 +98,41 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         );
         tracing::info!(camera = %id, source = %camera.source.display(), fps = config.analysis_fps(camera), "starting camera");
         let status_out = outbound.clone();
+        let (cam_metrics, status_metrics) =
+            (metrics.camera(&camera.id), metrics.camera(&camera.id));
         let status_id = id.clone();
         let thread = std::thread::Builder::new()
             .name(format!("cam-{id}"))
             .spawn(move || {
                 let _alive = alive;
                 let publish = |pass: Pass| {
+                    cam_metrics.events.fetch_add(1, Ordering::Relaxed);
                     let event = factory.event(&pass);
                     log_event(&event);
                     outbound.send(Message::Event(Box::new(event)));
                 };
                 supervisor.run(
-                    |frame| match models.analyze(&frame.image, &detect, &thresholds) {
-                        Ok(detections) => passes.on_frame(&frame, &detections).into_iter().for_each(&publish),
-                        Err(e) => tracing::error!(camera = %id, frame = frame.number, "analysis failed: {e:#}"),
+                    |frame| {
+                        let started = Instant::now();
+                        let result = models.analyze(&frame.image, &detect, &thresholds);
+                        cam_metrics.analysis_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        cam_metrics.frames_analysed.fetch_add(1, Ordering::Relaxed);
+                        match result {
+                            Ok(detections) => {
+                                passes.on_frame(&frame, &detections).into_iter().for_each(&publish);
+                                cam_metrics.record(&passes.counters);
+                            }
+                            Err(e) => {
+                                cam_metrics.analysis_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(camera = %id, frame = frame.number, "analysis failed: {e:#}");
+                            }
+                        }
                     },
                     |status| {
+                        status_metrics.streaming.store(u64::from(status == CameraStatus::Streaming), Ordering::Relaxed);
+                        if matches!(status, CameraStatus::Reconnecting { .. }) {
+                            status_metrics.stream_failures.fetch_add(1, Ordering::Relaxed);
+                        }
                         status_out.send(Message::CameraStatus(StatusReport {
                             camera: status_id.clone(),
                             status,
@@ -104,7 +141,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     },
                 );
                 // The camera has stopped: every open pass is reported, none is lost.
-                passes.finish().into_iter().for_each(publish);
+                passes.finish().into_iter().for_each(&publish);
+                cam_metrics.record(&passes.counters);
             })
             .context("cannot start a camera thread")?;
         threads.push(thread);

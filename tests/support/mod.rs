@@ -209,6 +209,12 @@ impl Agent {
     pub fn start(config: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("site.toml");
+        // Tests run in parallel: metrics only where a test asks for them.
+        let config = if config.contains("[health]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[health]\nmetrics_listen = \"\"\n")
+        };
         std::fs::write(&path, config).unwrap();
         let log = dir.path().join("agent.log");
         let child = Command::new(env!("CARGO_BIN_EXE_matthan"))
@@ -385,6 +391,19 @@ pub fn assert_contiguous_sequences(events: &[(String, serde_json::Value)]) {
         let prev = last.insert(camera.clone(), seq).unwrap_or(0);
         assert_eq!(seq, prev + 1, "camera {camera}: seq {seq} after {prev}");
     }
+}
+
+/// GET http://127.0.0.1:port/path, the body as text.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::Read;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 pub fn write_file(path: &Path, text: &str) {

@@ -17,6 +17,8 @@ pub struct Config {
     pub events: Events,
     #[serde(default)]
     pub storage: Storage,
+    #[serde(default)]
+    pub health: Health,
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
     pub outputs: Outputs,
@@ -113,6 +115,22 @@ impl Default for Storage {
             dir: PathBuf::from(DEFAULT_STORAGE_DIR),
             outbox_max_mb: DEFAULT_OUTBOX_MAX_MB,
             outbox_max_age_hours: DEFAULT_OUTBOX_MAX_AGE_HOURS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// Address of the Prometheus endpoint (`GET /metrics`); keep it on
+    /// loopback. An empty string turns it off.
+    pub metrics_listen: String,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            metrics_listen: crate::health::metrics::DEFAULT_LISTEN.into(),
         }
     }
 }

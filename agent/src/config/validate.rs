@@ -47,6 +47,20 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
             ),
         );
     }
+    if !c.health.metrics_listen.is_empty()
+        && c.health
+            .metrics_listen
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+    {
+        return fail(
+            "health.metrics_listen",
+            format!(
+                "`{}` is not an address; write 127.0.0.1:9464, or \"\" to turn metrics off",
+                c.health.metrics_listen
+            ),
+        );
+    }
     if c.models.threads == 0 || c.models.threads > 64 {
         return fail(
             "models.threads",

@@ -1,5 +1,7 @@
-//! Health: what the agent says about itself. Today that is the retained
-//! agent and camera status topics (see `publish::mqtt`) fed by the camera
-//! supervisors' [`crate::ingest::CameraStatus`]; metrics join here.
+//! Health: what the agent says about itself. The retained agent and camera
+//! status topics (see `publish::mqtt`) are fed by the camera supervisors'
+//! [`CameraStatus`]; [`metrics`] serves Prometheus counters on loopback.
+
+pub mod metrics;
 
 pub use crate::ingest::{CameraStatus, StatusReport};

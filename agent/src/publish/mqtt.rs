@@ -153,6 +153,11 @@ impl MqttSink {
         })
     }
 
+    /// The outbox, for metrics.
+    pub fn outbox(&self) -> Arc<Mutex<Outbox>> {
+        self.outbox.clone()
+    }
+
     /// Stores the event durably, then wakes the connection to send it.
     /// Returns false when the outbox could not store it.
     pub fn publish_event(&mut self, topic_suffix: &str, payload: &[u8]) -> bool {

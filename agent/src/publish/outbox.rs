@@ -89,6 +89,7 @@ pub struct OutboxStats {
     pub recovered: u64,
     pub torn_bytes_discarded: u64,
     pub dropped_for_bounds: u64,
+    pub acknowledged: u64,
 }
 
 pub struct Outbox {
@@ -324,6 +325,7 @@ impl Outbox {
                 Some(i) => {
                     self.acked_ahead.swap_remove(i);
                     self.watermark = front.id;
+                    self.stats.acknowledged += 1;
                     self.pending_bytes -= front.len as u64;
                     self.pending.pop_front();
                 }
@@ -396,9 +398,12 @@ impl Outbox {
             "outbox bounds reached: dropping the oldest undelivered events"
         );
         self.stats.dropped_for_bounds += dropped.len() as u64;
+        let n = dropped.len() as u64;
         for id in dropped {
             self.ack(id)?;
         }
+        // Dropped, not delivered: they must not count as acknowledged.
+        self.stats.acknowledged -= n;
         Ok(())
     }
 }

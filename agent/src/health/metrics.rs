@@ -1,0 +1,219 @@
+//! Prometheus metrics on a loopback HTTP port (`GET /metrics`), so the
+//! gateway's own monitoring can scrape them without exposing anything to
+//! the network. Counters are plain atomics updated by the camera threads;
+//! the exposition is rendered on request.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::publish::outbox::Outbox;
+use crate::shutdown::Shutdown;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+#[derive(Default)]
+pub struct CameraMetrics {
+    pub frames_analysed: AtomicU64,
+    pub analysis_micros: AtomicU64,
+    pub analysis_errors: AtomicU64,
+    pub stream_failures: AtomicU64,
+    pub events: AtomicU64,
+    pub plate_passes: AtomicU64,
+    pub unreadable_plates: AtomicU64,
+    pub duplicates_suppressed: AtomicU64,
+    pub face_passes: AtomicU64,
+    /// 1 while streaming, 0 otherwise.
+    pub streaming: AtomicU64,
+}
+
+impl CameraMetrics {
+    pub fn record(&self, c: &crate::rules::PassCounters) {
+        self.plate_passes.store(c.plate_passes, Ordering::Relaxed);
+        self.unreadable_plates
+            .store(c.unreadable_plates, Ordering::Relaxed);
+        self.duplicates_suppressed
+            .store(c.duplicates_suppressed, Ordering::Relaxed);
+        self.face_passes.store(c.face_passes, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    pub cameras: BTreeMap<String, Arc<CameraMetrics>>,
+    pub outbox: Mutex<Option<Arc<Mutex<Outbox>>>>,
+    pub queue_dropped: AtomicU64,
+}
+
+/// Name, type, help and field of one per-camera series.
+type CameraSeries = (&'static str, &'static str, &'static str, fn(&CameraMetrics) -> &AtomicU64);
+
+impl Metrics {
+    pub fn new<'a>(camera_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            cameras: camera_ids
+                .into_iter()
+                .map(|id| (id.to_string(), Arc::default()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn camera(&self, id: &str) -> Arc<CameraMetrics> {
+        self.cameras.get(id).cloned().unwrap_or_default()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let per_camera: [CameraSeries; 10] = [
+            (
+                "matthan_frames_analysed_total",
+                "counter",
+                "Frames analysed",
+                |c| &c.frames_analysed,
+            ),
+            (
+                "matthan_analysis_seconds_total",
+                "counter",
+                "Time spent analysing frames (rate / frames rate = mean per frame)",
+                |c| &c.analysis_micros,
+            ),
+            (
+                "matthan_analysis_errors_total",
+                "counter",
+                "Frames whose analysis failed",
+                |c| &c.analysis_errors,
+            ),
+            (
+                "matthan_stream_failures_total",
+                "counter",
+                "Camera stream failures (each followed by a reconnect)",
+                |c| &c.stream_failures,
+            ),
+            ("matthan_events_total", "counter", "Events produced", |c| {
+                &c.events
+            }),
+            (
+                "matthan_plate_passes_total",
+                "counter",
+                "Plate passes reported",
+                |c| &c.plate_passes,
+            ),
+            (
+                "matthan_unreadable_plates_total",
+                "counter",
+                "Plate tracks that never read as a valid plate",
+                |c| &c.unreadable_plates,
+            ),
+            (
+                "matthan_duplicate_plates_total",
+                "counter",
+                "Plate passes suppressed by the dedup window",
+                |c| &c.duplicates_suppressed,
+            ),
+            (
+                "matthan_face_passes_total",
+                "counter",
+                "Face passes reported",
+                |c| &c.face_passes,
+            ),
+            (
+                "matthan_camera_streaming",
+                "gauge",
+                "1 while the camera is streaming",
+                |c| &c.streaming,
+            ),
+        ];
+        for (name, kind, help, get) in per_camera {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (id, c) in &self.cameras {
+                let v = get(c).load(Ordering::Relaxed);
+                if name == "matthan_analysis_seconds_total" {
+                    let _ = writeln!(out, "{name}{{camera=\"{id}\"}} {}", v as f64 / 1e6);
+                } else {
+                    let _ = writeln!(out, "{name}{{camera=\"{id}\"}} {v}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP matthan_queue_dropped_total Events dropped because the publisher queue was full\n# TYPE matthan_queue_dropped_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "matthan_queue_dropped_total {}",
+            self.queue_dropped.load(Ordering::Relaxed)
+        );
+        if let Some(outbox) = self.outbox.lock().ok().and_then(|o| o.clone())
+            && let Ok(o) = outbox.lock()
+        {
+            let _ = writeln!(
+                out,
+                "# HELP matthan_outbox_pending Events stored, not yet acknowledged by the broker\n# TYPE matthan_outbox_pending gauge\nmatthan_outbox_pending {}",
+                o.len()
+            );
+            let _ = writeln!(
+                out,
+                "# HELP matthan_outbox_pending_bytes Bytes of pending events\n# TYPE matthan_outbox_pending_bytes gauge\nmatthan_outbox_pending_bytes {}",
+                o.pending_bytes()
+            );
+            let _ = writeln!(
+                out,
+                "# HELP matthan_outbox_oldest_pending_seconds Age of the oldest unacknowledged event\n# TYPE matthan_outbox_oldest_pending_seconds gauge\nmatthan_outbox_oldest_pending_seconds {}",
+                o.oldest_age().map_or(0.0, |d| d.as_secs_f64())
+            );
+            let _ = writeln!(
+                out,
+                "# HELP matthan_outbox_acknowledged_total Events acknowledged by the broker\n# TYPE matthan_outbox_acknowledged_total counter\nmatthan_outbox_acknowledged_total {}",
+                o.stats.acknowledged
+            );
+            let _ = writeln!(
+                out,
+                "# HELP matthan_outbox_dropped_total Events dropped by the outbox bounds\n# TYPE matthan_outbox_dropped_total counter\nmatthan_outbox_dropped_total {}",
+                o.stats.dropped_for_bounds
+            );
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` until shutdown.
+pub async fn serve(listen: &str, metrics: Arc<Metrics>, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("health.metrics_listen: cannot listen on {listen}"))?;
+    tracing::info!(listen = %listen, "metrics at http://{listen}/metrics");
+    loop {
+        let (mut socket, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => { tracing::warn!("metrics: accept failed: {e}"); continue; }
+            },
+            _ = shutdown.wait() => return Ok(()),
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}
