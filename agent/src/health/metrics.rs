@@ -50,7 +50,12 @@ pub struct Metrics {
 }
 
 /// Name, type, help and field of one per-camera series.
-type CameraSeries = (&'static str, &'static str, &'static str, fn(&CameraMetrics) -> &AtomicU64);
+type CameraSeries = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CameraMetrics) -> &AtomicU64,
+);
 
 impl Metrics {
     pub fn new<'a>(camera_ids: impl IntoIterator<Item = &'a str>) -> Self {

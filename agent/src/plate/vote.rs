@@ -2,13 +2,15 @@
 //! that saw it.
 //!
 //! Single frames misread: a blurred 8 reads as B, a helmet hides a digit.
-//! Voting works in two steps. First a character-by-character consensus
-//! over the reads of the most common length, each read weighted by its
-//! confidence and the crop's sharpness. Then every reading the grammar
-//! allows (the consensus and each frame's own corrections) is scored by
-//! how well all the frames support it, with confusable characters (0/O/D,
-//! 8/B, …) counting as half a disagreement. The best valid reading wins;
-//! the runners-up are kept as alternatives, so the uncertainty is honest.
+//! Each frame first votes for its own best grammatical reading (the
+//! grammar turns an `O` where a digit must be into `0`); the frames' votes
+//! are then tallied character by character, each weighted by the read's
+//! confidence and the crop's sharpness. The consensus, its grammatical
+//! corrections and every frame's own readings are the candidates; a
+//! candidate's support is the support of its weakest character (so a
+//! reading that needs one character no frame saw gets none), and the best
+//! supported valid reading wins. The runners-up are kept as alternatives
+//! with their support, so the uncertainty is honest.
 
 use std::collections::HashMap;
 
@@ -61,121 +63,152 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
         return None;
     }
     let weights: Vec<f32> = observations.iter().map(PlateObservation::weight).collect();
-    let total: f32 = weights.iter().sum::<f32>().max(1e-6);
-
-    let consensus = consensus(observations, &weights);
-    let mut candidates: Vec<String> = Vec::new();
-    let mut push = |c: String| {
-        if !candidates.contains(&c) {
-            candidates.push(c);
-        }
-    };
-    if let Some((chars, shares)) = &consensus {
-        for c in grammar::correct(chars, shares, CANDIDATES_PER_READ) {
-            push(c.chars);
-        }
-    }
-    for o in observations {
-        for c in grammar::correct(&o.chars, &o.char_confidences, CANDIDATES_PER_READ) {
-            push(c.chars);
-        }
-    }
-
-    let mut scored: Vec<(String, f32)> = candidates
-        .into_iter()
-        .map(|c| {
-            let support: f32 = observations
-                .iter()
-                .zip(&weights)
-                .map(|(o, w)| w * similarity(&c, &o.chars))
-                .sum();
-            (c, support / total)
+    // Each frame's own best reading: its top grammatical correction, or the raw read.
+    let own: Vec<Vec<grammar::Candidate>> = observations
+        .iter()
+        .map(|o| grammar::correct(&o.chars, &o.char_confidences, CANDIDATES_PER_READ))
+        .collect();
+    let best_own: Vec<String> = observations
+        .iter()
+        .zip(&own)
+        .map(|(o, c)| {
+            c.first()
+                .map_or_else(|| o.chars.clone(), |c| c.chars.clone())
         })
         .collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let tally = Tally::new(&best_own, observations, &weights);
 
-    let best_of = |chars: &str| {
-        (0..observations.len())
-            .max_by(|&a, &b| {
-                (weights[a] * similarity(chars, &observations[a].chars))
-                    .total_cmp(&(weights[b] * similarity(chars, &observations[b].chars)))
-            })
-            .unwrap_or(0)
+    let mut candidates: Vec<String> = Vec::new();
+    let mut push = |c: &str| {
+        if !candidates.iter().any(|x| x == c) {
+            candidates.push(c.to_string());
+        }
     };
-    match scored.first() {
-        Some((chars, support)) => Some(Vote {
-            plate: grammar::parse(chars),
-            chars: chars.clone(),
-            confidence: support.clamp(0.0, 1.0),
-            alternatives: scored[1..]
-                .iter()
-                .take(MAX_ALTERNATIVES)
-                .map(|(c, s)| Alternative {
-                    chars: c.clone(),
-                    support: s.clamp(0.0, 1.0),
-                })
-                .collect(),
-            best_observation: best_of(chars),
-        }),
-        None => {
-            // Nothing valid: report the consensus as it is, never a guess.
-            let chars = consensus
-                .map(|(c, _)| c)
-                .unwrap_or_else(|| observations[0].chars.clone());
-            Some(Vote {
-                best_observation: best_of(&chars),
-                confidence: observations
-                    .iter()
-                    .zip(&weights)
-                    .map(|(o, w)| w * similarity(&chars, &o.chars))
-                    .sum::<f32>()
-                    / total,
-                chars,
-                plate: None,
-                alternatives: Vec::new(),
-            })
+    if let Some((consensus, shares)) = tally.consensus() {
+        push(&consensus);
+        for c in grammar::correct(&consensus, &shares, CANDIDATES_PER_READ) {
+            push(&c.chars);
         }
     }
+    for c in own.iter().flatten() {
+        push(&c.chars);
+    }
+    for b in &best_own {
+        push(b);
+    }
+
+    let mut scored: Vec<(String, f32, bool)> = candidates
+        .into_iter()
+        .map(|c| {
+            let support = tally.support(&c);
+            let valid = grammar::parse(&c).is_some();
+            (c, support, valid)
+        })
+        .collect();
+    // Valid readings first, then by support; ties broken by text for determinism.
+    scored.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then(b.1.total_cmp(&a.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    let (chars, support, _) = scored.first().cloned()?;
+    let best_observation = (0..observations.len())
+        .max_by(|&a, &b| {
+            let score = |i: usize| {
+                weights[i]
+                    * if best_own[i] == chars {
+                        1.0
+                    } else {
+                        0.5 * similarity(&chars, &best_own[i])
+                    }
+            };
+            score(a).total_cmp(&score(b))
+        })
+        .unwrap_or(0);
+    Some(Vote {
+        plate: grammar::parse(&chars),
+        alternatives: scored[1..]
+            .iter()
+            .filter(|(_, s, valid)| *valid && *s > 0.0)
+            .take(MAX_ALTERNATIVES)
+            .map(|(c, s, _)| Alternative {
+                chars: c.clone(),
+                support: s.clamp(0.0, 1.0),
+            })
+            .collect(),
+        chars,
+        confidence: support.clamp(0.0, 1.0),
+        best_observation,
+    })
 }
 
-/// Character-by-character weighted vote over the reads of the length with
-/// the most weight. Returns the string and each position's winning share.
-fn consensus(observations: &[PlateObservation], weights: &[f32]) -> Option<(String, Vec<f32>)> {
-    let mut by_len: HashMap<usize, f32> = HashMap::new();
-    for (o, w) in observations.iter().zip(weights) {
-        *by_len.entry(o.chars.chars().count()).or_default() += w;
-    }
-    let (&len, _) = by_len
-        .iter()
-        .filter(|(l, _)| **l > 0)
-        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))?;
-    let mut tallies: Vec<HashMap<char, f32>> = vec![HashMap::new(); len];
-    for (o, w) in observations.iter().zip(weights) {
-        let chars: Vec<char> = o.chars.chars().collect();
-        if chars.len() != len {
-            continue;
+/// Weighted character votes, per reading length.
+struct Tally {
+    /// length → (weight of the frames of that length, per-position char weights)
+    by_len: HashMap<usize, (f32, Vec<HashMap<char, f32>>)>,
+    total: f32,
+}
+
+impl Tally {
+    fn new(readings: &[String], observations: &[PlateObservation], weights: &[f32]) -> Self {
+        let mut by_len: HashMap<usize, (f32, Vec<HashMap<char, f32>>)> = HashMap::new();
+        for ((r, o), w) in readings.iter().zip(observations).zip(weights) {
+            let chars: Vec<char> = r.chars().collect();
+            if chars.is_empty() {
+                continue;
+            }
+            let entry = by_len
+                .entry(chars.len())
+                .or_insert_with(|| (0.0, vec![HashMap::new(); chars.len()]));
+            entry.0 += w;
+            for (i, c) in chars.into_iter().enumerate() {
+                let p = o
+                    .char_confidences
+                    .get(i)
+                    .copied()
+                    .unwrap_or(o.read_confidence)
+                    .clamp(0.05, 1.0);
+                *entry.1[i].entry(c).or_default() += w * p;
+            }
         }
-        for (i, c) in chars.into_iter().enumerate() {
-            let p = o
-                .char_confidences
-                .get(i)
-                .copied()
-                .unwrap_or(o.read_confidence)
-                .clamp(0.0, 1.0);
-            *tallies[i].entry(c).or_default() += w * p.max(0.05);
+        let total = weights.iter().sum::<f32>().max(1e-6);
+        Self { by_len, total }
+    }
+
+    /// The per-position winner at the length with the most weight, with
+    /// each position's share.
+    fn consensus(&self) -> Option<(String, Vec<f32>)> {
+        let (_, (_, positions)) = self
+            .by_len
+            .iter()
+            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(b.0.cmp(a.0)))?;
+        let mut out = String::new();
+        let mut shares = Vec::new();
+        for t in positions {
+            let sum: f32 = t.values().sum::<f32>().max(1e-6);
+            let (c, v) = t
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))?;
+            out.push(*c);
+            shares.push(v / sum);
         }
+        Some((out, shares))
     }
-    let mut out = String::new();
-    let mut shares = Vec::new();
-    for t in tallies {
-        let sum: f32 = t.values().sum::<f32>().max(1e-6);
-        let (c, v) = t
-            .into_iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))?;
-        out.push(c);
-        shares.push(v / sum);
+
+    /// Share of all frames' weight behind the reading's length, times the
+    /// share behind its least supported character.
+    fn support(&self, reading: &str) -> f32 {
+        let chars: Vec<char> = reading.chars().collect();
+        let Some((len_weight, positions)) = self.by_len.get(&chars.len()) else {
+            return 0.0;
+        };
+        let weakest = chars
+            .iter()
+            .zip(positions)
+            .map(|(c, t)| t.get(c).copied().unwrap_or(0.0) / t.values().sum::<f32>().max(1e-6))
+            .fold(1.0f32, f32::min);
+        len_weight / self.total * weakest
     }
-    Some((out, shares))
 }
 
 /// Pairs an OCR model confuses; a confusion is half a mismatch.
@@ -289,12 +322,29 @@ mod tests {
         ];
         let v = vote(&reads).unwrap();
         assert_eq!(v.chars, "51A60216");
+        assert!((v.confidence - 2.0 / 3.0).abs() < 0.01, "{v:?}");
+        let alt = v
+            .alternatives
+            .iter()
+            .find(|a| a.chars == "51A60218")
+            .expect("runner-up kept");
+        assert!((alt.support - 1.0 / 3.0).abs() < 0.01, "{alt:?}");
+    }
+
+    #[test]
+    fn a_reading_no_frame_saw_gets_no_support() {
+        let reads = [
+            obs("51A60216", 0.95),
+            obs("51A60216", 0.95),
+            obs("51A60216", 0.9),
+        ];
+        let v = vote(&reads).unwrap();
+        assert!(v.confidence > 0.99, "{v:?}");
         assert!(
-            v.alternatives.iter().any(|a| a.chars == "51A60218"),
-            "{:?}",
+            v.alternatives.is_empty(),
+            "nothing else was read: {:?}",
             v.alternatives
         );
-        assert!(v.confidence < 1.0);
     }
 
     #[test]
