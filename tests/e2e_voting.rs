@@ -83,7 +83,7 @@ fn voting_recovers_the_plate_single_frames_get_wrong() {
         }
         for p in img.pixels_mut() {
             for c in p.0.iter_mut() {
-                let noise = (rng.next() - 0.5) * 30.0;
+                let noise = (rng.next() - 0.5) * 16.0;
                 *c = (*c as f32 + noise).clamp(0.0, 255.0) as u8;
             }
         }

@@ -142,16 +142,27 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
     })
 }
 
-/// Weighted character votes, per reading length.
+/// Weighted character votes. Readings of the most common length vote
+/// position by position; readings of other lengths (a character dropped
+/// or doubled) are aligned to that length's consensus by edit distance
+/// and vote where they align, so their other characters still count.
 struct Tally {
-    /// length → (weight of the frames of that length, per-position char weights)
+    /// length → (weight of the frames counted at that length, per-position char weights)
     by_len: HashMap<usize, (f32, Vec<HashMap<char, f32>>)>,
+    dominant: usize,
     total: f32,
 }
 
 impl Tally {
     fn new(readings: &[String], observations: &[PlateObservation], weights: &[f32]) -> Self {
         let mut by_len: HashMap<usize, (f32, Vec<HashMap<char, f32>>)> = HashMap::new();
+        let prob = |o: &PlateObservation, i: usize| {
+            o.char_confidences
+                .get(i)
+                .copied()
+                .unwrap_or(o.read_confidence)
+                .clamp(0.05, 1.0)
+        };
         for ((r, o), w) in readings.iter().zip(observations).zip(weights) {
             let chars: Vec<char> = r.chars().collect();
             if chars.is_empty() {
@@ -162,26 +173,48 @@ impl Tally {
                 .or_insert_with(|| (0.0, vec![HashMap::new(); chars.len()]));
             entry.0 += w;
             for (i, c) in chars.into_iter().enumerate() {
-                let p = o
-                    .char_confidences
-                    .get(i)
-                    .copied()
-                    .unwrap_or(o.read_confidence)
-                    .clamp(0.05, 1.0);
-                *entry.1[i].entry(c).or_default() += w * p;
+                *entry.1[i].entry(c).or_default() += w * prob(o, i);
             }
         }
         let total = weights.iter().sum::<f32>().max(1e-6);
-        Self { by_len, total }
+        let dominant = by_len
+            .iter()
+            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(b.0.cmp(a.0)))
+            .map_or(0, |(l, _)| *l);
+        let mut tally = Self {
+            by_len,
+            dominant,
+            total,
+        };
+        if let Some((reference, _)) = tally.consensus() {
+            let reference: Vec<char> = reference.chars().collect();
+            let mut extra = vec![HashMap::<char, f32>::new(); reference.len()];
+            let mut extra_weight = 0.0;
+            for ((r, o), w) in readings.iter().zip(observations).zip(weights) {
+                let chars: Vec<char> = r.chars().collect();
+                if chars.len() == reference.len() || chars.is_empty() {
+                    continue;
+                }
+                extra_weight += w;
+                for (i, j) in align(&chars, &reference) {
+                    *extra[j].entry(chars[i]).or_default() += w * prob(o, i);
+                }
+            }
+            if let Some(entry) = tally.by_len.get_mut(&reference.len()) {
+                entry.0 += extra_weight;
+                for (pos, add) in entry.1.iter_mut().zip(extra) {
+                    for (c, v) in add {
+                        *pos.entry(c).or_default() += v;
+                    }
+                }
+            }
+        }
+        tally
     }
 
-    /// The per-position winner at the length with the most weight, with
-    /// each position's share.
+    /// The per-position winner at the dominant length, with each position's share.
     fn consensus(&self) -> Option<(String, Vec<f32>)> {
-        let (_, (_, positions)) = self
-            .by_len
-            .iter()
-            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(b.0.cmp(a.0)))?;
+        let (_, positions) = self.by_len.get(&self.dominant)?;
         let mut out = String::new();
         let mut shares = Vec::new();
         for t in positions {
@@ -207,8 +240,42 @@ impl Tally {
             .zip(positions)
             .map(|(c, t)| t.get(c).copied().unwrap_or(0.0) / t.values().sum::<f32>().max(1e-6))
             .fold(1.0f32, f32::min);
-        len_weight / self.total * weakest
+        (len_weight / self.total).min(1.0) * weakest
     }
+}
+
+/// Edit-distance alignment of `a` to `b`: the (index in a, index in b)
+/// pairs that match or substitute; insertions and deletions pair nothing.
+fn align(a: &[char], b: &[char]) -> Vec<(usize, usize)> {
+    let (n, m) = (a.len(), b.len());
+    let mut d = vec![vec![0u32; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i as u32;
+    }
+    for j in 0..=m {
+        d[0][j] = j as u32;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let sub = d[i - 1][j - 1] + u32::from(a[i - 1] != b[j - 1]);
+            d[i][j] = sub.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+        }
+    }
+    let (mut i, mut j) = (n, m);
+    let mut pairs = Vec::new();
+    while i > 0 && j > 0 {
+        if d[i][j] == d[i - 1][j - 1] + u32::from(a[i - 1] != b[j - 1]) {
+            pairs.push((i - 1, j - 1));
+            i -= 1;
+            j -= 1;
+        } else if d[i][j] == d[i - 1][j] + 1 {
+            i -= 1;
+        } else {
+            j -= 1;
+        }
+    }
+    pairs.reverse();
+    pairs
 }
 
 /// Pairs an OCR model confuses; a confusion is half a mismatch.
@@ -329,6 +396,29 @@ mod tests {
             .find(|a| a.chars == "51A60218")
             .expect("runner-up kept");
         assert!((alt.support - 1.0 / 3.0).abs() < 0.01, "{alt:?}");
+    }
+
+    #[test]
+    fn reads_missing_a_character_still_vote_for_the_others() {
+        // The first character is contested between full-length reads; the
+        // short reads (one digit dropped) settle it.
+        let reads = [
+            obs("61A85325", 0.9),
+            obs("61A85325", 0.9),
+            obs("51A85325", 0.9),
+            obs("51A8325", 0.9),
+            obs("51A8525", 0.9),
+        ];
+        assert_eq!(vote(&reads).unwrap().chars, "51A85325");
+    }
+
+    #[test]
+    fn alignment_pairs_matches_and_substitutions() {
+        let a: Vec<char> = "51A8325".chars().collect();
+        let b: Vec<char> = "51A85325".chars().collect();
+        let pairs = align(&a, &b);
+        assert_eq!(pairs.len(), 7);
+        assert!(pairs.contains(&(0, 0)) && pairs.contains(&(6, 7)));
     }
 
     #[test]
