@@ -355,3 +355,27 @@ fn a_garbage_stream_is_reported_and_retried_without_panic() {
         agent.log_text()
     );
 }
+
+#[test]
+fn an_unusable_outbox_folder_degrades_but_delivers() {
+    let work = tempfile::tempdir().unwrap();
+    let frames = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate/images");
+    let clip = work.path().join("car.mp4");
+    clip_from_images(&[frames.join("e4a7bc1c-37112.jpg")], 3, &clip);
+    // storage.dir is a file: nothing can be created under it.
+    let not_a_folder = work.path().join("state-is-a-file");
+    std::fs::write(&not_a_folder, "x").unwrap();
+    let broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "matthan/v1/#");
+    let cfg = config(&clip, &broker.url(), &not_a_folder)
+        .replace("loop = true", "loop = false")
+        .replace(&format!("{}/events.jsonl", not_a_folder.display()), &work.path().join("events.jsonl").display().to_string());
+    let mut agent = Agent::start(&cfg);
+    let msgs = sub.wait_until(Duration::from_secs(60), "the event and a degraded status", |m| {
+        m.iter().any(|r| r.topic.ends_with("/event/plate")) && m.iter().any(|r| r.topic == "matthan/v1/s/status" && r.text().contains("degraded"))
+    });
+    let status = msgs.iter().find(|r| r.topic == "matthan/v1/s/status" && r.text().contains("degraded")).unwrap().text();
+    assert!(status.contains("storage.dir"), "the status says what to fix: {status}");
+    agent.process.wait_exit(Duration::from_secs(30));
+    assert!(agent.log_text().contains("unusable"), "{}", agent.log_text());
+}

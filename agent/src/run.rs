@@ -48,9 +48,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .transpose()?;
     let mqtt = match &config.outputs.mqtt {
         Some(m) => {
-            let outbox = Outbox::open(config.outbox_config())?;
+            let (outbox, problem) = open_outbox(&config)?;
             let _guard = runtime.enter();
-            Some(MqttSink::connect(m, &config.site.id, outbox)?)
+            let sink = MqttSink::connect(m, &config.site.id, outbox)?;
+            sink.set_problem(problem);
+            Some(sink)
         }
         None => None,
     };
@@ -82,7 +84,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (alive_tx, mut alive_rx) = mpsc::unbounded_channel::<()>();
     let mut threads = Vec::new();
     for camera in &config.cameras {
-        let sequence = Sequencer::persistent(config.storage.dir.join("sequence").join(&camera.id))?;
+        let sequence = Sequencer::persistent(config.storage.dir.join("sequence").join(&camera.id)).unwrap_or_else(|e| {
+            tracing::error!(camera = %camera.id, "{e:#}; sequence numbers restart at 1 for this run: fix storage.dir");
+            Sequencer::in_memory()
+        });
         let factory = EventFactory::new(&config.site, camera, &models.ids, sequence);
         let mut passes = Passes::new(config.pass_config());
         let supervisor = CameraSupervisor::new(
@@ -166,6 +171,28 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("publisher task failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the configured outbox. When its folder is unusable (read-only,
+/// full, not a folder) the agent still runs: it keeps events in a
+/// temporary outbox, says so loudly in the log and in its retained status,
+/// and the installer can fix the folder without losing the site.
+fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
+    let wanted = config.outbox_config();
+    match Outbox::open(wanted.clone()) {
+        Ok(o) => Ok((o, None)),
+        Err(e) => {
+            let fallback = std::env::temp_dir().join(format!("matthan-outbox-{}-{}", config.site.id, std::process::id()));
+            let problem = format!(
+                "outbox {} unusable ({e:#}); events are kept in {} and would not survive a power cut: fix storage.dir",
+                wanted.dir.display(),
+                fallback.display()
+            );
+            tracing::error!("{problem}");
+            let o = Outbox::open(crate::publish::outbox::OutboxConfig { dir: fallback, ..wanted })?;
+            Ok((o, Some(problem)))
+        }
+    }
 }
 
 /// Events the outbox could not store (disk full, read-only) wait here and

@@ -173,6 +173,7 @@ impl CameraSupervisor {
 
         let started = Instant::now();
         let mut last_frame: Option<Instant> = None;
+        let mut format: Option<(u32, u32, String)> = None;
         let mut next_due: Option<gst::ClockTime> = None;
         let mut next_due_wall = Instant::now();
         loop {
@@ -266,6 +267,20 @@ impl CameraSupervisor {
                 .ok_or_else(|| anyhow!("sample without caps"))?;
             let info =
                 gst_video::VideoInfo::from_caps(caps).context("frame caps are not raw video")?;
+            // A camera that changes resolution mid-stream (a settings change,
+            // a failover encoder) gets a fresh pipeline rather than
+            // half-renegotiated elements.
+            let now_format = (info.width(), info.height(), info.format().to_str().to_string());
+            match &format {
+                Some(f) if *f != now_format => {
+                    return Err(anyhow!(
+                        "stream format changed from {}x{} {} to {}x{} {}",
+                        f.0, f.1, f.2, now_format.0, now_format.1, now_format.2
+                    ));
+                }
+                Some(_) => {}
+                None => format = Some(now_format),
+            }
             let image = i420_to_bgr(buffer, &info)?;
             on_frame(Frame {
                 image,

@@ -78,7 +78,18 @@ struct Retained {
     /// Latest status per camera, re-published after every reconnect so a
     /// consumer that joins late sees the present state.
     cameras: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Why the agent is degraded (outbox unusable …); None when all is well.
+    agent_problem: Option<String>,
     dirty: bool,
+}
+
+impl Retained {
+    fn agent_status(&self) -> String {
+        match &self.agent_problem {
+            None => json!({"state": "online", "version": env!("CARGO_PKG_VERSION")}).to_string(),
+            Some(reason) => json!({"state": "degraded", "reason": reason, "version": env!("CARGO_PKG_VERSION")}).to_string(),
+        }
+    }
 }
 
 /// The MQTT publisher: events go through the durable [`Outbox`]; one task
@@ -158,6 +169,17 @@ impl MqttSink {
         self.outbox.clone()
     }
 
+    /// Sets (or clears) the problem the agent's retained status reports.
+    pub fn set_problem(&self, problem: Option<String>) {
+        if let Ok(mut r) = self.retained.lock()
+            && r.agent_problem != problem
+        {
+            r.agent_problem = problem;
+            r.dirty = true;
+        }
+        self.wake.notify_one();
+    }
+
     /// Stores the event durably, then wakes the connection to send it.
     /// Returns false when the outbox could not store it.
     pub fn publish_event(&mut self, topic_suffix: &str, payload: &[u8]) -> bool {
@@ -172,6 +194,7 @@ impl MqttSink {
                 if self.outbox_failing {
                     tracing::info!("outbox writable again");
                     self.outbox_failing = false;
+                    self.set_problem(None);
                 }
                 self.wake.notify_one();
                 true
@@ -180,6 +203,7 @@ impl MqttSink {
                 if !self.outbox_failing {
                     tracing::error!("{e:#}; events are kept in memory until it recovers");
                     self.outbox_failing = true;
+                    self.set_problem(Some(format!("outbox: {e:#}")));
                 }
                 false
             }
@@ -431,6 +455,9 @@ impl Connection {
             return;
         }
         r.dirty = false;
+        if client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, r.agent_status()).is_ok() {
+            order.push_back(Sent::Status);
+        }
         for (topic, body) in &r.cameras {
             if client
                 .try_publish(topic, QoS::AtLeastOnce, true, body.clone())
