@@ -369,13 +369,33 @@ fn an_unusable_outbox_folder_degrades_but_delivers() {
     let sub = Subscriber::connect(broker.port, "matthan/v1/#");
     let cfg = config(&clip, &broker.url(), &not_a_folder)
         .replace("loop = true", "loop = false")
-        .replace(&format!("{}/events.jsonl", not_a_folder.display()), &work.path().join("events.jsonl").display().to_string());
+        .replace(
+            &format!("{}/events.jsonl", not_a_folder.display()),
+            &work.path().join("events.jsonl").display().to_string(),
+        );
     let mut agent = Agent::start(&cfg);
-    let msgs = sub.wait_until(Duration::from_secs(60), "the event and a degraded status", |m| {
-        m.iter().any(|r| r.topic.ends_with("/event/plate")) && m.iter().any(|r| r.topic == "matthan/v1/s/status" && r.text().contains("degraded"))
-    });
-    let status = msgs.iter().find(|r| r.topic == "matthan/v1/s/status" && r.text().contains("degraded")).unwrap().text();
-    assert!(status.contains("storage.dir"), "the status says what to fix: {status}");
+    let msgs = sub.wait_until(
+        Duration::from_secs(60),
+        "the event and a degraded status",
+        |m| {
+            m.iter().any(|r| r.topic.ends_with("/event/plate"))
+                && m.iter()
+                    .any(|r| r.topic == "matthan/v1/s/status" && r.text().contains("degraded"))
+        },
+    );
+    let status = msgs
+        .iter()
+        .find(|r| r.topic == "matthan/v1/s/status" && r.text().contains("degraded"))
+        .unwrap()
+        .text();
+    assert!(
+        status.contains("storage.dir"),
+        "the status says what to fix: {status}"
+    );
     agent.process.wait_exit(Duration::from_secs(30));
-    assert!(agent.log_text().contains("unusable"), "{}", agent.log_text());
+    assert!(
+        agent.log_text().contains("unusable"),
+        "{}",
+        agent.log_text()
+    );
 }

@@ -182,14 +182,21 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
     match Outbox::open(wanted.clone()) {
         Ok(o) => Ok((o, None)),
         Err(e) => {
-            let fallback = std::env::temp_dir().join(format!("matthan-outbox-{}-{}", config.site.id, std::process::id()));
+            let fallback = std::env::temp_dir().join(format!(
+                "matthan-outbox-{}-{}",
+                config.site.id,
+                std::process::id()
+            ));
             let problem = format!(
                 "outbox {} unusable ({e:#}); events are kept in {} and would not survive a power cut: fix storage.dir",
                 wanted.dir.display(),
                 fallback.display()
             );
             tracing::error!("{problem}");
-            let o = Outbox::open(crate::publish::outbox::OutboxConfig { dir: fallback, ..wanted })?;
+            let o = Outbox::open(crate::publish::outbox::OutboxConfig {
+                dir: fallback,
+                ..wanted
+            })?;
             Ok((o, Some(problem)))
         }
     }

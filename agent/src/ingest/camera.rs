@@ -270,12 +270,21 @@ impl CameraSupervisor {
             // A camera that changes resolution mid-stream (a settings change,
             // a failover encoder) gets a fresh pipeline rather than
             // half-renegotiated elements.
-            let now_format = (info.width(), info.height(), info.format().to_str().to_string());
+            let now_format = (
+                info.width(),
+                info.height(),
+                info.format().to_str().to_string(),
+            );
             match &format {
                 Some(f) if *f != now_format => {
                     return Err(anyhow!(
                         "stream format changed from {}x{} {} to {}x{} {}",
-                        f.0, f.1, f.2, now_format.0, now_format.1, now_format.2
+                        f.0,
+                        f.1,
+                        f.2,
+                        now_format.0,
+                        now_format.1,
+                        now_format.2
                     ));
                 }
                 Some(_) => {}

@@ -87,7 +87,10 @@ impl Retained {
     fn agent_status(&self) -> String {
         match &self.agent_problem {
             None => json!({"state": "online", "version": env!("CARGO_PKG_VERSION")}).to_string(),
-            Some(reason) => json!({"state": "degraded", "reason": reason, "version": env!("CARGO_PKG_VERSION")}).to_string(),
+            Some(reason) => {
+                json!({"state": "degraded", "reason": reason, "version": env!("CARGO_PKG_VERSION")})
+                    .to_string()
+            }
         }
     }
 }
@@ -455,7 +458,10 @@ impl Connection {
             return;
         }
         r.dirty = false;
-        if client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, r.agent_status()).is_ok() {
+        if client
+            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, r.agent_status())
+            .is_ok()
+        {
             order.push_back(Sent::Status);
         }
         for (topic, body) in &r.cameras {
