@@ -57,8 +57,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Arc::new(Metrics::new(config.cameras.iter().map(|c| c.id.as_str())));
-    if let (Some(m), Ok(mut slot)) = (&mqtt, metrics.outbox.lock()) {
-        *slot = Some(m.outbox());
+    if let Some(m) = &mqtt {
+        *metrics.outbox.lock().expect("fresh lock") = Some(m.outbox());
+        *metrics.mqtt_reconnects.lock().expect("fresh lock") = Some(m.reconnects());
     }
     if !config.health.metrics_listen.is_empty() {
         let (listen, metrics, shutdown) = (

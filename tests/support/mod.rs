@@ -196,6 +196,17 @@ impl TestCam {
     pub fn url(&self, mount: &str) -> String {
         format!("rtsp://127.0.0.1:{}/{mount}", self.port)
     }
+
+    /// Sends a signal to the server (STOP freezes it with its sockets open).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self._process.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
 }
 
 /// The real agent, run on a config file written for the test.

@@ -195,6 +195,10 @@ pub struct CameraConfig {
     /// File sources only: start again from the beginning at the end.
     #[serde(default, rename = "loop")]
     pub loop_file: bool,
+    /// Restart the camera's pipeline when no frame has arrived for this
+    /// many seconds (default 10).
+    #[serde(default)]
+    pub stall_seconds: Option<f64>,
     /// RTSP only: transport, "auto" (UDP, then TCP when UDP gets nothing),
     /// "tcp" or "udp".
     #[serde(default)]

@@ -102,6 +102,14 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
         if let Some(fps) = cam.analysis_fps {
             check_fps(&key("analysis_fps"), fps)?;
         }
+        if let Some(s) = cam.stall_seconds
+            && !(s.is_finite() && (1.0..=600.0).contains(&s))
+        {
+            return fail(
+                &key("stall_seconds"),
+                format!("{s} is not a stall timeout; use 1 to 600 seconds"),
+            );
+        }
         if let Some(loc) = &cam.location {
             if !(-90.0..=90.0).contains(&loc.lat) {
                 return fail(

@@ -46,6 +46,7 @@ impl CameraMetrics {
 pub struct Metrics {
     pub cameras: BTreeMap<String, Arc<CameraMetrics>>,
     pub outbox: Mutex<Option<Arc<Mutex<Outbox>>>>,
+    pub mqtt_reconnects: Mutex<Option<Arc<AtomicU64>>>,
     pub queue_dropped: AtomicU64,
 }
 
@@ -153,6 +154,13 @@ impl Metrics {
             "matthan_queue_dropped_total {}",
             self.queue_dropped.load(Ordering::Relaxed)
         );
+        if let Some(r) = self.mqtt_reconnects.lock().ok().and_then(|r| r.clone()) {
+            let _ = writeln!(
+                out,
+                "# HELP matthan_mqtt_connection_losses_total MQTT connections lost or refused (each followed by a reconnect)\n# TYPE matthan_mqtt_connection_losses_total counter\nmatthan_mqtt_connection_losses_total {}",
+                r.load(Ordering::Relaxed)
+            );
+        }
         if let Some(outbox) = self.outbox.lock().ok().and_then(|o| o.clone())
             && let Ok(o) = outbox.lock()
         {

@@ -26,7 +26,8 @@ use crate::config::{CameraConfig, Source};
 use crate::frame::BgrImage;
 use crate::shutdown::Shutdown;
 
-/// A camera that has delivered no frame for this long is restarted.
+/// A camera that has delivered no frame for this long is restarted
+/// (default of the per-camera `stall_seconds`).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first frame may take longer: RTSP negotiation, and rtspsrc waits
 /// about 5 s for UDP before it falls back to TCP.
@@ -81,15 +82,22 @@ pub struct CameraSupervisor {
     analysis_interval: Duration,
     shutdown: Shutdown,
     frames_seen: u64,
+    stall_timeout: Duration,
+    /// Set when the current stream attempt delivered a frame.
+    delivered_frames: bool,
 }
 
 impl CameraSupervisor {
     pub fn new(camera: CameraConfig, analysis_fps: f64, shutdown: Shutdown) -> Self {
         Self {
-            camera,
             analysis_interval: Duration::from_secs_f64(1.0 / analysis_fps),
+            stall_timeout: camera
+                .stall_seconds
+                .map_or(STALL_TIMEOUT, Duration::from_secs_f64),
+            camera,
             shutdown,
             frames_seen: 0,
+            delivered_frames: false,
         }
     }
 
@@ -98,6 +106,7 @@ impl CameraSupervisor {
     /// change of state.
     pub fn run(mut self, mut on_frame: impl FnMut(Frame), mut on_status: impl FnMut(CameraStatus)) {
         let mut backoff = BACKOFF_MIN;
+        let mut last_reason: Option<String> = None;
         loop {
             if self.shutdown.is_triggered() {
                 break;
@@ -115,13 +124,24 @@ impl CameraSupervisor {
                     if started.elapsed() > BACKOFF_RESET_AFTER {
                         backoff = BACKOFF_MIN;
                     }
+                    if std::mem::take(&mut self.delivered_frames) {
+                        // It had recovered: this failure is news even if it reads the same.
+                        last_reason = None;
+                    }
                     let reason = format!("{e:#}");
-                    tracing::warn!(
-                        camera = %self.camera.id,
-                        source = %self.camera.source.display(),
-                        retry_in_s = backoff.as_secs_f64(),
-                        "camera failed: {reason}"
-                    );
+                    // One clear line per new reason; the same failure repeating every
+                    // few seconds is not news, and would bury the other cameras' logs.
+                    if last_reason.as_deref() == Some(reason.as_str()) {
+                        tracing::debug!(camera = %self.camera.id, "camera still failing: {reason}");
+                    } else {
+                        tracing::warn!(
+                            camera = %self.camera.id,
+                            source = %self.camera.source.display(),
+                            retry_in_s = backoff.as_secs_f64(),
+                            "camera failed: {reason}"
+                        );
+                        last_reason = Some(reason.clone());
+                    }
                     on_status(CameraStatus::Reconnecting {
                         reason,
                         retry_in: backoff,
@@ -208,7 +228,7 @@ impl CameraSupervisor {
             let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
                 let waited = last_frame.map_or(started.elapsed(), |t| t.elapsed());
                 let limit = if last_frame.is_some() {
-                    STALL_TIMEOUT
+                    self.stall_timeout
                 } else {
                     FIRST_FRAME_TIMEOUT
                 };
@@ -218,6 +238,7 @@ impl CameraSupervisor {
                 continue;
             };
             if last_frame.is_none() {
+                self.delivered_frames = true;
                 tracing::info!(camera = %self.camera.id, "streaming");
                 on_status(CameraStatus::Streaming);
             }

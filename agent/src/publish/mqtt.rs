@@ -15,6 +15,7 @@
 //! is sent again in order with its original id and sequence number.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,6 +109,7 @@ pub struct MqttSink {
     prefix: String,
     site: String,
     outbox_failing: bool,
+    reconnects: Arc<AtomicU64>,
 }
 
 /// Unacknowledged publishes in flight. Enough to fill a 4G link's
@@ -153,7 +155,9 @@ impl MqttSink {
             retained: retained.clone(),
             wake: wake.clone(),
             stop: stop.clone(),
+            reconnects: Arc::default(),
         };
+        let reconnects = connection.reconnects.clone();
         let task = tokio::spawn(connection.run());
         Ok(Self {
             outbox,
@@ -164,7 +168,13 @@ impl MqttSink {
             prefix: config.topic_prefix.clone(),
             site: site.to_string(),
             outbox_failing: false,
+            reconnects,
         })
+    }
+
+    /// Connection losses so far, for metrics.
+    pub fn reconnects(&self) -> Arc<AtomicU64> {
+        self.reconnects.clone()
     }
 
     /// The outbox, for metrics.
@@ -259,6 +269,7 @@ struct Connection {
     retained: Arc<Mutex<Retained>>,
     wake: Arc<Notify>,
     stop: Arc<Notify>,
+    reconnects: Arc<AtomicU64>,
 }
 
 /// A publish handed to rumqttc, waiting for its packet id, then its ack.
@@ -285,6 +296,7 @@ impl Connection {
                     if was_connected {
                         backoff = RECONNECT_MIN;
                     }
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
                     // Jitter keeps a fleet of gateways from reconnecting in lockstep after a broker restart.
                     let jitter = Duration::from_millis(rand_jitter_ms(backoff));
                     tracing::warn!(broker = %format!("{}:{}", self.addr.host, self.addr.port), retry_in_ms = (backoff + jitter).as_millis() as u64, "MQTT connection lost: {e}");
