@@ -27,6 +27,7 @@ use crate::shutdown::Shutdown;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_gstreamer()?;
+    crate::ingest::decoder::apply(config.ingest.decoder);
     let models = Arc::new(Models::load(&config.models)?);
     for m in &models.ids {
         tracing::info!(role = m.role, model = %m.name, sha256 = %m.sha256, "model loaded");

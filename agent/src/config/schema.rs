@@ -19,6 +19,8 @@ pub struct Config {
     pub storage: Storage,
     #[serde(default)]
     pub health: Health,
+    #[serde(default)]
+    pub ingest: Ingest,
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
     pub outputs: Outputs,
@@ -117,6 +119,16 @@ impl Default for Storage {
             outbox_max_age_hours: DEFAULT_OUTBOX_MAX_AGE_HOURS,
         }
     }
+}
+
+/// Gateway-wide video settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingest {
+    /// `auto` (the board's hardware decoder if there is one), `jetson`,
+    /// `rockchip`, `vaapi`, `raspberrypi` or `software`. A preset whose
+    /// decoder is missing falls back to software with a warning.
+    pub decoder: crate::ingest::decoder::DecoderPreset,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

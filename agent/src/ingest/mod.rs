@@ -7,6 +7,7 @@
 //! are not due for analysis are never converted to BGR.
 
 mod camera;
+pub mod decoder;
 mod pipeline;
 
 pub use camera::{CameraStatus, CameraSupervisor, StatusReport};

@@ -1,0 +1,149 @@
+//! Which video decoder the gateway uses: the board's hardware decoder when
+//! it has one, software otherwise.
+//!
+//! Pipelines keep `decodebin`, which finds the right depayloader, parser
+//! and decoder for whatever codec a camera sends. The choice of decoder is
+//! made the GStreamer way, by element rank: the chosen preset's elements
+//! are raised above every other decoder in the registry, once, at start-up.
+//! A preset whose elements this machine lacks falls back to software with a
+//! warning; it never fails a camera.
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderPreset {
+    /// The first preset, in the order below, whose H.264 decoder exists.
+    #[default]
+    Auto,
+    /// NVIDIA Jetson (nvv4l2decoder).
+    Jetson,
+    /// Rockchip RK3588 and kin (mppvideodec).
+    Rockchip,
+    /// Intel/AMD through VA-API (vah264dec, vah265dec).
+    Vaapi,
+    /// Raspberry Pi 4 (v4l2h264dec; the Pi 5 has no H.264 block and uses software).
+    Raspberrypi,
+    /// FFmpeg's decoders (avdec_h264, avdec_h265).
+    Software,
+}
+
+/// Decoder elements per preset: H.264 first, then H.265.
+pub fn elements(preset: DecoderPreset) -> &'static [&'static str] {
+    match preset {
+        DecoderPreset::Jetson => &["nvv4l2decoder"],
+        DecoderPreset::Rockchip => &["mppvideodec"],
+        DecoderPreset::Vaapi => &["vah264dec", "vah265dec"],
+        DecoderPreset::Raspberrypi => &["v4l2h264dec", "v4l2h265dec"],
+        DecoderPreset::Software | DecoderPreset::Auto => &["avdec_h264", "avdec_h265"],
+    }
+}
+
+const AUTO_ORDER: [DecoderPreset; 5] = [
+    DecoderPreset::Jetson,
+    DecoderPreset::Rockchip,
+    DecoderPreset::Vaapi,
+    DecoderPreset::Raspberrypi,
+    DecoderPreset::Software,
+];
+
+fn available(name: &str) -> bool {
+    gst::ElementFactory::find(name).is_some()
+}
+
+/// Resolves a preset against this machine's registry: `Auto` becomes the
+/// first preset whose H.264 decoder exists; a preset whose decoder is
+/// missing becomes `Software`. Returns the preset used and, when it is not
+/// the one asked for, why.
+pub fn resolve(wanted: DecoderPreset) -> (DecoderPreset, Option<String>) {
+    match wanted {
+        DecoderPreset::Auto => {
+            let chosen = AUTO_ORDER
+                .into_iter()
+                .find(|p| available(elements(*p)[0]))
+                .unwrap_or(DecoderPreset::Software);
+            (chosen, None)
+        }
+        p if available(elements(p)[0]) => (p, None),
+        p => (
+            DecoderPreset::Software,
+            Some(format!(
+                "decoder preset {p:?} needs the GStreamer element {}, which this machine does not have; using software decoding",
+                elements(p)[0]
+            )),
+        ),
+    }
+}
+
+/// Applies the preset: its decoders outrank every other decoder, so
+/// `decodebin` picks them for the codecs they handle. Call once, after
+/// GStreamer is initialised and before pipelines are built.
+pub fn apply(wanted: DecoderPreset) -> DecoderPreset {
+    let (chosen, warning) = resolve(wanted);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    let top = gst::Rank::PRIMARY + 100;
+    for name in elements(chosen).iter().filter(|n| available(n)) {
+        if let Some(f) = gst::ElementFactory::find(name) {
+            f.set_rank(top);
+        }
+    }
+    tracing::info!(preset = ?chosen, elements = ?elements(chosen), "video decoder chosen");
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_against_this_machines_registry() {
+        crate::ingest::init_gstreamer().unwrap();
+        // Software decoding is always there (gstreamer1.0-libav).
+        assert_eq!(
+            resolve(DecoderPreset::Software),
+            (DecoderPreset::Software, None)
+        );
+        // Auto picks a preset whose decoder exists here.
+        let (auto, warning) = resolve(DecoderPreset::Auto);
+        assert!(warning.is_none());
+        assert!(available(elements(auto)[0]), "{auto:?}");
+        // Every hardware preset either exists here or falls back to software, with a reason.
+        for p in [
+            DecoderPreset::Jetson,
+            DecoderPreset::Rockchip,
+            DecoderPreset::Vaapi,
+            DecoderPreset::Raspberrypi,
+        ] {
+            match resolve(p) {
+                (chosen, None) => assert_eq!(chosen, p),
+                (chosen, Some(why)) => {
+                    assert_eq!(chosen, DecoderPreset::Software);
+                    assert!(
+                        why.contains(elements(p)[0]) && !available(elements(p)[0]),
+                        "{why}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_chosen_decoder_outranks_every_other_video_decoder() {
+        crate::ingest::init_gstreamer().unwrap();
+        let chosen = apply(DecoderPreset::Software);
+        assert_eq!(chosen, DecoderPreset::Software);
+        let rank = gst::ElementFactory::find("avdec_h264").unwrap().rank();
+        for f in gst::ElementFactory::factories_with_type(
+            gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO,
+            gst::Rank::NONE,
+        ) {
+            if f.name() != "avdec_h264" && f.name() != "avdec_h265" {
+                assert!(f.rank() < rank, "{} outranks the chosen decoder", f.name());
+            }
+        }
+    }
+}
