@@ -79,6 +79,55 @@ fn by_seq(messages: &[Received]) -> BTreeMap<u64, serde_json::Value> {
     out
 }
 
+/// Waits until the agent has written `n` events to its JSON-lines file;
+/// returns them.
+fn wait_for_written(jsonl: &Path, n: usize, agent: &Agent) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(jsonl)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} events written: {}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn read_jsonl(jsonl: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits until every event id in `ids` has been received.
+fn wait_for_ids(sub: &Subscriber, ids: &[String], what: &str) -> Vec<Received> {
+    sub.wait_until(Duration::from_secs(60), what, |m| {
+        let got: Vec<String> = m
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).ok())
+            .map(|e| e["id"].as_str().unwrap_or("").to_string())
+            .collect();
+        ids.iter().all(|id| got.contains(id))
+    })
+}
+
+fn ids_of(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn assert_no_gap(events: &BTreeMap<u64, serde_json::Value>) {
     let seqs: Vec<u64> = events.keys().copied().collect();
     assert_eq!(
@@ -145,45 +194,18 @@ fn sigkill_then_restart_delivers_everything_written_before() {
     let cfg = config(&clip, &format!("mqtt://127.0.0.1:{port}"), work.path());
     let jsonl = work.path().join("events.jsonl");
     let mut agent = Agent::start(&cfg);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&jsonl)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-        < 4
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no events written: {}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_written(&jsonl, 4, &agent);
     agent.process.child.kill().unwrap(); // SIGKILL
     agent.process.child.wait().unwrap();
-    let before: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let before = read_jsonl(&jsonl);
 
     let _broker = Mosquitto::start_on(port);
     let sub = Subscriber::connect(port, "matthan/v1/s/gate/event/#");
     let mut again = Agent::start(&cfg);
-    let ids: Vec<String> = before
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect();
-    let messages = sub.wait_until(
-        Duration::from_secs(60),
+    let messages = wait_for_ids(
+        &sub,
+        &ids_of(&before),
         "every event written before the kill",
-        |m| {
-            let got: Vec<String> = m
-                .iter()
-                .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).ok())
-                .map(|e| e["id"].as_str().unwrap_or("").to_string())
-                .collect();
-            ids.iter().all(|id| got.contains(id))
-        },
     );
     let events = by_seq(&messages);
     // Numbering went on across the restart: no seq repeats with another id, none is skipped.
@@ -205,25 +227,9 @@ fn an_outbox_cut_mid_record_keeps_every_complete_record() {
     let cfg = config(&clip, &format!("mqtt://127.0.0.1:{port}"), work.path());
     let jsonl = work.path().join("events.jsonl");
     let mut agent = Agent::start(&cfg);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&jsonl)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no events written: {}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_written(&jsonl, 3, &agent);
     agent.process.terminate();
-    let before: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let before = read_jsonl(&jsonl);
     // Cut the newest record in half, as a power cut mid-write would.
     let seg = std::fs::read_dir(work.path().join("outbox"))
         .unwrap()
@@ -242,18 +248,11 @@ fn an_outbox_cut_mid_record_keeps_every_complete_record() {
     let _broker = Mosquitto::start_on(port);
     let sub = Subscriber::connect(port, "matthan/v1/s/gate/event/#");
     let mut again = Agent::start(&cfg);
-    let complete: Vec<String> = before[..before.len() - 1]
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect();
-    sub.wait_until(Duration::from_secs(60), "every complete record", |m| {
-        let got: Vec<String> = m
-            .iter()
-            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).ok())
-            .map(|e| e["id"].as_str().unwrap_or("").to_string())
-            .collect();
-        complete.iter().all(|id| got.contains(id))
-    });
+    wait_for_ids(
+        &sub,
+        &ids_of(&before[..before.len() - 1]),
+        "every complete record",
+    );
     again.process.terminate();
     assert!(
         again.log_text().contains("torn"),

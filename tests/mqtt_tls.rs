@@ -114,19 +114,7 @@ fn events_reach_a_tls_broker_with_client_certificate_and_password() {
         ),
     )
     .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _broker = Process {
-        name: "mosquitto (TLS)",
-        child,
-    };
-    wait_for_port(tls_port, Duration::from_secs(10));
-    wait_for_port(plain_port, Duration::from_secs(10));
+    let _broker = Mosquitto::spawn(&conf, &[tls_port, plain_port]);
     let sub = Subscriber::connect(plain_port, "matthan/v1/#");
 
     let frames = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate/images");

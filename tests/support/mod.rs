@@ -133,26 +133,34 @@ impl Mosquitto {
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
         )
         .unwrap();
+        Mosquitto {
+            port,
+            _process: Self::spawn(&conf, &[port]),
+            _dir: dir,
+        }
+    }
+
+    /// Runs Mosquitto on a config file of the test's own and waits for its ports.
+    pub fn spawn(conf: &Path, ports: &[u16]) -> Process {
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("mosquitto is not installed; run scripts/setup");
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_for_port(port, Duration::from_secs(10));
-        Mosquitto {
-            port,
-            _process: Process {
-                name: "mosquitto",
-                child,
-            },
-            _dir: dir,
+        let process = Process {
+            name: "mosquitto",
+            child,
+        };
+        for port in ports {
+            wait_for_port(*port, Duration::from_secs(10));
         }
+        process
     }
 
     pub fn url(&self) -> String {

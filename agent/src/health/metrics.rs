@@ -47,7 +47,7 @@ pub struct Metrics {
     pub cameras: BTreeMap<String, Arc<CameraMetrics>>,
     pub outbox: Mutex<Option<Arc<Mutex<Outbox>>>>,
     pub mqtt_reconnects: Mutex<Option<Arc<AtomicU64>>>,
-    pub queue_dropped: AtomicU64,
+    pub queue_dropped: Mutex<Option<Arc<AtomicU64>>>,
 }
 
 /// Name, type, help and field of one per-camera series.
@@ -145,53 +145,80 @@ impl Metrics {
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP matthan_queue_dropped_total Events dropped because the publisher queue was full\n# TYPE matthan_queue_dropped_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "matthan_queue_dropped_total {}",
-            self.queue_dropped.load(Ordering::Relaxed)
-        );
-        if let Some(r) = self.mqtt_reconnects.lock().ok().and_then(|r| r.clone()) {
-            let _ = writeln!(
-                out,
-                "# HELP matthan_mqtt_connection_losses_total MQTT connections lost or refused (each followed by a reconnect)\n# TYPE matthan_mqtt_connection_losses_total counter\nmatthan_mqtt_connection_losses_total {}",
-                r.load(Ordering::Relaxed)
+        let loaded = |slot: &Mutex<Option<Arc<AtomicU64>>>| {
+            slot.lock()
+                .ok()
+                .and_then(|c| c.clone())
+                .map(|c| c.load(Ordering::Relaxed))
+        };
+        if let Some(v) = loaded(&self.queue_dropped) {
+            series(
+                &mut out,
+                "matthan_queue_dropped_total",
+                "counter",
+                "Events dropped because the publisher queue was full",
+                v,
+            );
+        }
+        if let Some(v) = loaded(&self.mqtt_reconnects) {
+            series(
+                &mut out,
+                "matthan_mqtt_connection_losses_total",
+                "counter",
+                "MQTT connections lost or refused (each followed by a reconnect)",
+                v,
             );
         }
         if let Some(outbox) = self.outbox.lock().ok().and_then(|o| o.clone())
             && let Ok(o) = outbox.lock()
         {
-            let _ = writeln!(
-                out,
-                "# HELP matthan_outbox_pending Events stored, not yet acknowledged by the broker\n# TYPE matthan_outbox_pending gauge\nmatthan_outbox_pending {}",
-                o.len()
+            series(
+                &mut out,
+                "matthan_outbox_pending",
+                "gauge",
+                "Events stored, not yet acknowledged by the broker",
+                o.len(),
             );
-            let _ = writeln!(
-                out,
-                "# HELP matthan_outbox_pending_bytes Bytes of pending events\n# TYPE matthan_outbox_pending_bytes gauge\nmatthan_outbox_pending_bytes {}",
-                o.pending_bytes()
+            series(
+                &mut out,
+                "matthan_outbox_pending_bytes",
+                "gauge",
+                "Bytes of pending events",
+                o.pending_bytes(),
             );
-            let _ = writeln!(
-                out,
-                "# HELP matthan_outbox_oldest_pending_seconds Age of the oldest unacknowledged event\n# TYPE matthan_outbox_oldest_pending_seconds gauge\nmatthan_outbox_oldest_pending_seconds {}",
-                o.oldest_age().map_or(0.0, |d| d.as_secs_f64())
+            let age = o.oldest_age().map_or(0.0, |d| d.as_secs_f64());
+            series(
+                &mut out,
+                "matthan_outbox_oldest_pending_seconds",
+                "gauge",
+                "Age of the oldest unacknowledged event",
+                age,
             );
-            let _ = writeln!(
-                out,
-                "# HELP matthan_outbox_acknowledged_total Events acknowledged by the broker\n# TYPE matthan_outbox_acknowledged_total counter\nmatthan_outbox_acknowledged_total {}",
-                o.stats.acknowledged
+            series(
+                &mut out,
+                "matthan_outbox_acknowledged_total",
+                "counter",
+                "Events acknowledged by the broker",
+                o.stats.acknowledged,
             );
-            let _ = writeln!(
-                out,
-                "# HELP matthan_outbox_dropped_total Events dropped by the outbox bounds\n# TYPE matthan_outbox_dropped_total counter\nmatthan_outbox_dropped_total {}",
-                o.stats.dropped_for_bounds
+            series(
+                &mut out,
+                "matthan_outbox_dropped_total",
+                "counter",
+                "Events dropped by the outbox bounds",
+                o.stats.dropped_for_bounds,
             );
         }
         out
     }
+}
+
+/// One unlabelled series with its help and type lines.
+fn series(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 /// Serves `GET /metrics` until shutdown.

@@ -444,6 +444,14 @@ fn parse_record(data: &[u8]) -> Option<(Record, usize)> {
 mod tests {
     use super::*;
 
+    fn the_segment(dir: &Path) -> PathBuf {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".log"))
+            .unwrap()
+    }
+
     fn open(dir: &Path) -> Outbox {
         Outbox::open(OutboxConfig {
             segment_bytes: 256,
@@ -520,11 +528,7 @@ mod tests {
             o.append("t", format!("e{i}").as_bytes()).unwrap();
         }
         drop(o);
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().ends_with(".log"))
-            .unwrap();
+        let seg = the_segment(dir.path());
         let len = std::fs::metadata(&seg).unwrap().len();
         // Cut the last record in the middle, as a power cut would.
         OpenOptions::new()
@@ -552,11 +556,7 @@ mod tests {
         o.append("t", b"first").unwrap();
         o.append("t", b"second").unwrap();
         drop(o);
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().ends_with(".log"))
-            .unwrap();
+        let seg = the_segment(dir.path());
         let mut data = std::fs::read(&seg).unwrap();
         let n = data.len();
         data[n - 2] ^= 0xff;
