@@ -29,6 +29,8 @@ IMAGES = [
     "data/vn_plate_detect_extra/dungnt_parking_gate/images/3e4fefb8-38696.jpg",
     "data/vn_plate_detect_extra/dungnt_parking_gate/images/d127aacf-36972.jpg",
     "data/vn_plate_detect_extra/dungnt_parking_gate/images/a6a5940d-38688.jpg",
+    "data/vn_plate_detect_train/images/xemay0_jpg.rf.153136008c8b8c64b39e148af858a3ca.jpg",
+    "data/vn_plate_detect_train/images/xemay1003_jpg.rf.ebe56175b7840b7a6432c61d99e6775c.jpg",
 ]
 
 
@@ -132,16 +134,25 @@ def plates(det, ocr, bgr, threshold=0.5):
     return kept
 
 
+# Plate model pairs: the third-party baseline and the project's own.
+PLATE_MODELS = [
+    ("hyperlpr3_y5fu_320x_sim.onnx", "fpo_cct_xs_v1_global.onnx"),
+    ("vn_plate_det_320.onnx", "vn_plate_ocr.onnx"),
+]
+
+
 def main():
     face_sess = session("yunet_s_dynamic.onnx")
-    det = session("hyperlpr3_y5fu_320x_sim.onnx")
-    ocr = session("fpo_cct_xs_v1_global.onnx")
-    out = []
-    for rel in IMAGES:
-        bgr = cv2.imread(os.path.join(SHARED, rel), cv2.IMREAD_COLOR)
-        out.append({"image": rel, "faces": faces(face_sess, bgr), "plates": plates(det, ocr, bgr)})
+    sets = []
+    for det_name, ocr_name in PLATE_MODELS:
+        det, ocr = session(det_name), session(ocr_name)
+        out = []
+        for rel in IMAGES:
+            bgr = cv2.imread(os.path.join(SHARED, rel), cv2.IMREAD_COLOR)
+            out.append({"image": rel, "faces": faces(face_sess, bgr), "plates": plates(det, ocr, bgr)})
+        sets.append({"plate_detector": det_name, "plate_reader": ocr_name, "images": out})
     json.dump({"generator": "tests/reference/make_reference.py", "onnxruntime": ort.__version__,
-               "opencv": cv2.__version__, "images": out}, sys.stdout, indent=1)
+               "opencv": cv2.__version__, "model_sets": sets}, sys.stdout, indent=1)
     print()
 
 

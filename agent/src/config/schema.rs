@@ -149,8 +149,11 @@ impl Default for Health {
 
 pub const DEFAULT_MODELS_DIR: &str = "models/fetched";
 pub const DEFAULT_FACE_DETECTOR: &str = "yunet_s_dynamic.onnx";
-pub const DEFAULT_PLATE_DETECTOR: &str = "hyperlpr3_y5fu_320x_sim.onnx";
-pub const DEFAULT_PLATE_READER: &str = "fpo_cct_xs_v1_global.onnx";
+/// The project's own models, trained for Vietnamese plates (motorbikes
+/// included); the third-party HyperLPR3 and fast-plate-ocr models they
+/// started from stay selectable by name.
+pub const DEFAULT_PLATE_DETECTOR: &str = "vn_plate_det_320.onnx";
+pub const DEFAULT_PLATE_READER: &str = "vn_plate_ocr.onnx";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -11,8 +11,17 @@ fn shared() -> PathBuf {
 }
 
 fn models() -> Models {
+    models_with(
+        crate::config::DEFAULT_PLATE_DETECTOR,
+        crate::config::DEFAULT_PLATE_READER,
+    )
+}
+
+fn models_with(plate_detector: &str, plate_reader: &str) -> Models {
     let config = ModelsConfig {
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fetched"),
+        plate_detector: plate_detector.into(),
+        plate_reader: plate_reader.into(),
         ..Default::default()
     };
     Models::load(&config).expect("models missing: run scripts/setup")
@@ -166,7 +175,6 @@ fn outputs_match_the_reference_implementation() {
         "../../../tests/reference/reference_outputs.json"
     ))
     .unwrap();
-    let m = models();
     let close = |a: &serde_json::Value, b: &[f32], tol: f32, what: &str| {
         let a: Vec<f32> = a
             .as_array()
@@ -180,71 +188,77 @@ fn outputs_match_the_reference_implementation() {
         }
     };
     let mut compared = (0, 0);
-    for entry in reference["images"].as_array().unwrap() {
-        let name = entry["image"].as_str().unwrap();
-        let img = BgrImage::open(&shared().join(name)).unwrap();
-        let d = m
-            .analyze(
-                &img,
-                &[
-                    crate::config::DetectKind::Plates,
-                    crate::config::DetectKind::Faces,
-                ],
-                &Default::default(),
-            )
-            .unwrap();
+    for set in reference["model_sets"].as_array().unwrap() {
+        let m = models_with(
+            set["plate_detector"].as_str().unwrap(),
+            set["plate_reader"].as_str().unwrap(),
+        );
+        for entry in set["images"].as_array().unwrap() {
+            let name = entry["image"].as_str().unwrap();
+            let img = BgrImage::open(&shared().join(name)).unwrap();
+            let d = m
+                .analyze(
+                    &img,
+                    &[
+                        crate::config::DetectKind::Plates,
+                        crate::config::DetectKind::Faces,
+                    ],
+                    &Default::default(),
+                )
+                .unwrap();
 
-        let ref_faces = entry["faces"].as_array().unwrap();
-        assert_eq!(d.faces.len(), ref_faces.len(), "{name}: face count");
-        for (r, f) in ref_faces.iter().zip(&d.faces) {
-            close(&r["bbox"], &f.bbox, PX, &format!("{name} face box"));
-            close(
-                &serde_json::json!([r["score"]]),
-                &[f.score],
-                SCORE,
-                &format!("{name} face score"),
-            );
-            let flat: Vec<f32> = f.landmarks.iter().flatten().copied().collect();
-            let ref_flat = serde_json::Value::Array(
-                r["landmarks"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .flat_map(|p| p.as_array().unwrap().clone())
-                    .collect(),
-            );
-            close(&ref_flat, &flat, PX, &format!("{name} landmarks"));
-            compared.0 += 1;
-        }
+            let ref_faces = entry["faces"].as_array().unwrap();
+            assert_eq!(d.faces.len(), ref_faces.len(), "{name}: face count");
+            for (r, f) in ref_faces.iter().zip(&d.faces) {
+                close(&r["bbox"], &f.bbox, PX, &format!("{name} face box"));
+                close(
+                    &serde_json::json!([r["score"]]),
+                    &[f.score],
+                    SCORE,
+                    &format!("{name} face score"),
+                );
+                let flat: Vec<f32> = f.landmarks.iter().flatten().copied().collect();
+                let ref_flat = serde_json::Value::Array(
+                    r["landmarks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|p| p.as_array().unwrap().clone())
+                        .collect(),
+                );
+                close(&ref_flat, &flat, PX, &format!("{name} landmarks"));
+                compared.0 += 1;
+            }
 
-        let ref_plates = entry["plates"].as_array().unwrap();
-        assert_eq!(d.plates.len(), ref_plates.len(), "{name}: plate count");
-        for (r, p) in ref_plates.iter().zip(&d.plates) {
-            close(&r["bbox"], &p.bbox, PX, &format!("{name} plate box"));
-            let flat: Vec<f32> = p.corners.iter().flatten().copied().collect();
-            let ref_flat = serde_json::Value::Array(
-                r["corners"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .flat_map(|c| c.as_array().unwrap().clone())
-                    .collect(),
-            );
-            close(&ref_flat, &flat, PX, &format!("{name} plate corners"));
-            close(
-                &serde_json::json!([r["score"], r["read_confidence"]]),
-                &[p.detector_score, p.read_confidence],
-                SCORE,
-                &format!("{name} plate scores"),
-            );
-            assert_eq!(r["chars"].as_str().unwrap(), p.chars, "{name}: plate read");
-            assert_eq!(
-                r["lines"].as_u64().unwrap() as u8,
-                p.lines,
-                "{name}: plate lines"
-            );
-            compared.1 += 1;
+            let ref_plates = entry["plates"].as_array().unwrap();
+            assert_eq!(d.plates.len(), ref_plates.len(), "{name}: plate count");
+            for (r, p) in ref_plates.iter().zip(&d.plates) {
+                close(&r["bbox"], &p.bbox, PX, &format!("{name} plate box"));
+                let flat: Vec<f32> = p.corners.iter().flatten().copied().collect();
+                let ref_flat = serde_json::Value::Array(
+                    r["corners"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|c| c.as_array().unwrap().clone())
+                        .collect(),
+                );
+                close(&ref_flat, &flat, PX, &format!("{name} plate corners"));
+                close(
+                    &serde_json::json!([r["score"], r["read_confidence"]]),
+                    &[p.detector_score, p.read_confidence],
+                    SCORE,
+                    &format!("{name} plate scores"),
+                );
+                assert_eq!(r["chars"].as_str().unwrap(), p.chars, "{name}: plate read");
+                assert_eq!(
+                    r["lines"].as_u64().unwrap() as u8,
+                    p.lines,
+                    "{name}: plate lines"
+                );
+                compared.1 += 1;
+            }
         }
     }
-    assert!(compared.0 >= 9 && compared.1 >= 4, "compared {compared:?}");
+    assert!(compared.0 >= 18 && compared.1 >= 8, "compared {compared:?}");
 }

@@ -1,0 +1,137 @@
+//! Vietnamese motorbike plates on real street and phone footage
+//! (../shared/media/vn), through the project's own detector and reader.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+/// The plates a person reads in each clip.
+const CLIPS: &[(&str, &[&str])] = &[
+    (
+        "parked_motorbikes_854x480.mp4",
+        &["59KA19166", "59GA18593", "59K134074"],
+    ),
+    ("motorbike_close_1280x720.mp4", &["47AD15155"]),
+];
+
+fn plate_events(clip: &Path) -> Vec<serde_json::Value> {
+    let out = tempfile::tempdir().unwrap();
+    let jsonl = out.path().join("events.jsonl");
+    let mut agent = Agent::start(&format!(
+        r#"
+[site]
+id = "vn"
+[analysis]
+fps = 5
+[models]
+dir = "{models}"
+[storage]
+dir = "{state}"
+[[camera]]
+id = "street"
+source = "file://{clip}"
+realtime = false
+detect = ["plates"]
+[outputs.jsonl]
+path = "{jsonl}"
+"#,
+        models = models_dir().display(),
+        state = out.path().display(),
+        clip = clip.display(),
+        jsonl = jsonl.display(),
+    ));
+    let status = agent.process.wait_exit(Duration::from_secs(180));
+    assert!(status.success(), "{}", agent.log_text());
+    std::fs::read_to_string(&jsonl)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn one_event_per_readable_motorbike_plate() {
+    for (clip, wanted) in CLIPS {
+        let events = plate_events(&shared().join("media/vn").join(clip));
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for e in events.iter().filter(|e| e["kind"] == "plate") {
+            *seen
+                .entry(e["plate"]["chars"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        for w in *wanted {
+            assert_eq!(
+                seen.get(*w).copied().unwrap_or(0),
+                1,
+                "{clip}: exactly one event for {w}; events by plate: {seen:?}"
+            );
+        }
+        for e in events
+            .iter()
+            .filter(|e| wanted.contains(&e["plate"]["chars"].as_str().unwrap_or("")))
+        {
+            assert_eq!(e["plate"]["kind"], "motorbike", "{clip}: {e}");
+            assert_eq!(e["plate"]["lines"], 2, "{clip}: {e}");
+        }
+        eprintln!("{clip}: {seen:?}");
+    }
+}
+
+#[test]
+fn detect_reads_every_plate_on_frames_of_the_clips() {
+    for (clip, wanted) in CLIPS {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(
+                format!(
+                    "filesrc location={} ! decodebin ! videoconvert ! videorate ! video/x-raw,framerate=2/1 ! jpegenc ! multifilesink location={}/f%03d.jpg",
+                    shared().join("media/vn").join(clip).display(),
+                    dir.path().display()
+                )
+                .split_whitespace(),
+            )
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let mut frames: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        frames.sort();
+        let out = Command::new(env!("CARGO_BIN_EXE_matthan"))
+            .args([
+                "detect",
+                "--models",
+                models_dir().to_str().unwrap(),
+                "--json",
+            ])
+            .args(&frames)
+            .output()
+            .unwrap();
+        let reads: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .flat_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["plates"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["chars"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for w in *wanted {
+            assert!(
+                reads.iter().any(|r| r == w),
+                "{clip}: no frame read {w}; reads: {reads:?}"
+            );
+        }
+    }
+}
