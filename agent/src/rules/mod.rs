@@ -108,6 +108,11 @@ struct PlateTrack {
     /// Set once the pass was reported at `max_delay`: the reading it was
     /// reported as. Later sightings only keep the dedup window fresh.
     reported: Option<String>,
+    /// The latest confident reading consistent with the track.
+    anchor: Option<String>,
+    /// A confident reading unlike the anchor, and on how many consecutive
+    /// frames: at [`SWITCH_FRAMES`], another vehicle has taken the box.
+    switch_candidate: Option<(String, usize)>,
 }
 
 struct FaceTrack {
@@ -145,6 +150,11 @@ pub struct Passes {
 /// tracker followed a box into the next vehicle (a gate, bumper to bumper).
 const SPLIT_CONFIDENCE: f32 = 0.7;
 const SPLIT_SIMILARITY: f32 = 0.5;
+/// Two reads at least this alike are the same plate read twice.
+const CONFIRM_SIMILARITY: f32 = 0.75;
+/// Consecutive frames a different plate must be read on before the pass
+/// is split: a blur or a hand over the plate lasts a frame or two.
+const SWITCH_FRAMES: usize = 3;
 
 /// A per-camera clock that only moves forward: the stream's own time when
 /// it has one (so files analysed faster than real time behave as at real
@@ -218,20 +228,42 @@ impl Passes {
                 sharpness: p.sharpness,
             };
             let weight = observation.weight();
-            let another_vehicle = self.plates.get(id).is_some_and(|t| {
-                let last = t.reported.clone().or_else(|| {
-                    t.sightings
-                        .iter()
-                        .rev()
-                        .find(|s| s.observation.read_confidence >= SPLIT_CONFIDENCE)
-                        .map(|s| s.observation.chars.clone())
-                });
-                last.is_some_and(|chars| {
-                    observation.read_confidence >= SPLIT_CONFIDENCE
-                        && similarity(&chars, &observation.chars) < SPLIT_SIMILARITY
-                })
-            });
-            if another_vehicle {
+            // Does this read belong to another vehicle the tracker's box
+            // slid onto? Only when a confident, dissimilar reading repeats on
+            // the next frame: one wild misread is not a new vehicle.
+            let confident = observation.read_confidence >= SPLIT_CONFIDENCE;
+            let mut carried = Vec::new();
+            let mut new_vehicle = false;
+            if confident && let Some(t) = self.plates.get_mut(id) {
+                let anchor = t.reported.clone().or_else(|| t.anchor.clone());
+                match anchor {
+                    Some(a) if similarity(&a, &observation.chars) < SPLIT_SIMILARITY => {
+                        let seen = match &t.switch_candidate {
+                            Some((c, n))
+                                if similarity(c, &observation.chars) >= CONFIRM_SIMILARITY =>
+                            {
+                                n + 1
+                            }
+                            _ => 1,
+                        };
+                        if seen >= SWITCH_FRAMES {
+                            new_vehicle = true;
+                            // The candidate frames (the last ones kept) showed the new vehicle already.
+                            if t.reported.is_none() {
+                                let from = t.sightings.len().saturating_sub(seen - 1);
+                                carried = t.sightings.split_off(from);
+                            }
+                        } else {
+                            t.switch_candidate = Some((observation.chars.clone(), seen));
+                        }
+                    }
+                    _ => {
+                        t.switch_candidate = None;
+                        t.anchor = Some(observation.chars.clone());
+                    }
+                }
+            }
+            if new_vehicle {
                 let old = self.plates.remove(id).expect("checked");
                 if old.reported.is_none() {
                     self.finish_plate(old.pass_id, old.sightings, old.best_crop, now, &mut out);
@@ -240,14 +272,17 @@ impl Passes {
             if !self.plates.contains_key(id) {
                 let pass_id = self.next_pass_id;
                 self.next_pass_id += 1;
+                let anchor = confident.then(|| observation.chars.clone());
                 self.plates.insert(
                     *id,
                     PlateTrack {
                         pass_id,
-                        sightings: Vec::new(),
+                        sightings: carried,
                         best_crop: None,
                         first_clock: now,
                         reported: None,
+                        anchor,
+                        switch_candidate: None,
                     },
                 );
             }

@@ -225,3 +225,17 @@ fn a_track_that_jumps_to_another_vehicle_becomes_two_passes() {
         .collect();
     assert_ne!(ids[0], ids[1]);
 }
+
+#[test]
+fn a_misread_for_two_frames_does_not_split_the_pass() {
+    let mut p = Passes::new(PassConfig::default());
+    let reads = [
+        "51A85325", "51A85325", "85B25552", "85B25552", "51A85325", "51A85325",
+    ];
+    let mut out = Vec::new();
+    for (i, r) in reads.iter().enumerate() {
+        out.extend(p.on_frame(&frame(i as u64), &plates(vec![plate(100.0, r)])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51A85325"]);
+}
