@@ -52,16 +52,14 @@ fn hsv([b, g, r]: [u8; 3]) -> (f32, f32, f32) {
     (h, s, v)
 }
 
-/// Which plate colour one pixel could be background of, if any.
-fn classify(px: [u8; 3]) -> Option<PlateColour> {
-    let (h, s, v) = hsv(px);
+/// Which plate colour one pixel could be background of, if any. Grey
+/// pixels count as white from `white_v` up.
+fn classify((h, s, v): (f32, f32, f32), white_v: f32) -> Option<PlateColour> {
     if v < 0.25 {
         return None; // characters, shadow, frame
     }
     if s < 0.25 {
-        // Grey pixels only count as white when they are light: a white
-        // plate in dim light is light grey, asphalt is mid grey.
-        return (v >= 0.5).then_some(PlateColour::White);
+        return (v >= white_v).then_some(PlateColour::White);
     }
     if s < 0.35 {
         return None; // washed-out colour: neither white nor coloured
@@ -72,6 +70,19 @@ fn classify(px: [u8; 3]) -> Option<PlateColour> {
         h if (190.0..260.0).contains(&h) => Some(PlateColour::Blue),
         _ => None,
     }
+}
+
+/// The value from which a grey pixel is white. A white plate at night or
+/// under infrared light is mid grey with darker characters, so the
+/// threshold follows the brightest pixels of the crop; it never rises
+/// above 0.5 (a bright white plate) and never falls below 0.3.
+fn white_threshold(values: &mut [f32]) -> f32 {
+    if values.is_empty() {
+        return 0.5;
+    }
+    let i = values.len() * 9 / 10;
+    let (_, p90, _) = values.select_nth_unstable_by(i.min(values.len() - 1), f32::total_cmp);
+    (*p90 * 0.75).clamp(0.3, 0.5)
 }
 
 /// The background colour of an upright plate crop; [`PlateColour::Unknown`]
@@ -86,17 +97,19 @@ pub fn plate_colour(crop: &BgrImage) -> PlateColour {
         if n > 2 * m + 2 { m..n - m } else { 0..n }
     };
     let (xs, ys) = (inner(w), inner(h));
+    let pixels: Vec<(f32, f32, f32)> = ys
+        .flat_map(|y| xs.clone().map(move |x| (x, y)))
+        .map(|(x, y)| hsv(crop.pixel(x, y)))
+        .collect();
+    let white_v = white_threshold(&mut pixels.iter().map(|p| p.2).collect::<Vec<_>>());
     // White, yellow, blue, red.
     let mut counts = [0u32; 4];
-    let mut total = 0u32;
-    for y in ys {
-        for x in xs.clone() {
-            total += 1;
-            if let Some(c) = classify(crop.pixel(x, y)) {
-                counts[c as usize] += 1;
-            }
+    for &px in &pixels {
+        if let Some(c) = classify(px, white_v) {
+            counts[c as usize] += 1;
         }
     }
+    let total = pixels.len();
     let (best, &n) = counts
         .iter()
         .enumerate()
@@ -159,7 +172,14 @@ mod tests {
             ("dark red", [40, 30, 140], WHITE_INK, PlateColour::Red),
             ("black", [10, 10, 10], BLACK, PlateColour::Unknown),
             ("green", [40, 160, 40], BLACK, PlateColour::Unknown),
-            ("grey", [100, 100, 100], BLACK, PlateColour::Unknown),
+            ("white at night", [100, 100, 100], BLACK, PlateColour::White),
+            (
+                "night, black ink",
+                [100, 100, 100],
+                [60, 60, 60],
+                PlateColour::White,
+            ),
+            ("too dark", [55, 55, 55], BLACK, PlateColour::Unknown),
         ] {
             for share in [0.2, 0.4] {
                 let got = plate_colour(&synthetic(bg, ink, share));
@@ -203,6 +223,36 @@ mod tests {
         ] {
             let (h, s, v) = hsv(bgr);
             assert_eq!((h, s, v), (hue, 1.0, 1.0), "{bgr:?}");
+        }
+    }
+
+    /// Real crops from the shared data set: CCTV motorbike and car plates
+    /// (all white) and two yellow commercial plates from web photos.
+    /// Skipped where the data set is absent.
+    #[test]
+    fn shared_crops() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/vn_plate_crops_ocr/images");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            eprintln!("skipped: no {}", dir.display());
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let white = names
+            .iter()
+            .filter(|n| n.contains("xemay"))
+            .take(20)
+            .chain(names.iter().filter(|n| n.contains("CarLongPlate")).take(20));
+        let yellow = ["ndata41.jpg", "ndata148.jpg"];
+        for (name, expected) in white
+            .map(|n| (n.as_str(), PlateColour::White))
+            .chain(yellow.map(|n| (n, PlateColour::Yellow)))
+        {
+            let crop = BgrImage::open(&dir.join(name)).unwrap();
+            assert_eq!(plate_colour(&crop), expected, "{name}");
         }
     }
 }
