@@ -436,10 +436,19 @@ impl Passes {
         let Some(mut v) = vote(&observations) else {
             return String::new();
         };
+        let best = sightings[v.best_observation].clone();
         if !readable {
             v.plate = None;
+        } else if best.lines == 2 {
+            // Eight characters read as a car (`51G-123.45`) or an older
+            // motorbike (`51-G1 2345`); a square two-line plate is the latter.
+            if let Some(m) = crate::plate::readings(&v.chars)
+                .into_iter()
+                .find(|p| p.kind == crate::plate::PlateKind::Motorbike)
+            {
+                v.plate = Some(m);
+            }
         }
-        let best = sightings[v.best_observation].clone();
         let pass = PlatePass {
             track_id: id,
             colour: majority_colour(&sightings),

@@ -239,3 +239,28 @@ fn a_misread_for_two_frames_does_not_split_the_pass() {
     out.extend(p.finish());
     assert_eq!(chars_of(&out), vec!["51A85325"]);
 }
+
+#[test]
+fn a_two_line_plate_with_eight_characters_is_a_motorbike() {
+    let mut p = Passes::new(PassConfig::default());
+    let mut square = plate(100.0, "51G12345");
+    square.lines = 2;
+    p.on_frame(&frame(0), &plates(vec![square]));
+    p.on_frame(&frame(1), &plates(vec![plate(600.0, "51G12346")]));
+    let out = p.finish();
+    let shown: Vec<String> = out
+        .iter()
+        .map(|p| {
+            if let Pass::Plate(p) = p {
+                p.vote.plate.as_ref().unwrap().display.clone()
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec!["51-G1 2345", "51G-123.46"],
+        "the one-line plate stays a car"
+    );
+}
