@@ -204,9 +204,15 @@ fn detect(
                     .iter()
                     .map(|f| json!({"bbox": f.bbox.map(round1), "score": round3(f.score), "landmarks": f.landmarks.map(|c| c.map(round1))}))
                     .collect();
+                let t = d.timing;
+                let timing = json!({
+                    "plate_detector": round3(t.plate_detector_ms as f32),
+                    "plate_reader": round3(t.plate_reader_ms as f32),
+                    "face_detector": round3(t.face_detector_ms as f32),
+                });
                 println!(
                     "{}",
-                    json!({"image": path.display().to_string(), "width": img.width, "height": img.height, "plates": plates, "faces": faces})
+                    json!({"image": path.display().to_string(), "width": img.width, "height": img.height, "plates": plates, "faces": faces, "timing_ms": timing})
                 );
             }
             Err(e) => {

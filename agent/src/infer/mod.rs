@@ -46,6 +46,16 @@ pub struct PlateRead {
 pub struct Detections {
     pub plates: Vec<PlateRead>,
     pub faces: Vec<Face>,
+    /// Wall-clock time of each stage for this image.
+    pub timing: StageTimes,
+}
+
+/// Milliseconds spent per stage on one image (reading covers every plate).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimes {
+    pub plate_detector_ms: f64,
+    pub plate_reader_ms: f64,
+    pub face_detector_ms: f64,
 }
 
 pub struct Models {
@@ -94,8 +104,13 @@ impl Models {
         thresholds: &Analysis,
     ) -> anyhow::Result<Detections> {
         let mut out = Detections::default();
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1000.0;
         if what.contains(&DetectKind::Plates) {
-            for plate in self.plates.detect(img, thresholds.plate_threshold)? {
+            let started = std::time::Instant::now();
+            let found = self.plates.detect(img, thresholds.plate_threshold)?;
+            out.timing.plate_detector_ms = ms(started);
+            let started = std::time::Instant::now();
+            for plate in found {
                 let read = self.reader.read_quad(img, &plate.corners)?;
                 let (text, sharpness, crop) =
                     (read.text, image_ops::sharpness(&read.crop)?, read.crop);
@@ -111,9 +126,12 @@ impl Models {
                     crop,
                 });
             }
+            out.timing.plate_reader_ms = ms(started);
         }
         if what.contains(&DetectKind::Faces) {
+            let started = std::time::Instant::now();
             out.faces = self.faces.detect(img, thresholds.face_threshold)?;
+            out.timing.face_detector_ms = ms(started);
         }
         Ok(out)
     }
