@@ -37,7 +37,7 @@ fn plate(x: f32, chars: &str) -> PlateRead {
 fn plates(list: Vec<PlateRead>) -> Detections {
     Detections {
         plates: list,
-        faces: vec![],
+        ..Default::default()
     }
 }
 
