@@ -129,7 +129,7 @@ def eval_video(pairs, conf, nms_iou, step=3, margin=0.06):
                     else:
                         other[rd] = other.get(rd, 0) + 1
             out[vid] = {"frames_sampled": nframes, "every_nth": step,
-                        "read_exactly": {p: {"n_frames": len(v), "frames": v[:40]} for p, v in hits.items()},
+                        "read_exactly": {p: {"n_frames": len(v), "frames": v} for p, v in hits.items()},
                         "other_reads_top": sorted(other.items(), key=lambda kv: -kv[1])[:8]}
         res[tag] = out
     return res
