@@ -105,28 +105,7 @@ fn detect_reads_every_plate_on_frames_of_the_clips() {
             .map(|e| e.unwrap().path())
             .collect();
         frames.sort();
-        let out = Command::new(env!("CARGO_BIN_EXE_matthan"))
-            .args([
-                "detect",
-                "--models",
-                models_dir().to_str().unwrap(),
-                "--json",
-            ])
-            .args(&frames)
-            .output()
-            .unwrap();
-        let reads: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .flat_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["plates"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| p["chars"].as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let reads: Vec<String> = detect_plates(&frames).into_iter().flatten().collect();
         for w in *wanted {
             assert!(
                 reads.iter().any(|r| r == w),

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use image::{Rgb, RgbImage};
@@ -88,24 +87,9 @@ fn voting_recovers_the_plate_single_frames_get_wrong() {
     }
 
     // What single frames read.
-    let out = Command::new(env!("CARGO_BIN_EXE_matthan"))
-        .args([
-            "detect",
-            "--models",
-            models_dir().to_str().unwrap(),
-            "--json",
-        ])
-        .args(&frames)
-        .output()
-        .unwrap();
-    let single: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["plates"]
-                .get(0)
-                .map_or(String::new(), |p| p["chars"].as_str().unwrap().to_string())
-        })
+    let single: Vec<String> = detect_plates(&frames)
+        .into_iter()
+        .map(|reads| reads.into_iter().next().unwrap_or_default())
         .collect();
     let right = single.iter().filter(|c| *c == PLATE).count();
     assert!(

@@ -412,6 +412,31 @@ pub fn assert_contiguous_sequences(events: &[(String, serde_json::Value)]) {
     }
 }
 
+/// Runs `matthan detect --json` on images; for each image, the plates' chars.
+pub fn detect_plates(images: &[PathBuf]) -> Vec<Vec<String>> {
+    let out = Command::new(env!("CARGO_BIN_EXE_matthan"))
+        .args([
+            "detect",
+            "--models",
+            models_dir().to_str().unwrap(),
+            "--json",
+        ])
+        .args(images)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["plates"].as_array().map_or(Vec::new(), |ps| {
+                ps.iter()
+                    .map(|p| p["chars"].as_str().unwrap().to_string())
+                    .collect()
+            })
+        })
+        .collect()
+}
+
 /// GET http://127.0.0.1:port/path, the body as text.
 pub fn http_get(port: u16, path: &str) -> String {
     use std::io::Read;
