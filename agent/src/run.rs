@@ -57,12 +57,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let metrics = Arc::new(Metrics::new(config.cameras.iter().map(|c| c.id.as_str())));
-    *metrics.queue_dropped.lock().expect("fresh lock") = Some(outbound.dropped_counter());
-    if let Some(m) = &mqtt {
-        *metrics.outbox.lock().expect("fresh lock") = Some(m.outbox());
-        *metrics.mqtt_reconnects.lock().expect("fresh lock") = Some(m.reconnects());
-    }
+    let metrics = Arc::new(Metrics::new(
+        config.cameras.iter().map(|c| c.id.as_str()),
+        outbound.dropped_counter(),
+        mqtt.as_ref().map(|m| (m.outbox(), m.reconnects())),
+    ));
     if !config.health.metrics_listen.is_empty() {
         let (listen, metrics, shutdown) = (
             config.health.metrics_listen.clone(),

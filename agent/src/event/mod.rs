@@ -211,7 +211,8 @@ pub struct EventFactory {
     sequence: Sequencer,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// UTC time with milliseconds in RFC 3339, as events and statuses write it.
+pub fn rfc3339(t: SystemTime) -> String {
     utc_millis(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

@@ -42,12 +42,15 @@ impl CameraMetrics {
     }
 }
 
+/// Everything the endpoint reports: per-camera counters, and the
+/// publisher's own counters shared with it at start-up.
 #[derive(Default)]
 pub struct Metrics {
     pub cameras: BTreeMap<String, Arc<CameraMetrics>>,
-    pub outbox: Mutex<Option<Arc<Mutex<Outbox>>>>,
-    pub mqtt_reconnects: Mutex<Option<Arc<AtomicU64>>>,
-    pub queue_dropped: Mutex<Option<Arc<AtomicU64>>>,
+    pub queue_dropped: Arc<AtomicU64>,
+    /// Present when MQTT is configured.
+    pub outbox: Option<Arc<Mutex<Outbox>>>,
+    pub mqtt_reconnects: Option<Arc<AtomicU64>>,
 }
 
 /// Name, type, help and field of one per-camera series.
@@ -59,13 +62,20 @@ type CameraSeries = (
 );
 
 impl Metrics {
-    pub fn new<'a>(camera_ids: impl IntoIterator<Item = &'a str>) -> Self {
+    pub fn new<'a>(
+        camera_ids: impl IntoIterator<Item = &'a str>,
+        queue_dropped: Arc<AtomicU64>,
+        mqtt: Option<(Arc<Mutex<Outbox>>, Arc<AtomicU64>)>,
+    ) -> Self {
+        let (outbox, mqtt_reconnects) = mqtt.unzip();
         Self {
             cameras: camera_ids
                 .into_iter()
                 .map(|id| (id.to_string(), Arc::default()))
                 .collect(),
-            ..Default::default()
+            queue_dropped,
+            outbox,
+            mqtt_reconnects,
         }
     }
 
@@ -145,31 +155,23 @@ impl Metrics {
                 }
             }
         }
-        let loaded = |slot: &Mutex<Option<Arc<AtomicU64>>>| {
-            slot.lock()
-                .ok()
-                .and_then(|c| c.clone())
-                .map(|c| c.load(Ordering::Relaxed))
-        };
-        if let Some(v) = loaded(&self.queue_dropped) {
-            series(
-                &mut out,
-                "matthan_queue_dropped_total",
-                "counter",
-                "Events dropped because the publisher queue was full",
-                v,
-            );
-        }
-        if let Some(v) = loaded(&self.mqtt_reconnects) {
+        series(
+            &mut out,
+            "matthan_queue_dropped_total",
+            "counter",
+            "Events dropped because the publisher queue was full",
+            self.queue_dropped.load(Ordering::Relaxed),
+        );
+        if let Some(r) = &self.mqtt_reconnects {
             series(
                 &mut out,
                 "matthan_mqtt_connection_losses_total",
                 "counter",
                 "MQTT connections lost or refused (each followed by a reconnect)",
-                v,
+                r.load(Ordering::Relaxed),
             );
         }
-        if let Some(outbox) = self.outbox.lock().ok().and_then(|o| o.clone())
+        if let Some(outbox) = &self.outbox
             && let Ok(o) = outbox.lock()
         {
             series(

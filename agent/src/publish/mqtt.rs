@@ -226,7 +226,7 @@ impl MqttSink {
     pub fn publish_camera_status(&self, report: &StatusReport) {
         let mut body = json!({
             "state": report.status.name(),
-            "time": crate::event::utc_millis(report.at).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "time": crate::event::rfc3339(report.at),
         });
         if let CameraStatus::Reconnecting { reason, retry_in } = &report.status {
             body["reason"] = json!(reason);

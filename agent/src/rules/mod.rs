@@ -472,6 +472,11 @@ impl Passes {
             }
             return chars;
         }
+        // Sightings older than the window can suppress nothing: forget them,
+        // so a junction that sees thousands of plates a day keeps a small map.
+        let window = self.config.dedup_window;
+        self.recent
+            .retain(|_, seen| now.saturating_sub(*seen) < window);
         let previous = self.recent.insert(chars.clone(), now);
         if previous.is_some_and(|seen| now.saturating_sub(seen) < self.config.dedup_window) {
             self.counters.duplicates_suppressed += 1;

@@ -264,3 +264,26 @@ fn a_two_line_plate_with_eight_characters_is_a_motorbike() {
         "the one-line plate stays a car"
     );
 }
+
+#[test]
+fn the_dedup_memory_forgets_plates_older_than_the_window() {
+    let mut p = Passes::new(PassConfig {
+        dedup_window: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let mut n = 0;
+    for chars in ["51A60216", "51A85325", "51G10209", "59KA19166", "47AD15155"] {
+        p.on_frame(&frame(n), &plates(vec![plate(100.0, chars)]));
+        n += 1;
+        for _ in 0..10 {
+            p.on_frame(&frame(n), &plates(vec![]));
+            n += 1;
+        }
+    }
+    assert_eq!(p.counters.plate_passes, 5);
+    assert!(
+        p.recent.len() <= 1,
+        "only plates seen within the window are kept: {:?}",
+        p.recent
+    );
+}
