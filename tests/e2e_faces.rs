@@ -45,11 +45,7 @@ path = "{jsonl}"
         agent.log_text()
     );
 
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = read_jsonl(&jsonl);
     assert!(!lines.is_empty(), "expected face events in the clip");
     // Every event written to the file also reached the broker, in order.
     let messages = sub.wait_until(

@@ -47,11 +47,7 @@ path = "{jsonl}"
     ));
     let status = agent.process.wait_exit(Duration::from_secs(180));
     assert!(status.success(), "{}", agent.log_text());
-    std::fs::read_to_string(&jsonl)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    read_jsonl(&jsonl)
 }
 
 #[test]

@@ -125,11 +125,7 @@ path = "{jsonl}"
     ));
     let status = agent.process.wait_exit(Duration::from_secs(120));
     assert!(status.success(), "{}", agent.log_text());
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = read_jsonl(&jsonl);
     let plates: Vec<_> = events.iter().filter(|e| e["kind"] == "plate").collect();
     assert_eq!(plates.len(), 1, "one pass, one event: {events:#?}");
     assert_eq!(

@@ -101,14 +101,6 @@ fn wait_for_written(jsonl: &Path, n: usize, agent: &Agent) -> Vec<serde_json::Va
     }
 }
 
-fn read_jsonl(jsonl: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(jsonl)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Waits until every event id in `ids` has been received.
 fn wait_for_ids(sub: &Subscriber, ids: &[String], what: &str) -> Vec<Received> {
     sub.wait_until(Duration::from_secs(60), what, |m| {

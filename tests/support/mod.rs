@@ -412,6 +412,15 @@ pub fn assert_contiguous_sequences(events: &[(String, serde_json::Value)]) {
     }
 }
 
+/// The events an agent wrote to a JSON-lines file (none if it wrote none).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Runs `matthan detect --json` on images; for each image, the plates' chars.
 pub fn detect_plates(images: &[PathBuf]) -> Vec<Vec<String>> {
     let out = Command::new(env!("CARGO_BIN_EXE_matthan"))
