@@ -78,6 +78,34 @@ metrics_listen = "127.0.0.1:{metrics}"
             })
         },
     );
+    // Each plate event's evidence package is sealed and announced; the IOC
+    // acknowledges one (and sends one malformed acknowledgement).
+    let notices = sub.wait_until(
+        Duration::from_secs(60),
+        "an evidence notice for each plate event",
+        |msgs| {
+            msgs.iter()
+                .filter(|m| m.topic == "matthan/v1/test-site/gate-1/evidence")
+                .count()
+                >= wanted.len()
+        },
+    );
+    let sealed: Vec<serde_json::Value> = notices
+        .iter()
+        .filter(|m| m.topic.ends_with("/evidence"))
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    assert!(
+        sealed.iter().all(|n| n["status"] == "sealed"),
+        "{sealed:#?}"
+    );
+    let acked = sealed[0]["event_id"].as_str().unwrap().to_string();
+    publish(broker.port, "matthan/v1/test-site/evidence/ack", "not json");
+    publish(
+        broker.port,
+        "matthan/v1/test-site/evidence/ack",
+        &format!(r#"{{"id": "{acked}"}}"#),
+    );
     // The camera replays the clip after it ends (a reconnect): the same
     // cars again within the dedup window must not make new events.
     std::thread::sleep(Duration::from_secs(12));
@@ -96,9 +124,21 @@ metrics_listen = "127.0.0.1:{metrics}"
         value("matthan_duplicate_plates_total{camera=\"gate-1\"}") >= 1.0,
         "the replay was suppressed"
     );
-    assert_eq!(value("matthan_camera_streaming{camera=\"gate-1\"}"), 1.0);
+    // The clip ends every 8 s and the camera reconnects: streaming again within seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !http_get(metrics_port, "/metrics")
+        .contains("matthan_camera_streaming{camera=\"gate-1\"} 1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the camera did not stream again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(value("matthan_outbox_pending"), 0.0);
     assert!(value("matthan_outbox_acknowledged_total") >= 2.0);
+    assert_eq!(value("matthan_evidence_sealed_total"), 2.0);
+    assert_eq!(value("matthan_evidence_failed_total"), 0.0);
     let status = agent.process.terminate();
     let messages = sub.messages.lock().unwrap().clone();
     assert!(
@@ -189,6 +229,28 @@ metrics_listen = "127.0.0.1:{metrics}"
     assert!(
         log.contains("plate event"),
         "each event is one log line:\n{log}"
+    );
+    assert!(
+        log.contains("evidence acknowledgement ignored"),
+        "a malformed acknowledgement is named in the log:\n{log}"
+    );
+
+    // The packages are whole and signed, and the acknowledgement is in
+    // the custody log.
+    let store = agent.dir.path().join("state/evidence");
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_matthan"))
+        .args(["evidence", "verify"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{report}");
+    let custody = std::fs::read_to_string(store.join("custody.log")).unwrap();
+    assert!(
+        custody
+            .lines()
+            .any(|l| l.contains("\"acknowledged\"") && l.contains(&acked)),
+        "{custody}"
     );
 }
 

@@ -87,7 +87,8 @@ fn wait_for_written(jsonl: &Path, n: usize, agent: &Agent) -> Vec<serde_json::Va
         let events: Vec<serde_json::Value> = std::fs::read_to_string(jsonl)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] != "evidence")
             .collect();
         if events.len() >= n {
             return events;

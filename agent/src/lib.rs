@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod event;
+pub mod evidence;
 pub mod frame;
 pub mod health;
 pub mod infer;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use matthan::config::{Config, DetectKind, Models as ModelsConfig};
+use matthan::evidence::keys::{self, GatewayKey};
 use matthan::frame::BgrImage;
 use matthan::infer::Models;
 
@@ -24,6 +25,12 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaKind {
+    Event,
+    Evidence,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,8 +70,62 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
-    /// Print the JSON Schema of the events.
-    Schema,
+    /// Print the JSON Schema of the events, or of the evidence notices.
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Event)]
+        which: SchemaKind,
+    },
+    /// The gateway's evidence signing key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Evidence packages: list, verify, export for review.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print the public key and its fingerprint (register the fingerprint
+    /// with the IOC; it identifies this gateway's evidence).
+    Show {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCommand {
+    /// List the packages in the evidence folder, oldest first.
+    List {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a package folder, an exported folder, or the whole evidence
+    /// folder with its custody log. Exits 1 on any change, naming it.
+    Verify {
+        /// A package, an export, or an evidence folder.
+        path: PathBuf,
+        /// The gateway's public key (64 hex digits, or a file holding them);
+        /// without it, the key inside the package or folder is used and its
+        /// fingerprint printed for comparison.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Write a self-contained folder with the package's files and a page
+    /// for review in any browser; logs the export in the custody log. Run
+    /// as the agent's user (it signs the log entry).
+    Export {
+        /// The package id (the event id).
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(short, long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,9 +166,91 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             json: _,
             images,
         } => detect(models, config, &images),
-        Command::Schema => {
-            println!("{}", matthan::event::SCHEMA_JSON.trim_end());
+        Command::Schema { which } => {
+            let schema = match which {
+                SchemaKind::Event => matthan::event::SCHEMA_JSON,
+                SchemaKind::Evidence => matthan::event::EVIDENCE_SCHEMA_JSON,
+            };
+            println!("{}", schema.trim_end());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Show { config },
+        } => {
+            let config = Config::load(&config)?;
+            let key = GatewayKey::load(&config.key_dir())?;
+            println!("public key:  {}", key.public_hex());
+            println!("fingerprint: {}", key.fingerprint());
+            println!(
+                "file:        {}",
+                config.key_dir().join(keys::PRIVATE_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Evidence { command } => evidence(command),
+    }
+}
+
+fn evidence(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
+    use matthan::evidence::{export, store, verify};
+    match command {
+        EvidenceCommand::List { config } => {
+            let config = Config::load(&config)?;
+            let dir = config.evidence_dir();
+            let released = store::released(&dir)?;
+            let packages = store::packages(&dir)?;
+            for p in &packages {
+                let manifest: serde_json::Value = std::fs::read(p.dir.join("manifest.json"))
+                    .ok()
+                    .and_then(|m| serde_json::from_slice(&m).ok())
+                    .unwrap_or_default();
+                println!(
+                    "{}  {}  {:<8} {:<14} {:>7} KiB  {}",
+                    p.id,
+                    manifest["event"]["time"].as_str().unwrap_or("?"),
+                    manifest["camera"].as_str().unwrap_or("?"),
+                    manifest["event"]["plate"]["text"].as_str().unwrap_or("?"),
+                    p.bytes / 1024,
+                    if released.contains(&p.id) {
+                        "exported/acknowledged"
+                    } else {
+                        "not exported"
+                    }
+                );
+            }
+            eprintln!("{} package(s) in {}", packages.len(), dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        EvidenceCommand::Verify { path, key } => {
+            let trusted = key
+                .map(|k| {
+                    let text = std::fs::read_to_string(&k).unwrap_or(k);
+                    keys::parse_public(&text).context("--key")
+                })
+                .transpose()?;
+            let report = verify::verify(&path, trusted.as_ref())?;
+            print!("{}", report.print());
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        EvidenceCommand::Export { id, out, config } => {
+            let config = Config::load(&config)?;
+            let key = GatewayKey::load(&config.key_dir())?;
+            let report = export::export(&config.evidence_dir(), &id, &out, &key)?;
+            print!("{}", report.print());
+            println!(
+                "exported to {}; open {} in a browser",
+                out.display(),
+                out.join("index.html").display()
+            );
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -8,13 +8,14 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::event::{Event, EventFactory, Sequencer};
+use crate::evidence::{CameraEvidence, Evidence, PackageRequest};
 use crate::health::metrics::Metrics;
 use crate::infer::Models;
 use crate::ingest::{CameraStatus, CameraSupervisor, StatusReport, init_gstreamer};
@@ -22,7 +23,7 @@ use crate::publish::jsonl::JsonLinesSink;
 use crate::publish::mqtt::MqttSink;
 use crate::publish::outbox::Outbox;
 use crate::publish::{Message, Outbound};
-use crate::rules::{Pass, Passes};
+use crate::rules::{Pass, Passes, PlatePass};
 use crate::shutdown::Shutdown;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -47,21 +48,51 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .as_ref()
         .map(|o| JsonLinesSink::open(&o.path))
         .transpose()?;
+    let evidence = if config.evidence.enabled {
+        let notices = outbound.clone();
+        let settings = crate::evidence::Settings {
+            dir: config.evidence_dir(),
+            site: config.site.id.clone(),
+            pre: Duration::from_secs_f64(config.evidence.pre_seconds),
+            post: Duration::from_secs_f64(config.evidence.post_seconds),
+            max_event_delay: Duration::from_secs_f64(config.events.max_delay_seconds),
+            retention: crate::evidence::store::Retention {
+                max_bytes: config.evidence.max_mb * 1024 * 1024,
+                max_age: Duration::from_secs_f64(config.evidence.max_age_days * 86400.0),
+            },
+            config_sha256: config.source_sha256.clone(),
+        };
+        match Evidence::start(settings, &config.key_dir(), move |n| {
+            notices.send(Message::Evidence(Box::new(n)))
+        }) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::error!("{e:#}; evidence packages are OFF, detection and events go on");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mqtt = match &config.outputs.mqtt {
         Some(m) => {
             let (outbox, problem) = open_outbox(&config)?;
             let _guard = runtime.enter();
-            let sink = MqttSink::connect(m, &config.site.id, outbox)?;
+            let acks = evidence.as_ref().map(Evidence::acknowledger);
+            let sink = MqttSink::connect(m, &config.site.id, outbox, acks)?;
             sink.set_problem(problem);
             Some(sink)
         }
         None => None,
     };
-    let metrics = Arc::new(Metrics::new(
-        config.cameras.iter().map(|c| c.id.as_str()),
-        outbound.dropped_counter(),
-        mqtt.as_ref().map(|m| (m.outbox(), m.reconnects())),
-    ));
+    let metrics = Arc::new(Metrics {
+        evidence: evidence.as_ref().map(|e| e.counters.clone()),
+        ..Metrics::new(
+            config.cameras.iter().map(|c| c.id.as_str()),
+            outbound.dropped_counter(),
+            mqtt.as_ref().map(|m| (m.outbox(), m.reconnects())),
+        )
+    });
     if !config.health.metrics_listen.is_empty() {
         let (listen, metrics, shutdown) = (
             config.health.metrics_listen.clone(),
@@ -92,11 +123,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         });
         let factory = EventFactory::new(&config.site, camera, &models.ids, sequence);
         let mut passes = Passes::new(config.pass_config());
-        let supervisor = CameraSupervisor::new(
+        let mut supervisor = CameraSupervisor::new(
             camera.clone(),
             config.analysis_fps(camera),
             shutdown.clone(),
         );
+        let camera_evidence = evidence.as_ref().map(|e| e.camera(&camera.id));
+        if let Some(e) = &camera_evidence {
+            supervisor = supervisor.with_encoded_sink(e.encoded_sink());
+        }
+        let status_evidence = camera_evidence.clone();
         let (models, outbound, alive) = (models.clone(), outbound.clone(), alive_tx.clone());
         let (thresholds, detect, id) = (
             config.analysis.clone(),
@@ -114,7 +150,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 let _alive = alive;
                 let publish = |pass: Pass| {
                     cam_metrics.events.fetch_add(1, Ordering::Relaxed);
-                    let event = factory.event(&pass);
+                    let mut event = factory.event(&pass);
+                    if let (Some(e), Pass::Plate(p) | Pass::UnreadablePlate(p)) = (&camera_evidence, &pass) {
+                        request_evidence(e, &mut event, p);
+                    }
                     log_event(&event);
                     outbound.send(Message::Event(Box::new(event)));
                 };
@@ -136,6 +175,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         }
                     },
                     |status| {
+                        if let Some(e) = &status_evidence
+                            && !matches!(status, CameraStatus::Starting | CameraStatus::Streaming)
+                        {
+                            e.stream_ended();
+                        }
                         status_metrics.streaming.store(u64::from(status == CameraStatus::Streaming), Ordering::Relaxed);
                         if matches!(status, CameraStatus::Reconnecting { .. }) {
                             status_metrics.stream_failures.fetch_add(1, Ordering::Relaxed);
@@ -166,6 +210,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     shutdown.trigger();
     for t in threads {
         let _ = t.join();
+    }
+    // Packages still waiting for video are sealed with what there is; their
+    // notices reach the publisher before it drains.
+    if let Some(e) = evidence {
+        e.finish();
     }
     // The cameras' senders are gone now, so the publisher drains and ends.
     runtime
@@ -216,38 +265,54 @@ async fn publish_loop(
     let mut held: VecDeque<(String, Vec<u8>)> = VecDeque::new();
     let mut lost = 0u64;
     while let Some(message) = inbox.recv().await {
-        match message {
+        let (topic, payload) = match message {
             Message::Event(event) => {
                 if let Some(sink) = jsonl.as_deref_mut() {
                     sink.write(&event);
                 }
-                let Some(m) = mqtt.as_deref_mut() else {
-                    continue;
-                };
-                match serde_json::to_vec(&*event) {
-                    Ok(payload) => held.push_back((event.topic_suffix(), payload)),
-                    Err(e) => tracing::error!(event = %event.id, "cannot serialise event: {e}"),
+                (event.topic_suffix(), serde_json::to_vec(&*event))
+            }
+            Message::Evidence(notice) => {
+                if let Some(sink) = jsonl.as_deref_mut() {
+                    sink.write_notice(&notice);
                 }
-                while let Some((topic, payload)) = held.front() {
-                    if !m.publish_event(topic, payload) {
-                        break;
-                    }
-                    held.pop_front();
+                if notice.forced
+                    && let Some(m) = mqtt.as_deref()
+                {
+                    m.set_problem(Some(format!(
+                        "evidence quota full: package {} deleted before export or acknowledgement",
+                        notice.event_id
+                    )));
                 }
-                while held.len() > HELD_MAX {
-                    held.pop_front();
-                    lost += 1;
-                    tracing::error!(
-                        lost_total = lost,
-                        "outbox unwritable and memory hold full: an event was lost"
-                    );
-                }
+                (notice.topic_suffix(), serde_json::to_vec(&*notice))
             }
             Message::CameraStatus(report) => {
                 if let Some(m) = mqtt.as_deref() {
                     m.publish_camera_status(&report);
                 }
+                continue;
             }
+        };
+        let Some(m) = mqtt.as_deref_mut() else {
+            continue;
+        };
+        match payload {
+            Ok(payload) => held.push_back((topic, payload)),
+            Err(e) => tracing::error!(topic, "cannot serialise message: {e}"),
+        }
+        while let Some((topic, payload)) = held.front() {
+            if !m.publish_event(topic, payload) {
+                break;
+            }
+            held.pop_front();
+        }
+        while held.len() > HELD_MAX {
+            held.pop_front();
+            lost += 1;
+            tracing::error!(
+                lost_total = lost,
+                "outbox unwritable and memory hold full: an event was lost"
+            );
         }
     }
     if let Some(m) = mqtt {
@@ -263,6 +328,33 @@ async fn publish_loop(
             "events lost because the outbox could not store them"
         );
     }
+}
+
+/// Points the event at its package and asks the evidence thread to make it.
+fn request_evidence(evidence: &CameraEvidence, event: &mut Event, pass: &PlatePass) {
+    let Some(frame) = &pass.frame else {
+        tracing::warn!(event = %event.id, "no frame kept for this pass: no evidence package");
+        return;
+    };
+    let id = event.id.to_string();
+    event.evidence = Some(evidence.reference(&id));
+    let value = match serde_json::to_value(&*event) {
+        Ok(v) => v,
+        Err(e) => {
+            return tracing::error!(event = %id, "cannot serialise the event for its evidence: {e}");
+        }
+    };
+    evidence.request(PackageRequest {
+        id,
+        camera: event.camera.id.clone(),
+        event: value,
+        frame: frame.clone(),
+        frame_number: pass.best.at.frame_number,
+        frame_time: pass.best.at.stream_time,
+        captured_at: pass.best.at.captured_at,
+        corners: pass.best.corners,
+        bbox: pass.best.at.bbox,
+    });
 }
 
 fn log_event(e: &Event) {

@@ -341,6 +341,28 @@ impl Subscriber {
     }
 }
 
+/// Publishes one message at QoS 1 and waits for the broker's PUBACK, as
+/// the IOC would.
+pub fn publish(port: u16, topic: &str, payload: &str) {
+    let opts = rumqttc::MqttOptions::new(format!("ioc-{}", std::process::id()), "127.0.0.1", port);
+    let (client, mut connection) = rumqttc::Client::new(opts, 10);
+    client
+        .publish(
+            topic,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            payload.as_bytes().to_vec(),
+        )
+        .unwrap();
+    for notification in connection.iter() {
+        match notification.expect("publishing to the test broker") {
+            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => break,
+            _ => continue,
+        }
+    }
+    let _ = client.disconnect();
+}
+
 /// Makes an H.264 MP4 clip at test time from still frames, each shown for
 /// `seconds_each` at 10 fps, with GStreamer's own tools. Frames must share
 /// one size.
@@ -414,6 +436,21 @@ pub fn assert_contiguous_sequences(events: &[(String, serde_json::Value)]) {
 
 /// The events an agent wrote to a JSON-lines file (none if it wrote none).
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    read_jsonl_all(path)
+        .into_iter()
+        .filter(|v| v["kind"] != "evidence")
+        .collect()
+}
+
+/// The evidence notices in a JSON-lines file.
+pub fn read_notices(path: &Path) -> Vec<serde_json::Value> {
+    read_jsonl_all(path)
+        .into_iter()
+        .filter(|v| v["kind"] == "evidence")
+        .collect()
+}
+
+fn read_jsonl_all(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -58,6 +58,7 @@ impl Config {
             message,
         })?;
         config.resolve_paths(base);
+        config.source_sha256 = crate::evidence::keys::sha256_hex(text.as_bytes());
         Ok(config)
     }
 
@@ -69,6 +70,9 @@ impl Config {
         };
         resolve(&mut self.models.dir);
         resolve(&mut self.storage.dir);
+        if let Some(d) = &mut self.evidence.dir {
+            resolve(d);
+        }
         if let Some(m) = &mut self.outputs.mqtt {
             for p in [
                 &mut m.ca_file,
@@ -111,6 +115,19 @@ impl Config {
             max_age: std::time::Duration::from_secs_f64(self.storage.outbox_max_age_hours * 3600.0),
             ..crate::publish::outbox::OutboxConfig::new(self.storage.dir.join("outbox"))
         }
+    }
+
+    /// Where evidence packages and their custody log live.
+    pub fn evidence_dir(&self) -> std::path::PathBuf {
+        self.evidence
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.dir.join("evidence"))
+    }
+
+    /// Where the gateway's signing key lives.
+    pub fn key_dir(&self) -> std::path::PathBuf {
+        crate::evidence::keys::key_dir(&self.storage.dir)
     }
 
     /// Effective analysis rate for one camera.

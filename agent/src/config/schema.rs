@@ -21,9 +21,15 @@ pub struct Config {
     pub health: Health,
     #[serde(default)]
     pub ingest: Ingest,
+    #[serde(default)]
+    pub evidence: Evidence,
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
     pub outputs: Outputs,
+    /// sha256 of the file as read, so evidence can name the exact
+    /// configuration it was made under.
+    #[serde(skip)]
+    pub source_sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,6 +123,46 @@ impl Default for Storage {
             dir: PathBuf::from(DEFAULT_STORAGE_DIR),
             outbox_max_mb: DEFAULT_OUTBOX_MAX_MB,
             outbox_max_age_hours: DEFAULT_OUTBOX_MAX_AGE_HOURS,
+        }
+    }
+}
+
+pub const DEFAULT_EVIDENCE_PRE_SECONDS: f64 = 5.0;
+pub const DEFAULT_EVIDENCE_POST_SECONDS: f64 = 3.0;
+pub const DEFAULT_EVIDENCE_MAX_MB: u64 = 4096;
+pub const DEFAULT_EVIDENCE_MAX_AGE_DAYS: f64 = 90.0;
+
+/// Evidence packages for plate events: the camera's original video around
+/// the frame the plate was read from, the frame, the crops and a signed
+/// manifest.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Evidence {
+    pub enabled: bool,
+    /// Package folder (relative to the config file); `evidence/` inside
+    /// `storage.dir` when not set.
+    pub dir: Option<PathBuf>,
+    /// Seconds of video before the frame the plate was read from.
+    pub pre_seconds: f64,
+    /// Seconds of video after it.
+    pub post_seconds: f64,
+    /// Disk quota of the package folder, in MiB; beyond it the oldest
+    /// packages go, exported or acknowledged ones first.
+    pub max_mb: u64,
+    /// Exported or acknowledged packages older than this are deleted;
+    /// others are kept until the quota forces them out.
+    pub max_age_days: f64,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+            pre_seconds: DEFAULT_EVIDENCE_PRE_SECONDS,
+            post_seconds: DEFAULT_EVIDENCE_POST_SECONDS,
+            max_mb: DEFAULT_EVIDENCE_MAX_MB,
+            max_age_days: DEFAULT_EVIDENCE_MAX_AGE_DAYS,
         }
     }
 }

@@ -24,6 +24,9 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
             3600.0,
         ),
         ("events.dedup_seconds", c.events.dedup_seconds, 86400.0),
+        ("evidence.pre_seconds", c.evidence.pre_seconds, 60.0),
+        ("evidence.post_seconds", c.evidence.post_seconds, 60.0),
+        ("evidence.max_age_days", c.evidence.max_age_days, 36500.0),
     ] {
         if !(v.is_finite() && v >= 0.0 && v <= max) {
             return fail(
@@ -31,6 +34,12 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
                 format!("{v} is not a duration; use seconds between 0 and {max}"),
             );
         }
+    }
+    if c.evidence.max_mb == 0 {
+        return fail(
+            "evidence.max_mb",
+            "0 would keep no evidence; use at least 1 (MiB), or `enabled = false`".into(),
+        );
     }
     if c.storage.outbox_max_mb == 0 {
         return fail(

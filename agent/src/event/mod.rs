@@ -23,6 +23,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The schema, embedded so `matthan` can print it and tests can check
 /// events against the very file consumers get.
 pub const SCHEMA_JSON: &str = include_str!("../../schema/event.v1.schema.json");
+/// The schema of the evidence notices that follow plate events.
+pub const EVIDENCE_SCHEMA_JSON: &str = include_str!("../../schema/evidence.v1.schema.json");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EventKind {
@@ -67,6 +69,18 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face: Option<FaceInfo>,
     pub models: Vec<ModelRef>,
+    /// The evidence package being made for this event; an `evidence`
+    /// message on the camera's `evidence` topic follows when it is sealed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceRef>,
+}
+
+/// Where the event's evidence package is on the gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceRef {
+    /// The package id (the event id).
+    pub id: String,
+    pub uri: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -253,6 +267,7 @@ impl EventFactory {
             plate: None,
             face: None,
             models: self.models.clone(),
+            evidence: None,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Metrics {
     /// Present when MQTT is configured.
     pub outbox: Option<Arc<Mutex<Outbox>>>,
     pub mqtt_reconnects: Option<Arc<AtomicU64>>,
+    /// Present when evidence packages are on.
+    pub evidence: Option<Arc<crate::evidence::EvidenceCounters>>,
 }
 
 /// Name, type, help and field of one per-camera series.
@@ -76,6 +78,7 @@ impl Metrics {
             queue_dropped,
             outbox,
             mqtt_reconnects,
+            evidence: None,
         }
     }
 
@@ -162,6 +165,37 @@ impl Metrics {
             "Events dropped because the publisher queue was full",
             self.queue_dropped.load(Ordering::Relaxed),
         );
+        if let Some(e) = &self.evidence {
+            for (name, help, v) in [
+                (
+                    "matthan_evidence_sealed_total",
+                    "Evidence packages sealed",
+                    &e.sealed,
+                ),
+                (
+                    "matthan_evidence_failed_total",
+                    "Evidence packages that could not be written (disk full, unwritable folder)",
+                    &e.failed,
+                ),
+                (
+                    "matthan_evidence_refused_total",
+                    "Evidence requests refused because the evidence queue was full",
+                    &e.refused,
+                ),
+                (
+                    "matthan_evidence_deleted_total",
+                    "Evidence packages deleted by retention",
+                    &e.deleted,
+                ),
+                (
+                    "matthan_evidence_forced_deletions_total",
+                    "Evidence packages deleted by the disk quota before any export or acknowledgement",
+                    &e.forced_deletions,
+                ),
+            ] {
+                series(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
+            }
+        }
         if let Some(r) = &self.mqtt_reconnects {
             series(
                 &mut out,

@@ -20,8 +20,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-use super::Frame;
-use super::pipeline::{APPSINK_NAME, pipeline_description};
+use super::pipeline::{APPSINK_NAME, ENCODED_SINK_NAME, pipeline_description};
+use super::{EncodedSink, EncodedUnit, Frame};
 use crate::config::{CameraConfig, Source};
 use crate::frame::BgrImage;
 use crate::shutdown::Shutdown;
@@ -85,6 +85,9 @@ pub struct CameraSupervisor {
     stall_timeout: Duration,
     /// Set when the current stream attempt delivered a frame.
     delivered_frames: bool,
+    encoded: Option<EncodedSink>,
+    /// Pipeline starts so far; tags encoded units with their stream attempt.
+    streams: u64,
 }
 
 impl CameraSupervisor {
@@ -98,7 +101,16 @@ impl CameraSupervisor {
             shutdown,
             frames_seen: 0,
             delivered_frames: false,
+            encoded: None,
+            streams: 0,
         }
+    }
+
+    /// Hands every encoded access unit to `sink` as it arrives (for the
+    /// evidence buffer), whether or not its frame is analysed.
+    pub fn with_encoded_sink(mut self, sink: EncodedSink) -> Self {
+        self.encoded = Some(sink);
+        self
     }
 
     /// Runs until shutdown (or the end of a non-looping file), calling
@@ -169,7 +181,7 @@ impl CameraSupervisor {
                 path.display()
             ));
         }
-        let description = pipeline_description(&self.camera);
+        let description = pipeline_description(&self.camera, self.encoded.is_some());
         let pipeline = gst::parse::launch(&description)
             .with_context(|| format!("cannot build the GStreamer pipeline `{description}`"))?
             .downcast::<gst::Pipeline>()
@@ -184,6 +196,15 @@ impl CameraSupervisor {
             .0
             .bus()
             .ok_or_else(|| anyhow!("pipeline has no bus"))?;
+        self.streams += 1;
+        if let Some(sink) = &self.encoded {
+            let encoded = running
+                .0
+                .by_name(ENCODED_SINK_NAME)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| anyhow!("pipeline has no appsink named {ENCODED_SINK_NAME}"))?;
+            encoded.set_callbacks(encoded_callbacks(sink.clone(), self.streams));
+        }
         running.0.set_state(gst::State::Playing).map_err(|_| {
             anyhow!(
                 "{}",
@@ -313,13 +334,44 @@ impl CameraSupervisor {
             }
             let image = i420_to_bgr(buffer, &info)?;
             on_frame(Frame {
-                image,
+                image: std::sync::Arc::new(image),
                 stream_time: pts.map(|p| std::time::Duration::from_nanos(p.nseconds())),
                 captured_at: SystemTime::now(),
                 number: self.frames_seen,
             });
         }
     }
+}
+
+/// Turns each sample of the encoded branch into an [`EncodedUnit`]. The
+/// caps string is shared between units until the stream renegotiates.
+fn encoded_callbacks(sink: EncodedSink, stream: u64) -> gst_app::AppSinkCallbacks {
+    let mut format: Option<(gst::Caps, std::sync::Arc<str>)> = None;
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |appsink| {
+            let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            let (Some(buffer), Some(caps)) = (sample.buffer(), sample.caps()) else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            if format.as_ref().is_none_or(|(c, _)| c != caps) {
+                format = Some((caps.to_owned(), caps.to_string().into()));
+            }
+            let Ok(map) = buffer.map_readable() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let ns = |t: Option<gst::ClockTime>| t.map(|t| Duration::from_nanos(t.nseconds()));
+            sink(EncodedUnit {
+                stream,
+                format: format.as_ref().expect("set above").1.clone(),
+                data: map.as_slice().into(),
+                pts: ns(buffer.pts()),
+                dts: ns(buffer.dts()),
+                duration: ns(buffer.duration()),
+                keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            });
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
 }
 
 /// Sets the pipeline to Null when a stream attempt ends, however it ends,

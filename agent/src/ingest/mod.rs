@@ -13,6 +13,7 @@ mod pipeline;
 pub use camera::{CameraStatus, CameraSupervisor, StatusReport};
 pub use pipeline::pipeline_description;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::frame::BgrImage;
@@ -20,7 +21,9 @@ use crate::frame::BgrImage;
 /// One decoded frame, due for analysis.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    pub image: BgrImage,
+    /// Shared, so a stage that keeps a frame (evidence of a pass) holds a
+    /// reference instead of a copy.
+    pub image: Arc<BgrImage>,
     /// Position in the stream (the buffer's PTS), when the stream gives one.
     pub stream_time: Option<Duration>,
     /// Wall-clock time at which the frame reached the agent.
@@ -29,6 +32,36 @@ pub struct Frame {
     /// analysed or not.
     pub number: u64,
 }
+
+/// One access unit of a camera's video as it arrived: still encoded
+/// (H.264, H.265 or JPEG), parsed to whole frames, never decoded or
+/// re-encoded. The evidence buffer keeps these so that clips hold the
+/// camera's own pixels.
+#[derive(Debug, Clone)]
+pub struct EncodedUnit {
+    /// Counts the pipeline starts of this camera: timestamps of one stream
+    /// attempt mean nothing in another.
+    pub stream: u64,
+    /// GStreamer caps of the elementary stream (codec, profile, codec_data).
+    pub format: Arc<str>,
+    pub data: Arc<[u8]>,
+    pub pts: Option<Duration>,
+    pub dts: Option<Duration>,
+    pub duration: Option<Duration>,
+    /// A unit a decoder can start from (IDR or intra frame).
+    pub keyframe: bool,
+}
+
+impl EncodedUnit {
+    /// The unit's place in decode order, which is the order they arrive in.
+    pub fn time(&self) -> Option<Duration> {
+        self.dts.or(self.pts)
+    }
+}
+
+/// Where a camera hands its encoded units; called from GStreamer's
+/// streaming thread, so it must be quick and never block.
+pub type EncodedSink = Arc<dyn Fn(EncodedUnit) + Send + Sync>;
 
 /// Initialises GStreamer once per process; later calls are cheap.
 pub fn init_gstreamer() -> anyhow::Result<()> {

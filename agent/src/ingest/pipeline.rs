@@ -1,19 +1,35 @@
 //! The GStreamer pipeline text for a camera source.
 //!
-//! Decoding is left to `decodebin`, which picks the best decoder the
-//! registry has (hardware presets come later through the same place).
-//! The sink asks for I420, the decoders' native output, so `videoconvert`
-//! is a pass-through for almost every camera and frames are only converted
-//! to BGR in Rust when they are due for analysis.
+//! ```text
+//! source ─► parsebin ─► tee ─► queue ─► decodebin ─► videoconvert ─► I420 appsink "frames"
+//!                          └─► queue ─► appsink "encoded" (evidence only)
+//! ```
+//! `parsebin` depayloads or demuxes and parses the video into whole access
+//! units; the `tee` after it gives the evidence buffer the camera's own
+//! encoded video, so clips need no re-encoding. Decoding is left to
+//! `decodebin`, which picks the best decoder the registry has (the
+//! decoder presets rank them). The frame sink asks for I420, the decoders'
+//! native output, so `videoconvert` is a pass-through for almost every
+//! camera and frames are only converted to BGR in Rust when they are due
+//! for analysis.
 
 use crate::config::{CameraConfig, RtspTransport, Source};
 
 pub const APPSINK_NAME: &str = "frames";
+pub const ENCODED_SINK_NAME: &str = "encoded";
+/// The video codecs the agent takes: what traffic and security cameras send.
+const VIDEO_CODECS: &str = "video/x-h264;video/x-h265;image/jpeg";
+/// What MP4 can hold without re-encoding: length-prefixed H.264 and H.265
+/// in whole access units, or JPEG frames.
+const ENCODED_CAPS: &str = "video/x-h264,stream-format=avc,alignment=au;\
+video/x-h265,stream-format=hvc1,alignment=au;image/jpeg";
 /// Jitter buffer for RTSP, in milliseconds: enough to reorder UDP packets,
 /// small enough to keep events close to real time.
 pub const RTSP_LATENCY_MS: u32 = 200;
 
-pub fn pipeline_description(camera: &CameraConfig) -> String {
+/// The pipeline for one camera; `encoded` adds the branch that hands the
+/// still-encoded access units to the evidence buffer.
+pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
     let (source, live) = match &camera.source {
         Source::Rtsp(url) => {
             let protocols = match camera.rtsp_transport {
@@ -24,17 +40,14 @@ pub fn pipeline_description(camera: &CameraConfig) -> String {
             };
             (
                 format!(
-                    "rtspsrc location={} latency={RTSP_LATENCY_MS} protocols={protocols} ! decodebin",
+                    "rtspsrc location={} latency={RTSP_LATENCY_MS} protocols={protocols}",
                     quote(url)
                 ),
                 true,
             )
         }
         Source::File(path) => (
-            format!(
-                "filesrc location={} ! decodebin",
-                quote(&path.display().to_string())
-            ),
+            format!("filesrc location={}", quote(&path.display().to_string())),
             false,
         ),
     };
@@ -43,10 +56,21 @@ pub fn pipeline_description(camera: &CameraConfig) -> String {
     // lose frames: let the sink push back on the decoder instead.
     let drop = live || camera.realtime;
     let sync = !live && camera.realtime;
-    format!(
-        "{source} ! videoconvert ! video/x-raw,format=I420 ! appsink name={APPSINK_NAME} \
+    let frames = format!(
+        "queue ! decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name={APPSINK_NAME} \
          max-buffers=1 drop={drop} sync={sync} enable-last-sample=false"
-    )
+    );
+    let mut d = format!(
+        "{source} ! parsebin ! capsfilter caps=\"{VIDEO_CODECS}\" ! tee name=split split. ! {frames}"
+    );
+    if encoded {
+        // Never blocks the tee: the sink's callback only appends to a buffer.
+        d.push_str(&format!(
+            " split. ! queue ! capsfilter caps=\"{ENCODED_CAPS}\" ! appsink name={ENCODED_SINK_NAME} \
+             sync=false emit-signals=false enable-last-sample=false"
+        ));
+    }
+    d
 }
 
 /// Quotes a value for `gst_parse_launch`.
@@ -67,7 +91,7 @@ mod tests {
 
     #[test]
     fn rtsp_keeps_only_the_newest_frame() {
-        let d = pipeline_description(&camera("rtsp://10.0.0.5/stream1", true));
+        let d = pipeline_description(&camera("rtsp://10.0.0.5/stream1", true), false);
         assert!(
             d.starts_with("rtspsrc location=\"rtsp://10.0.0.5/stream1\""),
             "{d}"
@@ -77,7 +101,7 @@ mod tests {
 
     #[test]
     fn fast_file_playback_loses_no_frame() {
-        let d = pipeline_description(&camera("file:///clips/a b.mp4", false));
+        let d = pipeline_description(&camera("file:///clips/a b.mp4", false), false);
         assert!(d.starts_with("filesrc location=\"/clips/a b.mp4\""), "{d}");
         assert!(d.contains("drop=false sync=false"), "{d}");
     }
@@ -89,8 +113,10 @@ mod tests {
             ("rtsp://127.0.0.1:1/x", true),
             ("file:///nonexistent.mp4", true),
         ] {
-            let d = pipeline_description(&camera(src, rt));
-            gstreamer::parse::launch(&d).unwrap_or_else(|e| panic!("{d}: {e}"));
+            for encoded in [false, true] {
+                let d = pipeline_description(&camera(src, rt), encoded);
+                gstreamer::parse::launch(&d).unwrap_or_else(|e| panic!("{d}: {e}"));
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use crate::config::JsonLinesTarget;
 use crate::event::Event;
+use crate::evidence::EvidenceNotice;
 
 pub struct JsonLinesSink {
     out: Box<dyn Write + Send>,
@@ -41,12 +42,20 @@ impl JsonLinesSink {
     }
 
     pub fn write(&mut self, event: &Event) {
-        let result = serde_json::to_writer(&mut self.out, event)
+        self.write_line(event, &event.id.to_string());
+    }
+
+    pub fn write_notice(&mut self, notice: &EvidenceNotice) {
+        self.write_line(notice, &notice.event_id);
+    }
+
+    fn write_line(&mut self, value: &impl serde::Serialize, id: &str) {
+        let result = serde_json::to_writer(&mut self.out, value)
             .map_err(std::io::Error::other)
             .and_then(|()| self.out.write_all(b"\n"))
             .and_then(|()| self.out.flush());
         if let Err(e) = result {
-            tracing::error!(event = %event.id, "cannot write event to {}: {e}", self.target);
+            tracing::error!(event = %id, "cannot write to {}: {e}", self.target);
         }
     }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 use crate::event::Event;
+use crate::evidence::EvidenceNotice;
 use crate::ingest::StatusReport;
 
 /// Messages waiting for the publisher; at 2 events a second per camera
@@ -26,6 +27,8 @@ pub const CHANNEL_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 pub enum Message {
     Event(Box<Event>),
+    /// A package sealed, failed or deleted; durable like events.
+    Evidence(Box<EvidenceNotice>),
     CameraStatus(StatusReport),
 }
 
@@ -54,6 +57,7 @@ impl Outbound {
                 Message::Event(ev) => {
                     format!("event {} seq {} of camera {}", ev.id, ev.seq, ev.camera.id)
                 }
+                Message::Evidence(n) => format!("evidence notice for event {}", n.event_id),
                 Message::CameraStatus(s) => format!("status of camera {}", s.camera),
             };
             tracing::error!(

@@ -125,7 +125,14 @@ fn qos(level: u8) -> QoS {
 }
 
 impl MqttSink {
-    pub fn connect(config: &MqttOutput, site: &str, outbox: Outbox) -> anyhow::Result<Self> {
+    /// `acks`, when given, receives the package ids the IOC acknowledges
+    /// on `{prefix}/{site}/evidence/ack`.
+    pub fn connect(
+        config: &MqttOutput,
+        site: &str,
+        outbox: Outbox,
+        acks: Option<crate::evidence::Acknowledger>,
+    ) -> anyhow::Result<Self> {
         let addr = BrokerAddress::parse(&config.url)
             .map_err(|e| anyhow::anyhow!("outputs.mqtt.url: {e}"))?;
         let s = outbox.stats;
@@ -150,6 +157,8 @@ impl MqttSink {
                 .clone()
                 .unwrap_or_else(|| format!("matthan-{site}")),
             status_topic: format!("{}/{site}/status", config.topic_prefix),
+            ack_topic: format!("{}/{site}/evidence/ack", config.topic_prefix),
+            acks,
             qos: qos(config.qos),
             outbox: outbox.clone(),
             retained: retained.clone(),
@@ -257,6 +266,30 @@ impl MqttSink {
     }
 }
 
+/// An acknowledgement is `{"id": "<package id>"}` or `{"ids": [...]}`.
+fn parse_ack(payload: &[u8]) -> Result<Vec<String>, String> {
+    const SHAPE: &str = r#"send {"id": "<package id>"} or {"ids": ["<package id>", …]}"#;
+    let v: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| format!("the payload is not JSON ({e}); {SHAPE}"))?;
+    let ids: Vec<String> = match (v.get("id"), v.get("ids")) {
+        (Some(id), None) => id.as_str().map(|s| vec![s.to_string()]).unwrap_or_default(),
+        (None, Some(ids)) => ids
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    // Package ids are UUIDs: anything else would be a path into the evidence folder.
+    if ids.is_empty() || ids.iter().any(|id| uuid::Uuid::parse_str(id).is_err()) {
+        return Err(format!("no package id, or one that is not a UUID; {SHAPE}"));
+    }
+    Ok(ids)
+}
+
 struct Connection {
     transport: Transport,
     /// Username and password; the password is never logged.
@@ -264,6 +297,9 @@ struct Connection {
     addr: BrokerAddress,
     client_id: String,
     status_topic: String,
+    /// Where the IOC acknowledges evidence packages it has taken.
+    ack_topic: String,
+    acks: Option<crate::evidence::Acknowledger>,
     qos: QoS,
     outbox: Arc<Mutex<Outbox>>,
     retained: Arc<Mutex<Retained>>,
@@ -431,6 +467,21 @@ impl Connection {
                     if let Ok(mut r) = self.retained.lock() {
                         r.dirty = true;
                     }
+                    if self.acks.is_some() {
+                        let _ = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce);
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if let Some(acks) = &self.acks
+                        && p.topic == self.ack_topic
+                    {
+                        match parse_ack(&p.payload) {
+                            Ok(ids) => ids.into_iter().for_each(|id| acks(id)),
+                            Err(e) => {
+                                tracing::warn!(topic = %p.topic, "evidence acknowledgement ignored: {e}")
+                            }
+                        }
+                    }
                 }
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                     if let Some(sent) = order.pop_front() {
@@ -562,6 +613,30 @@ fn rand_jitter_ms(base: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn acknowledgements_name_packages_by_uuid() {
+        let id = "01a21da8-78a7-742b-b798-982affa7fbe7";
+        assert_eq!(
+            parse_ack(format!(r#"{{"id":"{id}"}}"#).as_bytes()),
+            Ok(vec![id.to_string()])
+        );
+        assert_eq!(
+            parse_ack(format!(r#"{{"ids":["{id}","{id}"]}}"#).as_bytes())
+                .unwrap()
+                .len(),
+            2
+        );
+        for bad in [
+            &b"not json"[..],
+            br#"{"id":"../../etc"}"#,
+            br#"{"id":5}"#,
+            br#"{}"#,
+        ] {
+            let e = parse_ack(bad).unwrap_err();
+            assert!(e.contains(r#"{"id": "<package id>"}"#), "{e}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,7 @@
 //! event. Line, zone and watchlist rules come here later.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -76,8 +77,9 @@ pub struct PlatePass {
     pub frames: usize,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
-    /// The rectified crop of the best frame (for evidence, thumbnails).
-    pub best_crop: Option<BgrImage>,
+    /// The full frame of `best`, for evidence; None only when the frame
+    /// was not kept (a pass split off another vehicle's track).
+    pub frame: Option<Arc<BgrImage>>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,7 +105,7 @@ struct PlateTrack {
     /// that turns out to hold two vehicles becomes two passes.
     pass_id: u64,
     sightings: Vec<PlateSighting>,
-    best_crop: Option<(f32, BgrImage)>,
+    frames: KeptFrames,
     first_clock: Duration,
     /// Set once the pass was reported at `max_delay`: the reading it was
     /// reported as. Later sightings only keep the dedup window fresh.
@@ -113,6 +115,41 @@ struct PlateTrack {
     /// A confident reading unlike the anchor, and on how many consecutive
     /// frames: at [`SWITCH_FRAMES`], another vehicle has taken the box.
     switch_candidate: Option<(String, usize)>,
+}
+
+/// The full frames of a track's best reads, by read weight. A few, not
+/// one: the vote at the end may settle on a reading the single best frame
+/// does not show, and the event's frame must be one the evidence holds.
+#[derive(Default)]
+struct KeptFrames(Vec<(f32, u64, Arc<BgrImage>)>);
+
+const KEPT_FRAMES: usize = 3;
+
+impl KeptFrames {
+    fn offer(&mut self, weight: f32, frame: &Frame) {
+        if self.0.len() == KEPT_FRAMES && self.0.iter().all(|(w, _, _)| *w >= weight) {
+            return;
+        }
+        self.0.push((weight, frame.number, frame.image.clone()));
+        self.0.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.0.truncate(KEPT_FRAMES);
+    }
+
+    fn get(&self, number: u64) -> Option<&Arc<BgrImage>> {
+        self.0
+            .iter()
+            .find(|(_, n, _)| *n == number)
+            .map(|(_, _, f)| f)
+    }
+
+    /// Moves the frames of `sightings` into a new set (a split pass).
+    fn split_off(&mut self, sightings: &[PlateSighting]) -> KeptFrames {
+        let (moved, kept) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(_, n, _)| sightings.iter().any(|s| s.at.frame_number == *n));
+        self.0 = kept;
+        KeptFrames(moved)
+    }
 }
 
 struct FaceTrack {
@@ -233,6 +270,7 @@ impl Passes {
             // the next frame: one wild misread is not a new vehicle.
             let confident = observation.read_confidence >= SPLIT_CONFIDENCE;
             let mut carried = Vec::new();
+            let mut carried_frames = KeptFrames::default();
             let mut new_vehicle = false;
             if confident && let Some(t) = self.plates.get_mut(id) {
                 let anchor = t.reported.clone().or_else(|| t.anchor.clone());
@@ -252,6 +290,7 @@ impl Passes {
                             if t.reported.is_none() {
                                 let from = t.sightings.len().saturating_sub(seen - 1);
                                 carried = t.sightings.split_off(from);
+                                carried_frames = t.frames.split_off(&carried);
                             }
                         } else {
                             t.switch_candidate = Some((observation.chars.clone(), seen));
@@ -266,7 +305,7 @@ impl Passes {
             if new_vehicle {
                 let old = self.plates.remove(id).expect("checked");
                 if old.reported.is_none() {
-                    self.finish_plate(old.pass_id, old.sightings, old.best_crop, now, &mut out);
+                    self.finish_plate(old.pass_id, old.sightings, old.frames, now, &mut out);
                 }
             }
             if !self.plates.contains_key(id) {
@@ -278,7 +317,7 @@ impl Passes {
                     PlateTrack {
                         pass_id,
                         sightings: carried,
-                        best_crop: None,
+                        frames: carried_frames,
                         first_clock: now,
                         reported: None,
                         anchor,
@@ -292,9 +331,7 @@ impl Passes {
                 self.recent.insert(chars.clone(), now);
                 continue;
             }
-            if track.best_crop.as_ref().is_none_or(|(w, _)| weight > *w) {
-                track.best_crop = Some((weight, p.crop.clone()));
-            }
+            track.frames.offer(weight, frame);
             track.sightings.push(PlateSighting {
                 at: sighting(frame, p.bbox),
                 corners: p.corners,
@@ -308,7 +345,7 @@ impl Passes {
             if let Some(t) = self.plates.remove(&id)
                 && t.reported.is_none()
             {
-                self.finish_plate(t.pass_id, t.sightings, t.best_crop, now, &mut out);
+                self.finish_plate(t.pass_id, t.sightings, t.frames, now, &mut out);
             }
         }
         let due: Vec<TrackId> = self
@@ -323,12 +360,12 @@ impl Passes {
             .collect();
         for id in due {
             let t = self.plates.get_mut(&id).expect("due track exists");
-            let (sightings, crop, pass_id) = (
+            let (sightings, frames, pass_id) = (
                 std::mem::take(&mut t.sightings),
-                t.best_crop.take(),
+                std::mem::take(&mut t.frames),
                 t.pass_id,
             );
-            let chars = self.finish_plate(pass_id, sightings, crop, now, &mut out);
+            let chars = self.finish_plate(pass_id, sightings, frames, now, &mut out);
             self.plates.get_mut(&id).expect("due track exists").reported = Some(chars);
         }
 
@@ -384,7 +421,7 @@ impl Passes {
         plates.sort_by_key(|(id, _)| *id);
         for (_, t) in plates {
             if t.reported.is_none() {
-                self.finish_plate(t.pass_id, t.sightings, t.best_crop, now, &mut out);
+                self.finish_plate(t.pass_id, t.sightings, t.frames, now, &mut out);
             }
         }
         let mut faces: Vec<_> = self.faces.drain().collect();
@@ -415,7 +452,7 @@ impl Passes {
         &mut self,
         id: TrackId,
         sightings: Vec<PlateSighting>,
-        best_crop: Option<(f32, BgrImage)>,
+        frames: KeptFrames,
         now: Duration,
         out: &mut Vec<Pass>,
     ) -> String {
@@ -436,7 +473,27 @@ impl Passes {
         let Some(mut v) = vote(&observations) else {
             return String::new();
         };
-        let best = sightings[v.best_observation].clone();
+        // The event's frame: the vote's best if it was kept, else the kept
+        // frame whose reading is closest to the vote.
+        let chosen = if frames
+            .get(sightings[v.best_observation].at.frame_number)
+            .is_some()
+        {
+            Some(v.best_observation)
+        } else {
+            (0..sightings.len())
+                .filter(|&i| frames.get(sightings[i].at.frame_number).is_some())
+                .max_by(|&a, &b| {
+                    let score = |i: usize| {
+                        let o = &sightings[i].observation;
+                        (similarity(&o.chars, &v.chars), o.weight())
+                    };
+                    let (sa, sb) = (score(a), score(b));
+                    sa.0.total_cmp(&sb.0).then(sa.1.total_cmp(&sb.1))
+                })
+        };
+        let best = sightings[chosen.unwrap_or(v.best_observation)].clone();
+        let frame = frames.get(best.at.frame_number).cloned();
         if !readable {
             v.plate = None;
         } else if best.lines == 2 {
@@ -459,7 +516,7 @@ impl Passes {
             last_seen: sightings
                 .last()
                 .map_or(best.at.captured_at, |s| s.at.captured_at),
-            best_crop: best_crop.map(|(_, c)| c),
+            frame,
             best,
             vote: v,
         };

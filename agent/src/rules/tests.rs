@@ -9,7 +9,7 @@ use crate::ingest::Frame;
 
 fn frame(n: u64) -> Frame {
     Frame {
-        image: BgrImage::new(2, 2, vec![0; 12]),
+        image: BgrImage::new(2, 2, vec![0; 12]).into(),
         stream_time: Some(Duration::from_millis(500 * n)),
         captured_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 500 * n),
         number: n,

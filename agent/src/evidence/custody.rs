@@ -1,0 +1,342 @@
+//! The custody log: one JSON line for every package created, exported,
+//! acknowledged by the IOC or deleted, with the time and the reason.
+//!
+//! Each line carries the sha256 of the line before it and a signature by
+//! the gateway key over itself, so a line changed, removed or inserted
+//! breaks the chain at that place, and a forged chain needs the key. The
+//! agent and the `matthan evidence` commands may append at the same time;
+//! an exclusive `flock` keeps each append whole and the chain linear.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+use super::keys::{GatewayKey, sha256_hex};
+
+pub const LOG_FILE: &str = "custody.log";
+/// `prev` of the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Created,
+    Exported,
+    Acknowledged,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub seq: u64,
+    pub time: String,
+    pub action: Action,
+    pub package: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    pub reason: String,
+    /// sha256 of the previous line, as written.
+    pub prev: String,
+    /// Ed25519 signature over this line without `sig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+impl Entry {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let unsigned = Entry {
+            sig: None,
+            ..self.clone()
+        };
+        serde_json::to_vec(&unsigned).expect("entries serialise")
+    }
+}
+
+/// Appends one entry under an exclusive lock; returns it as written.
+pub fn append(
+    dir: &Path,
+    key: &GatewayKey,
+    action: Action,
+    package: &str,
+    manifest_sha256: Option<&str>,
+    reason: &str,
+) -> anyhow::Result<Entry> {
+    let path = dir.join(LOG_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the custody log {}", path.display()))?;
+    let _lock = Flock::exclusive(&file)
+        .with_context(|| format!("cannot lock the custody log {}", path.display()))?;
+    let last = last_line(&mut file)
+        .with_context(|| format!("cannot read the custody log {}", path.display()))?;
+    let (seq, prev) = match &last {
+        Some(line) => {
+            let entry: Entry = serde_json::from_str(line).map_err(|e| {
+                anyhow!(
+                    "the last line of {} is damaged ({e}); run `matthan evidence verify` and keep the log as it is for the investigation",
+                    path.display()
+                )
+            })?;
+            (entry.seq + 1, sha256_hex(line.as_bytes()))
+        }
+        None => (1, GENESIS.to_string()),
+    };
+    let mut entry = Entry {
+        seq,
+        time: crate::event::rfc3339(std::time::SystemTime::now()),
+        action,
+        package: package.to_string(),
+        manifest_sha256: manifest_sha256.map(str::to_string),
+        reason: reason.to_string(),
+        prev,
+        sig: None,
+    };
+    entry.sig = Some(key.sign(&entry.signed_bytes()));
+    let mut line = serde_json::to_string(&entry).expect("entries serialise");
+    line.push('\n');
+    file.write_all(line.as_bytes())
+        .and_then(|()| file.sync_data())
+        .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
+    Ok(entry)
+}
+
+/// The last complete line of the file, without its newline.
+fn last_line(file: &mut std::fs::File) -> std::io::Result<Option<String>> {
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut back = 4096u64.min(len);
+    loop {
+        file.seek(SeekFrom::Start(len - back))?;
+        let mut tail = String::new();
+        file.read_to_string(&mut tail)?;
+        let trimmed = tail.trim_end_matches('\n');
+        match trimmed.rfind('\n') {
+            Some(i) => return Ok(Some(trimmed[i + 1..].to_string())),
+            None if back == len => {
+                return Ok((!trimmed.is_empty()).then(|| trimmed.to_string()));
+            }
+            None => back = (back * 2).min(len),
+        }
+    }
+}
+
+/// The entries that parse, without checking the chain: what retention
+/// needs to know which packages were exported or acknowledged.
+pub fn entries(dir: &Path) -> anyhow::Result<Vec<Entry>> {
+    let path = dir.join(LOG_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// One problem the chain check found, with the line it is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainProblem {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Reads the log; returns the entries that parse and every break found.
+pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<ChainProblem>)> {
+    let path = dir.join(LOG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    let mut prev = GENESIS.to_string();
+    let mut expected_seq = 1;
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let mut problem = |message: String| problems.push(ChainProblem { line: n, message });
+        match serde_json::from_str::<Entry>(line) {
+            Err(e) => problem(format!("not a custody entry ({e})")),
+            Ok(entry) => {
+                if entry.seq != expected_seq {
+                    problem(format!(
+                        "sequence number {} where {expected_seq} was due: entries were removed or inserted",
+                        entry.seq
+                    ));
+                }
+                if entry.prev != prev {
+                    problem(format!(
+                        "does not chain to the line before it (prev {}…, the line before hashes to {}…): a line before it was changed or removed",
+                        &entry.prev[..entry.prev.len().min(12)],
+                        &prev[..12]
+                    ));
+                }
+                match &entry.sig {
+                    None => problem("has no signature".into()),
+                    Some(sig) => {
+                        if super::keys::verify(key, &entry.signed_bytes(), sig).is_err() {
+                            problem(format!(
+                                "signature does not match: the entry for package {} was altered",
+                                entry.package
+                            ));
+                        }
+                    }
+                }
+                expected_seq = entry.seq + 1;
+                entries.push(entry);
+            }
+        }
+        prev = sha256_hex(line.as_bytes());
+    }
+    Ok((entries, problems))
+}
+
+/// An exclusive `flock` held until dropped; declared after the file it
+/// locks, so it is released before the file is closed.
+struct Flock(std::os::fd::RawFd);
+
+impl Flock {
+    fn exclusive(file: &std::fs::File) -> std::io::Result<Self> {
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on an open descriptor; the guard lives no longer than the file.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self(fd))
+    }
+}
+
+impl Drop for Flock {
+    fn drop(&mut self) {
+        // SAFETY: as above; unlocking a lock we hold.
+        unsafe { libc::flock(self.0, libc::LOCK_UN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(n: usize) -> (tempfile::TempDir, GatewayKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = GatewayKey::load_or_create(&dir.path().join("keys")).unwrap();
+        for i in 0..n {
+            append(
+                dir.path(),
+                &key,
+                Action::Created,
+                &format!("p{i}"),
+                Some("ab"),
+                "plate event",
+            )
+            .unwrap();
+        }
+        (dir, key)
+    }
+
+    fn lines(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join(LOG_FILE))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn write_lines(dir: &Path, lines: &[String]) {
+        std::fs::write(dir.join(LOG_FILE), lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn an_untouched_log_chains() {
+        let (dir, key) = log_with(5);
+        let (entries, problems) = check(dir.path(), &key.public()).unwrap();
+        assert_eq!(entries.len(), 5);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(entries[4].seq, 5);
+    }
+
+    #[test]
+    fn a_removed_entry_breaks_the_chain_where_it_was() {
+        let (dir, key) = log_with(5);
+        let mut l = lines(dir.path());
+        l.remove(2);
+        write_lines(dir.path(), &l);
+        let (_, problems) = check(dir.path(), &key.public()).unwrap();
+        assert!(problems.iter().all(|p| p.line == 3), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("sequence number 4"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("does not chain"))
+        );
+    }
+
+    #[test]
+    fn an_edited_entry_fails_its_signature_and_the_next_link() {
+        let (dir, key) = log_with(3);
+        let mut l = lines(dir.path());
+        l[1] = l[1].replace("\"p1\"", "\"p9\"");
+        write_lines(dir.path(), &l);
+        let (_, problems) = check(dir.path(), &key.public()).unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.line == 2 && p.message.contains("signature"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.line == 3 && p.message.contains("does not chain"))
+        );
+    }
+
+    #[test]
+    fn another_key_cannot_pass_for_the_gateway() {
+        let (dir, _) = log_with(2);
+        let other = GatewayKey::load_or_create(&dir.path().join("other")).unwrap();
+        let (_, problems) = check(dir.path(), &other.public()).unwrap();
+        assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
+    fn appends_from_several_threads_stay_one_chain() {
+        let (dir, _) = log_with(0);
+        let path = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let key = GatewayKey::load(&path.join("keys")).unwrap();
+                    for i in 0..10 {
+                        append(
+                            &path,
+                            &key,
+                            Action::Exported,
+                            &format!("{t}-{i}"),
+                            None,
+                            "t",
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let key = GatewayKey::load(&path.join("keys")).unwrap();
+        let (entries, problems) = check(&path, &key.public()).unwrap();
+        assert_eq!(entries.len(), 40);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}

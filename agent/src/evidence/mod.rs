@@ -1,0 +1,506 @@
+//! Evidence: for every plate event, a package an enforcement officer can
+//! rely on: the camera's original video around the frame (not
+//! re-encoded), that frame, the plate and vehicle crops, and a manifest
+//! signed with the gateway's key; a hash-chained custody log of every
+//! package created, exported, acknowledged or deleted; retention by age
+//! and quota.
+//!
+//! ```text
+//! camera (GStreamer thread) ──encoded units──► Ring (per camera)
+//! camera thread ──PackageRequest──► evidence thread ── waits for the post-roll,
+//!        cuts the span, writes and signs the package, logs it ──► EvidenceNotice ──► publisher
+//! ```
+//! The event is published at once with the package's id and location; the
+//! notice follows when the package is sealed, with the manifest's sha256.
+//! Nothing here runs on a camera thread except handing over a request, so
+//! a slow or full disk never slows detection.
+
+pub mod clip;
+pub mod clock;
+pub mod crops;
+pub mod custody;
+pub mod export;
+pub mod keys;
+pub mod package;
+pub mod ring;
+pub mod store;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::event::EvidenceRef;
+use crate::ingest::EncodedSink;
+use custody::Action;
+use keys::GatewayKey;
+pub use package::PackageRequest;
+use package::{FileEntry, Sealed};
+use ring::{Ring, Span};
+
+/// Requests waiting for the evidence thread; beyond this the disk is far
+/// too slow and new requests are refused, counted and logged.
+const QUEUE: usize = 256;
+const POLL: Duration = Duration::from_millis(200);
+/// How long past the post-roll a package waits for video that is late.
+const LATE_VIDEO: Duration = Duration::from_secs(10);
+/// Retention runs after packages are sealed, at most this often, and at
+/// least this often when idle.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
+/// Seconds of video kept beyond pre-roll, post-roll and the longest wait
+/// for an event, for decoder latency and queues.
+const RING_MARGIN: Duration = Duration::from_secs(5);
+/// Byte cap of one camera's buffer.
+const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+pub struct Settings {
+    pub dir: PathBuf,
+    pub site: String,
+    pub pre: Duration,
+    pub post: Duration,
+    /// The longest a pass waits before its event (`events.max_delay_seconds`).
+    pub max_event_delay: Duration,
+    pub retention: store::Retention,
+    pub config_sha256: String,
+}
+
+/// What the IOC is told when a package is sealed (or could not be).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceNotice {
+    pub schema_version: u32,
+    pub kind: &'static str,
+    pub event_id: String,
+    pub site: String,
+    pub camera: String,
+    pub time: String,
+    /// `sealed`, `failed`, or `deleted` (by retention).
+    pub status: &'static str,
+    pub uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileEntry>,
+    pub clip_complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Deleted by retention although never exported or acknowledged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+}
+
+impl EvidenceNotice {
+    pub fn topic_suffix(&self) -> String {
+        format!("{}/evidence", self.camera)
+    }
+}
+
+/// Takes a package id the IOC acknowledged.
+pub type Acknowledger = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Counters for metrics and status.
+#[derive(Default)]
+pub struct EvidenceCounters {
+    pub sealed: AtomicU64,
+    pub failed: AtomicU64,
+    pub refused: AtomicU64,
+    pub deleted: AtomicU64,
+    pub forced_deletions: AtomicU64,
+}
+
+enum Command {
+    Package(Box<PackageRequest>),
+    Acknowledge(String),
+    /// Seal what is pending and end (senders may outlive the agent's run:
+    /// the MQTT connection holds one for acknowledgements).
+    Stop,
+}
+
+/// The evidence thread and the per-camera buffers it cuts from.
+pub struct Evidence {
+    tx: Option<SyncSender<Command>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    rings: Arc<Mutex<HashMap<String, Arc<Mutex<Ring>>>>>,
+    ring_keep: Duration,
+    dir: PathBuf,
+    pub counters: Arc<EvidenceCounters>,
+}
+
+/// One camera's side: where its encoded video goes, and where its
+/// requests go.
+#[derive(Clone)]
+pub struct CameraEvidence {
+    ring: Arc<Mutex<Ring>>,
+    tx: SyncSender<Command>,
+    dir: PathBuf,
+    counters: Arc<EvidenceCounters>,
+}
+
+impl Evidence {
+    /// Loads (or makes) the gateway key, clears half-written packages and
+    /// starts the evidence thread. `on_notice` is called from that thread.
+    pub fn start(
+        settings: Settings,
+        key_dir: &std::path::Path,
+        on_notice: impl Fn(EvidenceNotice) + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let key = GatewayKey::load_or_create(key_dir)?;
+        keys::check_private(key_dir)?;
+        std::fs::create_dir_all(&settings.dir).with_context(|| {
+            format!(
+                "cannot create the evidence folder {}; fix evidence.dir or storage.dir",
+                settings.dir.display()
+            )
+        })?;
+        // The public key travels with the packages, so a copied folder can be verified.
+        std::fs::write(
+            settings.dir.join(verify::STORE_KEY_FILE),
+            key.public_hex() + "\n",
+        )
+        .with_context(|| format!("cannot write into {}", settings.dir.display()))?;
+        store::remove_partials(&settings.dir);
+        tracing::info!(dir = %settings.dir.display(), key = %key.fingerprint(), "evidence packages on");
+
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let rings: Arc<Mutex<HashMap<String, Arc<Mutex<Ring>>>>> = Arc::default();
+        let counters = Arc::new(EvidenceCounters::default());
+        let ring_keep = settings.pre + settings.post + settings.max_event_delay + RING_MARGIN;
+        let dir = settings.dir.clone();
+        let worker = Worker {
+            settings,
+            key,
+            rings: rings.clone(),
+            counters: counters.clone(),
+            on_notice: Box::new(on_notice),
+            pending: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("evidence".into())
+            .spawn(move || worker.run(rx))
+            .context("cannot start the evidence thread")?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            rings,
+            ring_keep,
+            dir,
+            counters,
+        })
+    }
+
+    pub fn camera(&self, id: &str) -> CameraEvidence {
+        let ring = Arc::new(Mutex::new(Ring::new(self.ring_keep, RING_MAX_BYTES)));
+        self.rings
+            .lock()
+            .expect("rings lock")
+            .insert(id.to_string(), ring.clone());
+        CameraEvidence {
+            ring,
+            tx: self.tx.clone().expect("running"),
+            dir: self.dir.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// What records the IOC's acknowledgements of packages: called by the
+    /// MQTT connection with each acknowledged package id.
+    pub fn acknowledger(&self) -> Acknowledger {
+        let tx = self.tx.clone().expect("running");
+        Arc::new(move |id: String| {
+            if tx.try_send(Command::Acknowledge(id.clone())).is_err() {
+                tracing::warn!(package = %id, "evidence queue full: acknowledgement not recorded; the IOC may send it again");
+            }
+        })
+    }
+
+    /// Seals what is pending with the video there is, and stops. Call
+    /// after the cameras have stopped.
+    pub fn finish(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Command::Stop);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl CameraEvidence {
+    pub fn encoded_sink(&self) -> EncodedSink {
+        let ring = self.ring.clone();
+        Arc::new(move |unit| {
+            if let Ok(mut r) = ring.lock() {
+                r.push(unit);
+            }
+        })
+    }
+
+    /// The camera's stream ended or failed: no more video will come for
+    /// the packages waiting on it.
+    pub fn stream_ended(&self) {
+        if let Ok(mut r) = self.ring.lock() {
+            r.finished = true;
+        }
+    }
+
+    pub fn reference(&self, id: &str) -> EvidenceRef {
+        EvidenceRef {
+            id: id.to_string(),
+            uri: package_uri(&self.dir, id),
+        }
+    }
+
+    /// Hands a request to the evidence thread without waiting.
+    pub fn request(&self, req: PackageRequest) {
+        let id = req.id.clone();
+        if let Err(e) = self.tx.try_send(Command::Package(Box::new(req))) {
+            let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            let why = match e {
+                TrySendError::Full(_) => "the evidence queue is full (disk too slow?)",
+                TrySendError::Disconnected(_) => "the evidence thread has stopped",
+            };
+            tracing::error!(event = %id, refused_total = n, "no evidence package for this event: {why}");
+        }
+    }
+}
+
+/// Where a package lives on the gateway, as the IOC is told.
+fn package_uri(dir: &std::path::Path, id: &str) -> String {
+    let path = std::path::absolute(dir.join(id)).unwrap_or_else(|_| dir.join(id));
+    format!("file://{}", path.display())
+}
+
+struct Pending {
+    req: PackageRequest,
+    span: Span,
+    window: Option<(Duration, Duration)>,
+    deadline: Instant,
+}
+
+struct Worker {
+    settings: Settings,
+    key: GatewayKey,
+    rings: Arc<Mutex<HashMap<String, Arc<Mutex<Ring>>>>>,
+    counters: Arc<EvidenceCounters>,
+    on_notice: Box<dyn Fn(EvidenceNotice) + Send>,
+    pending: Vec<Pending>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Command>) {
+        let mut open = true;
+        let mut last_retention: Option<Instant> = None;
+        while open || !self.pending.is_empty() {
+            match rx.recv_timeout(POLL) {
+                Ok(Command::Package(req)) => self.accept(*req),
+                Ok(Command::Acknowledge(id)) => self.acknowledge(&id),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => open = false,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            for mut p in std::mem::take(&mut self.pending) {
+                match self.ready(&mut p, !open) {
+                    Some(short) => self.seal(p, short),
+                    None => self.pending.push(p),
+                }
+            }
+            if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                self.retention();
+                last_retention = Some(Instant::now());
+            }
+        }
+        self.retention();
+    }
+
+    fn ring(&self, camera: &str) -> Option<Arc<Mutex<Ring>>> {
+        self.rings.lock().ok()?.get(camera).cloned()
+    }
+
+    fn accept(&mut self, req: PackageRequest) {
+        let window = req
+            .frame_time
+            .map(|t| (t.saturating_sub(self.settings.pre), t + self.settings.post));
+        let span = match (window, self.ring(&req.camera)) {
+            (Some((from, to)), Some(ring)) => {
+                ring.lock().map(|r| r.cut(from, to)).unwrap_or_default()
+            }
+            _ => Span::default(),
+        };
+        self.pending.push(Pending {
+            req,
+            span,
+            window,
+            deadline: Instant::now() + self.settings.post + LATE_VIDEO,
+        });
+    }
+
+    /// Collects video that arrived since; `Some(note)` when the package
+    /// should be sealed now (`note` says why the clip may be short).
+    fn ready(&self, p: &mut Pending, closing: bool) -> Option<Option<String>> {
+        let Some((from, to)) = p.window else {
+            return Some(Some(
+                "the stream gives no timestamps: no clip can be cut".into(),
+            ));
+        };
+        let ring = self.ring(&p.req.camera)?;
+        let ring = ring.lock().ok()?;
+        if p.span.units.is_empty() {
+            p.span = ring.cut(from, to);
+        } else if ring.stream() != p.span.stream {
+            return Some(Some(
+                "the camera's stream restarted before the end of the clip".into(),
+            ));
+        } else {
+            ring.extend(&mut p.span, to);
+        }
+        if p.span.closed {
+            Some(None)
+        } else if ring.finished {
+            Some(Some("the stream ended before the end of the clip".into()))
+        } else if closing {
+            Some(Some("the agent stopped before the end of the clip".into()))
+        } else if Instant::now() >= p.deadline {
+            Some(Some(format!(
+                "the video after the frame did not arrive within {} s",
+                (self.settings.post + LATE_VIDEO).as_secs()
+            )))
+        } else {
+            None
+        }
+    }
+
+    fn seal(&self, p: Pending, short: Option<String>) {
+        let cx = package::Context {
+            key: &self.key,
+            config_sha256: &self.settings.config_sha256,
+            pre: self.settings.pre,
+            post: self.settings.post,
+        };
+        let result = package::write_package(&self.settings.dir, &cx, &p.req, &p.span, short)
+            .and_then(|sealed| {
+                custody::append(
+                    &self.settings.dir,
+                    &self.key,
+                    Action::Created,
+                    &sealed.id,
+                    Some(&sealed.manifest_sha256),
+                    "plate event",
+                )?;
+                Ok(sealed)
+            });
+        let uri = package_uri(&self.settings.dir, &p.req.id);
+        let mut notice = EvidenceNotice {
+            schema_version: crate::event::SCHEMA_VERSION,
+            kind: "evidence",
+            event_id: p.req.id.clone(),
+            site: self.settings.site.clone(),
+            camera: p.req.camera.clone(),
+            time: crate::event::rfc3339(SystemTime::now()),
+            status: "sealed",
+            uri,
+            manifest_sha256: None,
+            files: Vec::new(),
+            clip_complete: false,
+            error: None,
+            forced: false,
+        };
+        match result {
+            Ok(Sealed {
+                manifest_sha256,
+                files,
+                clip_complete,
+                dir,
+                ..
+            }) => {
+                self.counters.sealed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(event = %p.req.id, camera = %p.req.camera, dir = %dir.display(), clip_complete, "evidence sealed");
+                notice.manifest_sha256 = Some(manifest_sha256);
+                notice.files = files;
+                notice.clip_complete = clip_complete;
+            }
+            Err(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(event = %p.req.id, camera = %p.req.camera, "evidence package failed: {e:#}; detection goes on");
+                notice.status = "failed";
+                notice.error = Some(format!("{e:#}"));
+            }
+        }
+        (self.on_notice)(notice);
+    }
+
+    fn acknowledge(&self, id: &str) {
+        if !self.settings.dir.join(id).join(package::MANIFEST).is_file() {
+            tracing::warn!(package = %id, "the IOC acknowledged a package this gateway does not hold; ignored");
+            return;
+        }
+        if let Err(e) = custody::append(
+            &self.settings.dir,
+            &self.key,
+            Action::Acknowledged,
+            id,
+            None,
+            "acknowledged by the IOC over MQTT",
+        ) {
+            tracing::error!(package = %id, "cannot log the acknowledgement: {e:#}");
+        }
+    }
+
+    fn retention(&self) {
+        let dir = &self.settings.dir;
+        let plan = store::packages(dir).and_then(|packages| {
+            let released = store::released(dir)?;
+            Ok(store::plan(
+                &packages,
+                &released,
+                self.settings.retention,
+                SystemTime::now(),
+            ))
+        });
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => return tracing::error!("evidence retention failed: {e:#}"),
+        };
+        for d in plan {
+            // Read before it goes: the IOC is told which camera's package it was.
+            let camera = camera_of(dir, &d.id);
+            if let Err(e) = store::apply(dir, &self.key, std::slice::from_ref(&d)) {
+                tracing::error!("evidence retention failed: {e:#}");
+                return;
+            }
+            self.counters.deleted.fetch_add(1, Ordering::Relaxed);
+            if d.forced {
+                self.counters
+                    .forced_deletions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            (self.on_notice)(EvidenceNotice {
+                schema_version: crate::event::SCHEMA_VERSION,
+                kind: "evidence",
+                event_id: d.id.clone(),
+                site: self.settings.site.clone(),
+                camera,
+                time: crate::event::rfc3339(SystemTime::now()),
+                status: "deleted",
+                uri: package_uri(dir, &d.id),
+                manifest_sha256: None,
+                files: Vec::new(),
+                clip_complete: false,
+                error: Some(d.reason),
+                forced: d.forced,
+            });
+        }
+    }
+}
+
+/// The camera a package came from, from its manifest.
+fn camera_of(dir: &std::path::Path, id: &str) -> String {
+    std::fs::read(dir.join(id).join(package::MANIFEST))
+        .ok()
+        .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m).ok())
+        .and_then(|m| m["camera"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -1,0 +1,253 @@
+//! One evidence package: a folder named by the event id holding the clip,
+//! the frame the plate was read from, the plate and vehicle crops,
+//! `manifest.json` (what, where, when, from which models and settings, and
+//! the sha256 of every file) and `manifest.sig` (the gateway's Ed25519
+//! signature over the manifest's exact bytes).
+//!
+//! The folder is written under a temporary name and renamed when complete,
+//! so a power cut leaves either a whole package or a `.partial-` folder
+//! that the next start reports and removes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use super::clip::write_mp4;
+use super::keys::{GatewayKey, sha256_file};
+use super::ring::Span;
+use crate::frame::BgrImage;
+use crate::infer::BBox;
+
+pub const FORMAT: &str = "matthan-evidence/1";
+pub const MANIFEST: &str = "manifest.json";
+pub const SIGNATURE: &str = "manifest.sig";
+pub const PARTIAL_PREFIX: &str = ".partial-";
+const JPEG_QUALITY: u8 = 92;
+
+/// What the analysis hands over for one plate event.
+#[derive(Debug, Clone)]
+pub struct PackageRequest {
+    /// The event id; also the package's.
+    pub id: String,
+    pub camera: String,
+    /// The event as published.
+    pub event: serde_json::Value,
+    /// The full frame the plate was read from.
+    pub frame: Arc<BgrImage>,
+    pub frame_number: u64,
+    pub frame_time: Option<Duration>,
+    pub captured_at: SystemTime,
+    pub corners: [[f32; 2]; 4],
+    pub bbox: BBox,
+}
+
+/// What stays the same for every package of a run.
+pub struct Context<'a> {
+    pub key: &'a GatewayKey,
+    pub config_sha256: &'a str,
+    pub pre: Duration,
+    pub post: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub role: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignatureFile {
+    pub algorithm: String,
+    pub signed_file: String,
+    pub public_key: String,
+    pub key_fingerprint: String,
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ClipEntry {
+    file: &'static str,
+    encoding: &'static str,
+    format: String,
+    /// The span asked for, in stream time: the frame's time minus
+    /// `pre_seconds` to plus `post_seconds`.
+    requested_from_ms: u64,
+    requested_to_ms: u64,
+    /// What the clip holds: from the keyframe at or before the start.
+    start_stream_ms: u64,
+    end_stream_ms: u64,
+    access_units: usize,
+    keyframes: usize,
+    complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// A finished package.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub id: String,
+    pub dir: PathBuf,
+    pub manifest_sha256: String,
+    pub files: Vec<FileEntry>,
+    pub clip_complete: bool,
+}
+
+/// Writes the package; `span` is the video cut for it and `short` says
+/// why it may not cover the whole requested span.
+pub fn write_package(
+    root: &Path,
+    cx: &Context,
+    req: &PackageRequest,
+    span: &Span,
+    short: Option<String>,
+) -> anyhow::Result<Sealed> {
+    let partial = root.join(format!("{PARTIAL_PREFIX}{}", req.id));
+    let dir = root.join(&req.id);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot clear {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+
+    let mut files = Vec::new();
+    let mut add = |name: &str, role: &str| -> anyhow::Result<()> {
+        let (sha256, bytes) = sha256_file(&partial.join(name))?;
+        files.push(FileEntry {
+            name: name.into(),
+            role: role.into(),
+            sha256,
+            bytes,
+        });
+        Ok(())
+    };
+
+    let clip = match req.frame_time {
+        Some(t) => {
+            let (from, to) = (t.saturating_sub(cx.pre), t + cx.post);
+            match write_mp4(span, &partial.join("clip.mp4")) {
+                Ok(info) => {
+                    add(
+                        "clip.mp4",
+                        "the camera's original video around the frame, not re-encoded",
+                    )?;
+                    let complete =
+                        short.is_none() && info.start <= from && info.end + frame_slack() >= to;
+                    Some(ClipEntry {
+                        file: "clip.mp4",
+                        encoding: "the camera's own access units, muxed to MP4 without decoding (the parser may repeat the stream's parameter sets at the first keyframe so the clip plays on its own)",
+                        format: info.format,
+                        requested_from_ms: ms(from),
+                        requested_to_ms: ms(to),
+                        start_stream_ms: ms(info.start),
+                        end_stream_ms: ms(info.end),
+                        access_units: info.units,
+                        keyframes: info.keyframes,
+                        complete,
+                        note: short.or_else(|| (!complete).then(|| "the buffer did not hold the whole span (the stream started or ended inside it)".into())),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(package = %req.id, "no clip: {e:#}");
+                    let _ = std::fs::remove_file(partial.join("clip.mp4"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
+    write_jpeg(&req.frame, &partial.join("frame.jpg"))?;
+    add("frame.jpg", "the full frame the plate was read from")?;
+    let plate = super::crops::plate(&req.frame, &req.corners)?;
+    write_jpeg(&plate, &partial.join("plate.jpg"))?;
+    add("plate.jpg", "the plate, rectified from its four corners")?;
+    let (vehicle, region) = super::crops::vehicle(&req.frame, &req.bbox)?;
+    write_jpeg(&vehicle, &partial.join("vehicle.jpg"))?;
+    add(
+        "vehicle.jpg",
+        "the region around the plate where the vehicle is (no vehicle detector yet)",
+    )?;
+
+    let manifest = serde_json::json!({
+        "format": FORMAT,
+        "package": req.id,
+        "created": crate::event::rfc3339(SystemTime::now()),
+        "agent": { "name": "matthan", "version": env!("CARGO_PKG_VERSION") },
+        "key_fingerprint": cx.key.fingerprint(),
+        "config_sha256": cx.config_sha256,
+        "clock": super::clock::clock_state(),
+        "camera": req.camera,
+        "event": req.event,
+        "frame": {
+            "file": "frame.jpg",
+            "number": req.frame_number,
+            "stream_time_ms": req.frame_time.map(ms),
+            "captured_at": crate::event::rfc3339(req.captured_at),
+            "plate_corners": req.corners,
+            "plate_bbox": req.bbox,
+            "vehicle_region": region,
+        },
+        "clip": clip,
+        "files": files,
+    });
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
+    write_synced(&partial.join(MANIFEST), &manifest_bytes)?;
+    let signature = SignatureFile {
+        algorithm: "Ed25519".into(),
+        signed_file: MANIFEST.into(),
+        public_key: cx.key.public_hex(),
+        key_fingerprint: cx.key.fingerprint(),
+        signature: cx.key.sign(&manifest_bytes),
+    };
+    write_synced(
+        &partial.join(SIGNATURE),
+        &serde_json::to_vec_pretty(&signature).expect("signatures serialise"),
+    )?;
+    std::fs::rename(&partial, &dir)
+        .with_context(|| format!("cannot rename {} to {}", partial.display(), dir.display()))?;
+    Ok(Sealed {
+        id: req.id.clone(),
+        dir,
+        manifest_sha256: super::keys::sha256_hex(&manifest_bytes),
+        clip_complete: clip.as_ref().is_some_and(|c| c.complete),
+        files,
+    })
+}
+
+/// The last unit's time is its start; it shows until one frame later.
+fn frame_slack() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn write_jpeg(img: &BgrImage, path: &Path) -> anyhow::Result<()> {
+    let mut rgb = img.data.clone();
+    for px in rgb.chunks_exact_mut(3) {
+        px.swap(0, 2);
+    }
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
+        .encode(&rgb, img.width, img.height, image::ExtendedColorType::Rgb8)
+        .with_context(|| format!("cannot encode {}", path.display()))?;
+    write_synced(path, &out)
+}
+
+/// Evidence must survive a power cut once it is reported sealed.
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,312 @@
+//! The pre-event buffer: the last seconds of one camera's video as it
+//! arrived, still encoded, starting at a keyframe.
+//!
+//! GStreamer's streaming thread appends; the evidence thread cuts clips.
+//! Trimming drops whole groups of pictures from the front, so the buffer
+//! always starts where a decoder can start.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::ingest::EncodedUnit;
+
+pub struct Ring {
+    /// Units in arrival (decode) order, each with its arrival number.
+    units: VecDeque<(u64, EncodedUnit)>,
+    next: u64,
+    bytes: usize,
+    /// Stream time kept behind the newest unit.
+    keep: Duration,
+    /// Hard cap whatever the bitrate: a camera misconfigured at 50 Mb/s
+    /// must not take the gateway's memory.
+    max_bytes: usize,
+    /// The stream attempt the units belong to; a new one empties the ring.
+    stream: u64,
+    /// Set when the camera will send no more units (a file that ended).
+    pub finished: bool,
+}
+
+/// A span cut from the ring: whole units from a keyframe on, in decode
+/// order. It grows as video arrives until a unit past its end is seen.
+#[derive(Debug, Clone, Default)]
+pub struct Span {
+    pub stream: u64,
+    pub units: Vec<EncodedUnit>,
+    /// Arrival number of the last unit taken.
+    last: Option<u64>,
+    /// A unit past the end has arrived: the span is whole.
+    pub closed: bool,
+}
+
+/// How far past its end a span may run to finish a group of reordered frames.
+const REORDER_LIMIT: Duration = Duration::from_secs(2);
+
+impl Span {
+    /// Whether the frames held show without a gap: their presentation
+    /// times are as many consecutive frame slots as there are frames.
+    fn displays_whole(&self) -> bool {
+        let n = self.units.len();
+        let (Some(first), Some(last)) = (self.start(), self.end()) else {
+            return true;
+        };
+        if n < 2 {
+            return true;
+        }
+        let pts = self.units.iter().filter_map(|u| u.pts);
+        let (Some(min), Some(max)) = (pts.clone().min(), pts.max()) else {
+            return true;
+        };
+        let slot = (last - first) / (n as u32 - 1);
+        max - min <= slot * (n as u32 - 1) + slot / 2
+    }
+
+    pub fn start(&self) -> Option<Duration> {
+        self.units.first().and_then(EncodedUnit::time)
+    }
+
+    pub fn end(&self) -> Option<Duration> {
+        self.units.last().and_then(EncodedUnit::time)
+    }
+}
+
+impl Ring {
+    pub fn new(keep: Duration, max_bytes: usize) -> Self {
+        Self {
+            units: VecDeque::new(),
+            next: 0,
+            bytes: 0,
+            keep,
+            max_bytes,
+            stream: 0,
+            finished: false,
+        }
+    }
+
+    pub fn push(&mut self, unit: EncodedUnit) {
+        if unit.stream != self.stream {
+            self.units.clear();
+            self.bytes = 0;
+            self.stream = unit.stream;
+        }
+        self.finished = false;
+        // Without a time a unit cannot be placed in a clip; without a
+        // keyframe before it, it cannot be decoded.
+        if unit.time().is_none() || (self.units.is_empty() && !unit.keyframe) {
+            return;
+        }
+        self.bytes += unit.data.len();
+        self.units.push_back((self.next, unit));
+        self.next += 1;
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        let Some(newest) = self.newest() else {
+            return;
+        };
+        let horizon = newest.saturating_sub(self.keep);
+        // Drop the oldest group of pictures while the next one still
+        // starts early enough (or the ring is over its byte cap).
+        loop {
+            let Some(next_key) = self.units.iter().skip(1).position(|(_, u)| u.keyframe) else {
+                return;
+            };
+            let next_key = next_key + 1;
+            let next_time = self.units[next_key].1.time().unwrap_or_default();
+            if next_time > horizon && self.bytes <= self.max_bytes {
+                return;
+            }
+            for (_, u) in self.units.drain(..next_key) {
+                self.bytes -= u.data.len();
+            }
+        }
+    }
+
+    pub fn stream(&self) -> u64 {
+        self.stream
+    }
+
+    pub fn newest(&self) -> Option<Duration> {
+        self.units.back().and_then(|(_, u)| u.time())
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The units from the last keyframe at or before `from` (or the oldest
+    /// keyframe, when the ring starts later) up to `to`, as far as they
+    /// have arrived.
+    pub fn cut(&self, from: Duration, to: Duration) -> Span {
+        let start = self
+            .units
+            .iter()
+            .rposition(|(_, u)| u.keyframe && u.time().is_some_and(|t| t <= from))
+            .unwrap_or(0);
+        let mut span = Span {
+            stream: self.stream,
+            ..Span::default()
+        };
+        self.take(&mut span, start, to);
+        span
+    }
+
+    /// Adds what arrived since to a span of the same stream.
+    pub fn extend(&self, span: &mut Span, to: Duration) {
+        if span.closed || span.stream != self.stream {
+            return;
+        }
+        // A span that took nothing yet is cut afresh by its owner.
+        if let Some(last) = span.last {
+            let start = self.units.partition_point(|(n, _)| *n <= last);
+            self.take(span, start, to);
+        }
+    }
+
+    /// Takes units in arrival order from `start` while they are not past
+    /// `to`; the first one past it closes the span. With B-frames, decode
+    /// order runs ahead of display order, so the span goes on past `to`
+    /// until every frame it holds can be shown (MP4 players cut a frame
+    /// displayed after the last decode time).
+    fn take(&self, span: &mut Span, start: usize, to: Duration) {
+        for (n, u) in self.units.iter().skip(start) {
+            let past = u.time().is_none_or(|t| t > to);
+            if past && (span.displays_whole() || u.time().is_none_or(|t| t > to + REORDER_LIMIT)) {
+                span.closed = true;
+                return;
+            }
+            span.units.push(u.clone());
+            span.last = Some(*n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(stream: u64, ms: u64, keyframe: bool) -> EncodedUnit {
+        EncodedUnit {
+            stream,
+            format: "video/x-h264".into(),
+            data: vec![0u8; 100].into(),
+            pts: Some(Duration::from_millis(ms)),
+            dts: Some(Duration::from_millis(ms)),
+            duration: Some(Duration::from_millis(40)),
+            keyframe,
+        }
+    }
+
+    /// 25 fps, a keyframe every second.
+    fn fill(ring: &mut Ring, stream: u64, seconds: u64) {
+        for i in 0..seconds * 25 {
+            ring.push(unit(stream, i * 40, i % 25 == 0));
+        }
+    }
+
+    #[test]
+    fn keeps_whole_groups_of_pictures_for_the_configured_time() {
+        let mut ring = Ring::new(Duration::from_secs(5), usize::MAX);
+        fill(&mut ring, 1, 20);
+        let first = &ring.units[0].1;
+        assert!(first.keyframe);
+        let span = ring.newest().unwrap() - first.time().unwrap();
+        assert!(
+            span >= Duration::from_secs(5) && span < Duration::from_secs(6),
+            "{span:?}"
+        );
+    }
+
+    #[test]
+    fn a_cut_starts_at_the_keyframe_before_it() {
+        let mut ring = Ring::new(Duration::from_secs(30), usize::MAX);
+        fill(&mut ring, 1, 10);
+        let span = ring.cut(Duration::from_millis(3500), Duration::from_millis(6000));
+        assert_eq!(span.start(), Some(Duration::from_secs(3)));
+        assert!(span.units[0].keyframe);
+        assert_eq!(span.end(), Some(Duration::from_secs(6)));
+        assert_eq!(span.units.len(), 76);
+        assert!(span.closed);
+    }
+
+    #[test]
+    fn a_span_grows_in_arrival_order_until_its_end_arrives() {
+        let mut ring = Ring::new(Duration::from_secs(30), usize::MAX);
+        fill(&mut ring, 1, 4);
+        let mut span = ring.cut(Duration::from_millis(3500), Duration::from_millis(6000));
+        assert!(!span.closed);
+        // A unit with an out-of-order time must not be skipped or reordered.
+        ring.push(unit(1, 4100, false));
+        ring.push(unit(1, 4000, false));
+        for i in 105..175 {
+            ring.push(unit(1, i * 40, i % 25 == 0));
+        }
+        ring.extend(&mut span, Duration::from_millis(6000));
+        assert!(span.closed);
+        let times: Vec<u64> = span
+            .units
+            .iter()
+            .map(|u| u.pts.unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(&times[25..27], &[4100, 4000]);
+        assert_eq!(*times.last().unwrap(), 6000);
+    }
+
+    #[test]
+    fn a_stream_that_joins_mid_group_starts_at_its_first_keyframe() {
+        let mut ring = Ring::new(Duration::from_secs(30), usize::MAX);
+        ring.push(unit(1, 0, false));
+        ring.push(unit(1, 40, false));
+        ring.push(unit(1, 80, true));
+        assert_eq!(ring.units.len(), 1);
+        assert!(ring.units[0].1.keyframe);
+    }
+
+    #[test]
+    fn a_span_ends_where_its_reordered_frames_are_all_shown() {
+        // Shown I0 B1 B2 P3 B4 B5 P6 …, decoded I0 P3 B1 B2 P6 B4 B5 …
+        let mut ring = Ring::new(Duration::from_secs(30), usize::MAX);
+        for i in 0..60u64 {
+            let dts = i * 40;
+            let shown = match i {
+                0 => 0,
+                _ => {
+                    let (group, r) = ((i - 1) / 3, (i - 1) % 3);
+                    [3 * group + 3, 3 * group + 1, 3 * group + 2][r as usize]
+                }
+            };
+            let pts = (shown + 1) * 40;
+            let mut u = unit(1, dts, i == 0);
+            u.pts = Some(Duration::from_millis(pts));
+            ring.push(u);
+        }
+        let span = ring.cut(Duration::ZERO, Duration::from_millis(1000));
+        assert!(span.closed);
+        let mut shown: Vec<u64> = span
+            .units
+            .iter()
+            .map(|u| u.pts.unwrap().as_millis() as u64)
+            .collect();
+        shown.sort();
+        let expected: Vec<u64> = (1..=shown.len() as u64).map(|i| i * 40).collect();
+        assert_eq!(shown, expected, "a frame is missing from the shown span");
+        assert!(*shown.last().unwrap() >= 1000);
+    }
+
+    #[test]
+    fn a_new_stream_attempt_starts_afresh() {
+        let mut ring = Ring::new(Duration::from_secs(30), usize::MAX);
+        fill(&mut ring, 1, 3);
+        fill(&mut ring, 2, 1);
+        assert_eq!(ring.stream(), 2);
+        assert_eq!(ring.units.len(), 25);
+    }
+
+    #[test]
+    fn the_byte_cap_wins_over_the_time() {
+        let mut ring = Ring::new(Duration::from_secs(60), 100 * 25 * 3);
+        fill(&mut ring, 1, 20);
+        assert!(ring.bytes() <= 100 * 25 * 3, "{}", ring.bytes());
+        assert!(ring.units[0].1.keyframe);
+    }
+}
