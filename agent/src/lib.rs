@@ -18,6 +18,7 @@
 //! `health` holds what the agent says about itself; [`shutdown`] is the one
 //! mechanism every thread and task uses to stop.
 
+pub mod bench;
 pub mod config;
 pub mod event;
 pub mod evidence;

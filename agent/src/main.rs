@@ -75,6 +75,36 @@ enum Command {
         #[arg(value_enum, default_value_t = SchemaKind::Event)]
         which: SchemaKind,
     },
+    /// Measure this machine: decode and inference limits on one core, N
+    /// real-time RTSP cameras through the agent, the most cameras it holds.
+    /// Prints one JSON object. Run the release build.
+    Bench {
+        /// Decode-only and inference-only frames per second on one core.
+        #[arg(long, conflicts_with_all = ["streams", "max_streams"])]
+        limits: bool,
+        /// Run this many cameras (RTSP at real time) through the agent.
+        #[arg(long)]
+        streams: Option<usize>,
+        /// Find the most cameras that hold the analysis rate with p99
+        /// frame-to-event latency within 300 ms.
+        #[arg(long, conflicts_with = "streams")]
+        max_streams: bool,
+        /// The clip (H.264 MP4); scripts/make-bench-clip makes the 1080p25 one.
+        #[arg(long)]
+        source: PathBuf,
+        /// Measured seconds per run, after every camera is streaming.
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// Analysed frames per second per camera.
+        #[arg(long, default_value_t = 5.0)]
+        analysis_fps: f64,
+        /// Turn each camera's motion gate on.
+        #[arg(long)]
+        motion_gate: bool,
+        /// Folder with the ONNX models.
+        #[arg(long, default_value = matthan::config::DEFAULT_MODELS_DIR)]
+        models: PathBuf,
+    },
     /// The gateway's evidence signing key.
     Keys {
         #[command(subcommand)]
@@ -188,6 +218,53 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Evidence { command } => evidence(command),
+        Command::Bench {
+            limits,
+            streams,
+            max_streams,
+            source,
+            seconds,
+            analysis_fps,
+            motion_gate,
+            models,
+        } => {
+            use matthan::bench;
+            if !source.is_file() {
+                anyhow::bail!(
+                    "--source {} is not a file; scripts/make-bench-clip makes the benchmark clip",
+                    source.display()
+                );
+            }
+            let models_config = ModelsConfig {
+                dir: models.clone(),
+                ..ModelsConfig::default()
+            };
+            let setup = bench::streams::Setup {
+                source: std::path::absolute(&source)?,
+                models_dir: models,
+                streams: streams.unwrap_or(1),
+                seconds,
+                analysis_fps,
+                motion_gate,
+            };
+            let out = if limits {
+                let l = bench::limits::measure(&source, &models_config)?;
+                let mut v = serde_json::to_value(&l)?;
+                v["limit_streams"] =
+                    json!((bench::limit_streams(&l, analysis_fps) * 100.0).round() / 100.0);
+                v["analysis_fps"] = json!(analysis_fps);
+                v
+            } else if max_streams {
+                let l = bench::limits::measure(&source, &models_config)?;
+                bench::max_streams(&setup, &l)?
+            } else if streams.is_some() {
+                serde_json::to_value(bench::streams::run(&setup)?)?
+            } else {
+                anyhow::bail!("say what to measure: --limits, --streams N or --max-streams");
+            };
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -87,6 +87,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics {
         evidence: evidence.as_ref().map(|e| e.counters.clone()),
+        latency: mqtt.as_ref().map(MqttSink::latency),
         ..Metrics::new(
             config.cameras.iter().map(|c| c.id.as_str()),
             outbound.dropped_counter(),
@@ -133,6 +134,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             supervisor = supervisor.with_encoded_sink(e.encoded_sink());
         }
         let status_evidence = camera_evidence.clone();
+        let mut last_detections: Option<crate::infer::Detections> = None;
         let (models, outbound, alive) = (models.clone(), outbound.clone(), alive_tx.clone());
         let (thresholds, detect, id) = (
             config.analysis.clone(),
@@ -148,9 +150,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .name(format!("cam-{id}"))
             .spawn(move || {
                 let _alive = alive;
-                let publish = |pass: Pass| {
+                let publish = |pass: Pass, decided_at: SystemTime| {
                     cam_metrics.events.fetch_add(1, Ordering::Relaxed);
                     let mut event = factory.event(&pass);
+                    event.decided_at = Some(decided_at);
                     if let (Some(e), Pass::Plate(p) | Pass::UnreadablePlate(p)) = (&camera_evidence, &pass) {
                         request_evidence(e, &mut event, p);
                     }
@@ -159,13 +162,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 };
                 supervisor.run(
                     |frame| {
-                        let started = Instant::now();
-                        let result = models.analyze(&frame.image, &detect, &thresholds);
-                        cam_metrics.analysis_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                        cam_metrics.frames_analysed.fetch_add(1, Ordering::Relaxed);
+                        cam_metrics.missed_slots.fetch_add(frame.missed_slots, Ordering::Relaxed);
+                        let result = match (&last_detections, frame.unchanged) {
+                            // The scene has not moved: the last detections still hold.
+                            (Some(d), true) => {
+                                cam_metrics.frames_unchanged.fetch_add(1, Ordering::Relaxed);
+                                Ok(d.clone())
+                            }
+                            _ => {
+                                let started = Instant::now();
+                                let r = models.analyze(&frame.image, &detect, &thresholds);
+                                cam_metrics.analysis_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                                cam_metrics.frames_analysed.fetch_add(1, Ordering::Relaxed);
+                                r
+                            }
+                        };
                         match result {
                             Ok(detections) => {
-                                passes.on_frame(&frame, &detections).into_iter().for_each(&publish);
+                                passes.on_frame(&frame, &detections).into_iter().for_each(|p| publish(p, frame.captured_at));
+                                last_detections = Some(detections);
                                 cam_metrics.record(&passes.counters);
                             }
                             Err(e) => {
@@ -192,7 +207,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     },
                 );
                 // The camera has stopped: every open pass is reported, none is lost.
-                passes.finish().into_iter().for_each(&publish);
+                passes.finish().into_iter().for_each(|p| publish(p, SystemTime::now()));
                 cam_metrics.record(&passes.counters);
             })
             .context("cannot start a camera thread")?;
@@ -262,15 +277,19 @@ async fn publish_loop(
     mut jsonl: Option<&mut JsonLinesSink>,
     mut mqtt: Option<&mut MqttSink>,
 ) {
-    let mut held: VecDeque<(String, Vec<u8>)> = VecDeque::new();
+    let mut held: VecDeque<(String, Vec<u8>, Option<SystemTime>)> = VecDeque::new();
     let mut lost = 0u64;
     while let Some(message) = inbox.recv().await {
-        let (topic, payload) = match message {
+        let (topic, payload, decided_at) = match message {
             Message::Event(event) => {
                 if let Some(sink) = jsonl.as_deref_mut() {
                     sink.write(&event);
                 }
-                (event.topic_suffix(), serde_json::to_vec(&*event))
+                (
+                    event.topic_suffix(),
+                    serde_json::to_vec(&*event),
+                    event.decided_at,
+                )
             }
             Message::Evidence(notice) => {
                 if let Some(sink) = jsonl.as_deref_mut() {
@@ -284,7 +303,7 @@ async fn publish_loop(
                         notice.event_id
                     )));
                 }
-                (notice.topic_suffix(), serde_json::to_vec(&*notice))
+                (notice.topic_suffix(), serde_json::to_vec(&*notice), None)
             }
             Message::CameraStatus(report) => {
                 if let Some(m) = mqtt.as_deref() {
@@ -297,11 +316,11 @@ async fn publish_loop(
             continue;
         };
         match payload {
-            Ok(payload) => held.push_back((topic, payload)),
+            Ok(payload) => held.push_back((topic, payload, decided_at)),
             Err(e) => tracing::error!(topic, "cannot serialise message: {e}"),
         }
-        while let Some((topic, payload)) = held.front() {
-            if !m.publish_event(topic, payload) {
+        while let Some((topic, payload, decided_at)) = held.front() {
+            if !m.publish_event(topic, payload, *decided_at) {
                 break;
             }
             held.pop_front();
@@ -316,8 +335,8 @@ async fn publish_loop(
         }
     }
     if let Some(m) = mqtt {
-        for (topic, payload) in held.drain(..) {
-            if !m.publish_event(&topic, &payload) {
+        for (topic, payload, decided_at) in held.drain(..) {
+            if !m.publish_event(&topic, &payload, decided_at) {
                 lost += 1;
             }
         }
@@ -341,20 +360,26 @@ fn request_evidence(evidence: &CameraEvidence, event: &mut Event, pass: &PlatePa
     let value = match serde_json::to_value(&*event) {
         Ok(v) => v,
         Err(e) => {
+            event.evidence = None;
             return tracing::error!(event = %id, "cannot serialise the event for its evidence: {e}");
         }
     };
-    evidence.request(PackageRequest {
+    // A refused request makes no package: the event must not point at one.
+    let accepted = evidence.request(PackageRequest {
         id,
         camera: event.camera.id.clone(),
         event: value,
         frame: frame.clone(),
         frame_number: pass.best.at.frame_number,
+        stream: pass.best.at.stream,
         frame_time: pass.best.at.stream_time,
         captured_at: pass.best.at.captured_at,
         corners: pass.best.corners,
         bbox: pass.best.at.bbox,
     });
+    if !accepted {
+        event.evidence = None;
+    }
 }
 
 fn log_event(e: &Event) {

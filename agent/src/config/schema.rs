@@ -260,6 +260,11 @@ pub struct CameraConfig {
     /// many seconds (default 10).
     #[serde(default)]
     pub stall_seconds: Option<f64>,
+    /// Analyse a frame only when the scene moved since the last analysed
+    /// one (a cheap comparison of a small grey copy); unchanged frames keep
+    /// the last detections. Saves most of the inference on quiet streets.
+    #[serde(default)]
+    pub motion_gate: bool,
     /// RTSP only: transport, "auto" (UDP, then TCP when UDP gets nothing),
     /// "tcp" or "udp".
     #[serde(default)]

@@ -73,6 +73,10 @@ pub struct Event {
     /// message on the camera's `evidence` topic follows when it is sealed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<EvidenceRef>,
+    /// When the frame whose analysis decided this event arrived (the end
+    /// of the track, or the maximum delay): where its latency starts.
+    #[serde(skip)]
+    pub decided_at: Option<SystemTime>,
 }
 
 /// Where the event's evidence package is on the gateway.
@@ -268,6 +272,7 @@ impl EventFactory {
             face: None,
             models: self.models.clone(),
             evidence: None,
+            decided_at: None,
         }
     }
 

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
@@ -75,17 +75,21 @@ pub fn append(
         .with_context(|| format!("cannot open the custody log {}", path.display()))?;
     let _lock = Flock::exclusive(&file)
         .with_context(|| format!("cannot lock the custody log {}", path.display()))?;
-    let last = last_line(&mut file)
+    let (last, terminated) = last_line(&mut file)
         .with_context(|| format!("cannot read the custody log {}", path.display()))?;
+    if !terminated {
+        // A power cut tore the last line: it stays (verify reports it) and
+        // the chain goes on from it, on a line of its own.
+        file.write_all(b"\n")
+            .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
+    }
     let (seq, prev) = match &last {
         Some(line) => {
-            let entry: Entry = serde_json::from_str(line).map_err(|e| {
-                anyhow!(
-                    "the last line of {} is damaged ({e}); run `matthan evidence verify` and keep the log as it is for the investigation",
-                    path.display()
-                )
-            })?;
-            (entry.seq + 1, sha256_hex(line.as_bytes()))
+            let seq = match serde_json::from_slice::<Entry>(line) {
+                Ok(entry) => entry.seq,
+                Err(_) => entries(dir)?.last().map_or(0, |e| e.seq),
+            };
+            (seq + 1, sha256_hex(line))
         }
         None => (1, GENESIS.to_string()),
     };
@@ -108,19 +112,21 @@ pub fn append(
     Ok(entry)
 }
 
-/// The last complete line of the file, without its newline.
-fn last_line(file: &mut std::fs::File) -> std::io::Result<Option<String>> {
+/// The last line of the file as bytes, without its newline, and whether
+/// the file ends with a newline (false when a write was torn).
+fn last_line(file: &mut std::fs::File) -> std::io::Result<(Option<Vec<u8>>, bool)> {
     let len = file.seek(SeekFrom::End(0))?;
     let mut back = 4096u64.min(len);
     loop {
         file.seek(SeekFrom::Start(len - back))?;
-        let mut tail = String::new();
-        file.read_to_string(&mut tail)?;
-        let trimmed = tail.trim_end_matches('\n');
-        match trimmed.rfind('\n') {
-            Some(i) => return Ok(Some(trimmed[i + 1..].to_string())),
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail)?;
+        let terminated = tail.last().is_none_or(|b| *b == b'\n');
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        match body.iter().rposition(|b| *b == b'\n') {
+            Some(i) => return Ok((Some(body[i + 1..].to_vec()), terminated)),
             None if back == len => {
-                return Ok((!trimmed.is_empty()).then(|| trimmed.to_string()));
+                return Ok(((!body.is_empty()).then(|| body.to_vec()), terminated));
             }
             None => back = (back * 2).min(len),
         }
@@ -151,20 +157,22 @@ pub struct ChainProblem {
 /// Reads the log; returns the entries that parse and every break found.
 pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<ChainProblem>)> {
     let path = dir.join(LOG_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
-    for (i, line) in text.lines().enumerate() {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let lines = body.split(|b| *b == b'\n').filter(|_| !body.is_empty());
+    for (i, line) in lines.enumerate() {
         let n = i + 1;
         let mut problem = |message: String| problems.push(ChainProblem { line: n, message });
-        match serde_json::from_str::<Entry>(line) {
-            Err(e) => problem(format!("not a custody entry ({e})")),
+        match serde_json::from_slice::<Entry>(line) {
+            Err(e) => problem(format!("not a custody entry, or torn by a power cut ({e})")),
             Ok(entry) => {
                 if entry.seq != expected_seq {
                     problem(format!(
@@ -175,7 +183,7 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
                 if entry.prev != prev {
                     problem(format!(
                         "does not chain to the line before it (prev {}…, the line before hashes to {}…): a line before it was changed or removed",
-                        &entry.prev[..entry.prev.len().min(12)],
+                        entry.prev.get(..12).unwrap_or(&entry.prev),
                         &prev[..12]
                     ));
                 }
@@ -194,7 +202,7 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
                 entries.push(entry);
             }
         }
-        prev = sha256_hex(line.as_bytes());
+        prev = sha256_hex(line);
     }
     Ok((entries, problems))
 }
@@ -300,6 +308,33 @@ mod tests {
                 .iter()
                 .any(|p| p.line == 3 && p.message.contains("does not chain"))
         );
+    }
+
+    #[test]
+    fn a_line_torn_by_a_power_cut_is_reported_and_the_log_goes_on() {
+        let (dir, key) = log_with(2);
+        let mut l = lines(dir.path());
+        let torn = l[1][..l[1].len() / 2].to_string() + "ắ";
+        l[1] = torn;
+        std::fs::write(dir.path().join(LOG_FILE), l.join("\n")).unwrap();
+        append(
+            dir.path(),
+            &key,
+            Action::Created,
+            "p9",
+            None,
+            "after the cut",
+        )
+        .unwrap();
+        let (entries, problems) = check(dir.path(), &key.public()).unwrap();
+        assert_eq!(
+            entries.last().unwrap().seq,
+            2,
+            "numbering goes on from the last whole entry"
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, 2);
+        assert!(problems[0].message.contains("torn"));
     }
 
     #[test]

@@ -34,6 +34,14 @@ pub fn export(root: &Path, id: &str, out: &Path, key: &GatewayKey) -> anyhow::Re
         );
     }
     let report = verify::verify(&src, Some(&key.public()))?;
+    if !report.passed() {
+        // A changed package is not shown as evidence, nor logged as exported
+        // (which would release it for deletion): it is kept as it is.
+        bail!(
+            "package {id} does not verify; not exported. Keep it as it is and report it:\n{}",
+            report.print()
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for entry in std::fs::read_dir(&src)?.flatten() {
         let to = out.join(entry.file_name());
@@ -83,6 +91,11 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+/// A number from the manifest, or nothing: never markup.
+fn number(v: &Value) -> String {
+    v.as_f64().map(|n| n.to_string()).unwrap_or_default()
 }
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -145,7 +158,8 @@ fn page(m: &Value, report: &Report, key: &GatewayKey) -> String {
             "Frame",
             &format!(
                 "number {}, stream time {} ms",
-                m["frame"]["number"], m["frame"]["stream_time_ms"]
+                number(&m["frame"]["number"]),
+                number(&m["frame"]["stream_time_ms"])
             ),
         ),
         row(
@@ -153,8 +167,8 @@ fn page(m: &Value, report: &Report, key: &GatewayKey) -> String {
             &format!(
                 "{}; synchronised: {}; max error {} ms",
                 text(m, &["clock", "source"]),
-                m["clock"]["synchronized"],
-                m["clock"]["max_error_ms"]
+                m["clock"]["synchronized"].as_bool().unwrap_or(false),
+                number(&m["clock"]["max_error_ms"])
             ),
         ),
         row("Signed by", text(m, &["key_fingerprint"])),
@@ -166,12 +180,20 @@ fn page(m: &Value, report: &Report, key: &GatewayKey) -> String {
             a.iter()
                 .map(|f| {
                     let name = text(f, &["name"]);
+                    // Only the package's own plain file names become links.
+                    let link = if name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    {
+                        format!("<a href=\"{n}\">{n}</a>", n = esc(name))
+                    } else {
+                        esc(name)
+                    };
                     format!(
-                        "<tr><td><a href=\"{n}\">{n}</a></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                        "<tr><td>{link}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
                         esc(text(f, &["role"])),
-                        f["bytes"],
+                        number(&f["bytes"]),
                         esc(text(f, &["sha256"])),
-                        n = esc(name)
                     )
                 })
                 .collect()
@@ -197,7 +219,8 @@ fn page(m: &Value, report: &Report, key: &GatewayKey) -> String {
         format!(
             "<video id=\"clip\" src=\"clip.mp4\" controls muted playsinline preload=\"auto\"></video>\
              <p class=\"note\">The camera's original video, not re-encoded; stream time {}–{} ms.</p>{complete}",
-            m["clip"]["start_stream_ms"], m["clip"]["end_stream_ms"]
+            number(&m["clip"]["start_stream_ms"]),
+            number(&m["clip"]["end_stream_ms"])
         )
     };
     format!(

@@ -119,13 +119,7 @@ pub fn verify(key: &VerifyingKey, message: &[u8], signature_hex: &str) -> anyhow
         .map_err(|_| anyhow!("the signature does not match"))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub use crate::infer::runtime::hex;
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {

@@ -95,6 +95,24 @@ pub struct EvidenceNotice {
 }
 
 impl EvidenceNotice {
+    fn new(settings: &Settings, event_id: &str, camera: &str, status: &'static str) -> Self {
+        Self {
+            schema_version: crate::event::SCHEMA_VERSION,
+            kind: "evidence",
+            event_id: event_id.to_string(),
+            site: settings.site.clone(),
+            camera: camera.to_string(),
+            time: crate::event::rfc3339(SystemTime::now()),
+            status,
+            uri: package_uri(&settings.dir, event_id),
+            manifest_sha256: None,
+            files: Vec::new(),
+            clip_complete: false,
+            error: None,
+            forced: false,
+        }
+    }
+
     pub fn topic_suffix(&self) -> String {
         format!("{}/evidence", self.camera)
     }
@@ -157,12 +175,23 @@ impl Evidence {
                 settings.dir.display()
             )
         })?;
-        // The public key travels with the packages, so a copied folder can be verified.
-        std::fs::write(
-            settings.dir.join(verify::STORE_KEY_FILE),
-            key.public_hex() + "\n",
-        )
-        .with_context(|| format!("cannot write into {}", settings.dir.display()))?;
+        // The public key travels with the packages, so a copied folder can be
+        // verified. A different key there means the signing key was lost or
+        // replaced: the packages already signed would no longer verify
+        // against this gateway, so that is for a person to sort out.
+        let store_key = settings.dir.join(verify::STORE_KEY_FILE);
+        match std::fs::read_to_string(&store_key) {
+            Ok(k) if k.trim() != key.public_hex() => anyhow::bail!(
+                "{} holds another public key than {} ({}): the gateway's signing key was replaced or lost. \
+                 Restore the key from backup, or move the old packages elsewhere (with their key) before starting",
+                store_key.display(),
+                key_dir.join(keys::PRIVATE_FILE).display(),
+                key.fingerprint()
+            ),
+            Ok(_) => {}
+            Err(_) => std::fs::write(&store_key, key.public_hex() + "\n")
+                .with_context(|| format!("cannot write into {}", settings.dir.display()))?,
+        }
         store::remove_partials(&settings.dir);
         tracing::info!(dir = %settings.dir.display(), key = %key.fingerprint(), "evidence packages on");
 
@@ -213,7 +242,7 @@ impl Evidence {
         let tx = self.tx.clone().expect("running");
         Arc::new(move |id: String| {
             if tx.try_send(Command::Acknowledge(id.clone())).is_err() {
-                tracing::warn!(package = %id, "evidence queue full: acknowledgement not recorded; the IOC may send it again");
+                tracing::warn!(package = %id, "evidence queue full: acknowledgement not recorded; the IOC must send it again");
             }
         })
     }
@@ -255,10 +284,14 @@ impl CameraEvidence {
         }
     }
 
-    /// Hands a request to the evidence thread without waiting.
-    pub fn request(&self, req: PackageRequest) {
+    /// Hands a request to the evidence thread without waiting; false when
+    /// it was refused (counted and logged): no package will be made.
+    pub fn request(&self, req: PackageRequest) -> bool {
         let id = req.id.clone();
-        if let Err(e) = self.tx.try_send(Command::Package(Box::new(req))) {
+        let Err(e) = self.tx.try_send(Command::Package(Box::new(req))) else {
+            return true;
+        };
+        {
             let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
             let why = match e {
                 TrySendError::Full(_) => "the evidence queue is full (disk too slow?)",
@@ -266,6 +299,7 @@ impl CameraEvidence {
             };
             tracing::error!(event = %id, refused_total = n, "no evidence package for this event: {why}");
         }
+        false
     }
 }
 
@@ -325,9 +359,12 @@ impl Worker {
             .frame_time
             .map(|t| (t.saturating_sub(self.settings.pre), t + self.settings.post));
         let span = match (window, self.ring(&req.camera)) {
-            (Some((from, to)), Some(ring)) => {
-                ring.lock().map(|r| r.cut(from, to)).unwrap_or_default()
-            }
+            (Some((from, to)), Some(ring)) => ring
+                .lock()
+                .ok()
+                .filter(|r| r.stream() == req.stream)
+                .map(|r| r.cut(from, to))
+                .unwrap_or_default(),
             _ => Span::default(),
         };
         self.pending.push(Pending {
@@ -346,19 +383,24 @@ impl Worker {
                 "the stream gives no timestamps: no clip can be cut".into(),
             ));
         };
-        let ring = self.ring(&p.req.camera)?;
-        let ring = ring.lock().ok()?;
+        let Some(ring) = self.ring(&p.req.camera) else {
+            return Some(Some("no video buffer for this camera".into()));
+        };
+        let Ok(ring) = ring.lock() else {
+            return Some(Some("the camera's video buffer failed".into()));
+        };
+        if ring.stream() != p.req.stream && p.span.units.is_empty() {
+            return Some(Some(
+                "the camera's stream restarted before the clip could be cut".into(),
+            ));
+        }
         if p.span.units.is_empty() {
             p.span = ring.cut(from, to);
-        } else if ring.stream() != p.span.stream {
-            return Some(Some(
-                "the camera's stream restarted before the end of the clip".into(),
-            ));
         } else {
             ring.extend(&mut p.span, to);
         }
         if p.span.closed {
-            Some(None)
+            Some(p.span.short.map(str::to_string))
         } else if ring.finished {
             Some(Some("the stream ended before the end of the clip".into()))
         } else if closing {
@@ -392,22 +434,7 @@ impl Worker {
                 )?;
                 Ok(sealed)
             });
-        let uri = package_uri(&self.settings.dir, &p.req.id);
-        let mut notice = EvidenceNotice {
-            schema_version: crate::event::SCHEMA_VERSION,
-            kind: "evidence",
-            event_id: p.req.id.clone(),
-            site: self.settings.site.clone(),
-            camera: p.req.camera.clone(),
-            time: crate::event::rfc3339(SystemTime::now()),
-            status: "sealed",
-            uri,
-            manifest_sha256: None,
-            files: Vec::new(),
-            clip_complete: false,
-            error: None,
-            forced: false,
-        };
+        let mut notice = EvidenceNotice::new(&self.settings, &p.req.id, &p.req.camera, "sealed");
         match result {
             Ok(Sealed {
                 manifest_sha256,
@@ -478,19 +505,9 @@ impl Worker {
                     .fetch_add(1, Ordering::Relaxed);
             }
             (self.on_notice)(EvidenceNotice {
-                schema_version: crate::event::SCHEMA_VERSION,
-                kind: "evidence",
-                event_id: d.id.clone(),
-                site: self.settings.site.clone(),
-                camera,
-                time: crate::event::rfc3339(SystemTime::now()),
-                status: "deleted",
-                uri: package_uri(dir, &d.id),
-                manifest_sha256: None,
-                files: Vec::new(),
-                clip_complete: false,
                 error: Some(d.reason),
                 forced: d.forced,
+                ..EvidenceNotice::new(&self.settings, &d.id, &camera, "deleted")
             });
         }
     }

@@ -38,6 +38,8 @@ pub struct PackageRequest {
     /// The full frame the plate was read from.
     pub frame: Arc<BgrImage>,
     pub frame_number: u64,
+    /// The stream attempt of the frame, whose timestamps `frame_time` is in.
+    pub stream: u64,
     pub frame_time: Option<Duration>,
     pub captured_at: SystemTime,
     pub corners: [[f32; 2]; 4],
@@ -108,12 +110,28 @@ pub fn write_package(
     short: Option<String>,
 ) -> anyhow::Result<Sealed> {
     let partial = root.join(format!("{PARTIAL_PREFIX}{}", req.id));
+    let result = write(root, &partial, cx, req, span, short);
+    if result.is_err() {
+        // Never reported sealed: nothing half-written is left to mistake for evidence.
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    result
+}
+
+fn write(
+    root: &Path,
+    partial: &Path,
+    cx: &Context,
+    req: &PackageRequest,
+    span: &Span,
+    short: Option<String>,
+) -> anyhow::Result<Sealed> {
     let dir = root.join(&req.id);
     if partial.exists() {
-        std::fs::remove_dir_all(&partial)
+        std::fs::remove_dir_all(partial)
             .with_context(|| format!("cannot clear {}", partial.display()))?;
     }
-    std::fs::create_dir_all(&partial)
+    std::fs::create_dir_all(partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
 
     let mut files = Vec::new();
@@ -165,15 +183,29 @@ pub fn write_package(
 
     write_jpeg(&req.frame, &partial.join("frame.jpg"))?;
     add("frame.jpg", "the full frame the plate was read from")?;
-    let plate = super::crops::plate(&req.frame, &req.corners)?;
-    write_jpeg(&plate, &partial.join("plate.jpg"))?;
-    add("plate.jpg", "the plate, rectified from its four corners")?;
-    let (vehicle, region) = super::crops::vehicle(&req.frame, &req.bbox)?;
-    write_jpeg(&vehicle, &partial.join("vehicle.jpg"))?;
-    add(
-        "vehicle.jpg",
-        "the region around the plate where the vehicle is (no vehicle detector yet)",
-    )?;
+    // The crops help a reviewer; a package without them still holds the
+    // frame and the clip, so their failure only costs the crop.
+    match super::crops::plate(&req.frame, &req.corners)
+        .and_then(|plate| write_jpeg(&plate, &partial.join("plate.jpg")))
+    {
+        Ok(()) => add("plate.jpg", "the plate, rectified from its four corners")?,
+        Err(e) => tracing::warn!(package = %req.id, "no plate crop: {e:#}"),
+    }
+    let region = match super::crops::vehicle(&req.frame, &req.bbox)
+        .and_then(|(v, region)| write_jpeg(&v, &partial.join("vehicle.jpg")).map(|()| region))
+    {
+        Ok(region) => {
+            add(
+                "vehicle.jpg",
+                "the region around the plate where the vehicle is (no vehicle detector yet)",
+            )?;
+            Some(region)
+        }
+        Err(e) => {
+            tracing::warn!(package = %req.id, "no vehicle crop: {e:#}");
+            None
+        }
+    };
 
     let manifest = serde_json::json!({
         "format": FORMAT,
@@ -210,8 +242,11 @@ pub fn write_package(
         &partial.join(SIGNATURE),
         &serde_json::to_vec_pretty(&signature).expect("signatures serialise"),
     )?;
-    std::fs::rename(&partial, &dir)
+    // Sealed means on disk: the folder's entries first, then its new name.
+    sync_dir(partial)?;
+    std::fs::rename(partial, &dir)
         .with_context(|| format!("cannot rename {} to {}", partial.display(), dir.display()))?;
+    sync_dir(root)?;
     Ok(Sealed {
         id: req.id.clone(),
         dir,
@@ -240,6 +275,12 @@ fn write_jpeg(img: &BgrImage, path: &Path) -> anyhow::Result<()> {
         .encode(&rgb, img.width, img.height, image::ExtendedColorType::Rgb8)
         .with_context(|| format!("cannot encode {}", path.display()))?;
     write_synced(path, &out)
+}
+
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the folder {}", dir.display()))
 }
 
 /// Evidence must survive a power cut once it is reported sealed.

@@ -22,6 +22,9 @@ pub struct Ring {
     max_bytes: usize,
     /// The stream attempt the units belong to; a new one empties the ring.
     stream: u64,
+    /// Bumped when timestamps jump back within one attempt (a camera that
+    /// reset its clock): spans of the old timeline end there.
+    epoch: u64,
     /// Set when the camera will send no more units (a file that ended).
     pub finished: bool,
 }
@@ -34,8 +37,11 @@ pub struct Span {
     pub units: Vec<EncodedUnit>,
     /// Arrival number of the last unit taken.
     last: Option<u64>,
-    /// A unit past the end has arrived: the span is whole.
+    /// No more units will be taken: a unit past the end arrived, or the
+    /// span was cut short (`short` says why).
     pub closed: bool,
+    pub short: Option<&'static str>,
+    epoch: u64,
 }
 
 /// How far past its end a span may run to finish a group of reordered frames.
@@ -78,15 +84,19 @@ impl Ring {
             keep,
             max_bytes,
             stream: 0,
+            epoch: 0,
             finished: false,
         }
     }
 
     pub fn push(&mut self, unit: EncodedUnit) {
-        if unit.stream != self.stream {
+        let jumped_back =
+            matches!((unit.time(), self.newest()), (Some(t), Some(n)) if t + REORDER_LIMIT < n);
+        if unit.stream != self.stream || jumped_back {
             self.units.clear();
             self.bytes = 0;
             self.stream = unit.stream;
+            self.epoch += 1;
         }
         self.finished = false;
         // Without a time a unit cannot be placed in a clip; without a
@@ -145,6 +155,7 @@ impl Ring {
             .unwrap_or(0);
         let mut span = Span {
             stream: self.stream,
+            epoch: self.epoch,
             ..Span::default()
         };
         self.take(&mut span, start, to);
@@ -153,11 +164,21 @@ impl Ring {
 
     /// Adds what arrived since to a span of the same stream.
     pub fn extend(&self, span: &mut Span, to: Duration) {
-        if span.closed || span.stream != self.stream {
+        if span.closed {
             return;
+        }
+        let mut cut_short = |why| {
+            span.closed = true;
+            span.short = Some(why);
+        };
+        if span.stream != self.stream || span.epoch != self.epoch {
+            return cut_short("the camera's stream restarted before the end of the clip");
         }
         // A span that took nothing yet is cut afresh by its owner.
         if let Some(last) = span.last {
+            if self.units.front().is_some_and(|(n, _)| *n > last + 1) {
+                return cut_short("video after this point left the buffer before it was saved");
+            }
             let start = self.units.partition_point(|(n, _)| *n <= last);
             self.take(span, start, to);
         }

@@ -79,9 +79,13 @@ fn package(dir: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> O
         }
     };
     match signature(dir, &manifest, trusted) {
-        Ok(signer) => report
-            .checked
-            .push(format!("{name}/{MANIFEST}: signature valid, key {signer}")),
+        Ok(signer) if trusted.is_some() => report.checked.push(format!(
+            "{name}/{MANIFEST}: signature valid, by the gateway's key {signer}"
+        )),
+        Ok(signer) => report.checked.push(format!(
+            "{name}/{MANIFEST}: signature valid, by the key the package carries, {signer}: \
+             compare it with the fingerprint registered for the gateway, or give --key"
+        )),
         Err(e) => report.problems.push(format!("{name}/{MANIFEST}: {e}")),
     }
     let files: Vec<FileEntry> = match serde_json::from_slice::<serde_json::Value>(&manifest)
@@ -110,7 +114,7 @@ fn package(dir: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> O
                 "{name}/{}: changed (sha256 {}…, {bytes} bytes; the manifest says {}…, {} bytes)",
                 f.name,
                 &sha[..16],
-                &f.sha256[..f.sha256.len().min(16)],
+                f.sha256.get(..16).unwrap_or(&f.sha256),
                 f.bytes
             )),
             Ok(_) => good += 1,

@@ -29,6 +29,10 @@ pub struct CameraMetrics {
     pub face_passes: AtomicU64,
     /// 1 while streaming, 0 otherwise.
     pub streaming: AtomicU64,
+    /// Analysis slots that passed without an analysed frame (behind).
+    pub missed_slots: AtomicU64,
+    /// Frames the motion gate found unchanged (not analysed).
+    pub frames_unchanged: AtomicU64,
 }
 
 impl CameraMetrics {
@@ -53,6 +57,8 @@ pub struct Metrics {
     pub mqtt_reconnects: Option<Arc<AtomicU64>>,
     /// Present when evidence packages are on.
     pub evidence: Option<Arc<crate::evidence::EvidenceCounters>>,
+    /// Present when MQTT is configured.
+    pub latency: Option<Arc<crate::publish::latency::Latency>>,
 }
 
 /// Name, type, help and field of one per-camera series.
@@ -79,6 +85,7 @@ impl Metrics {
             outbox,
             mqtt_reconnects,
             evidence: None,
+            latency: None,
         }
     }
 
@@ -88,7 +95,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let per_camera: [CameraSeries; 10] = [
+        let per_camera: [CameraSeries; 12] = [
             (
                 "matthan_frames_analysed_total",
                 "counter",
@@ -146,6 +153,18 @@ impl Metrics {
                 "1 while the camera is streaming",
                 |c| &c.streaming,
             ),
+            (
+                "matthan_analysis_slots_missed_total",
+                "counter",
+                "Frames due for analysis that were not analysed because the analysis was behind",
+                |c| &c.missed_slots,
+            ),
+            (
+                "matthan_frames_unchanged_total",
+                "counter",
+                "Frames due for analysis that the motion gate found unchanged (detections reused)",
+                |c| &c.frames_unchanged,
+            ),
         ];
         for (name, kind, help, get) in per_camera {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -195,6 +214,19 @@ impl Metrics {
             ] {
                 series(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
             }
+        }
+        if let Some(l) = &self.latency {
+            let name = "matthan_frame_to_event_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} From the arrival of the frame that decided an event to the broker's acknowledgement (last 4096 events)\n# TYPE {name} summary"
+            );
+            for q in [0.5, 0.99] {
+                if let (Some(v), _) = l.quantile(q) {
+                    let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v:.4}");
+                }
+            }
+            let _ = writeln!(out, "{name}_count {}", l.quantile(0.5).1);
         }
         if let Some(r) = &self.mqtt_reconnects {
             series(

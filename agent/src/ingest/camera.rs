@@ -20,6 +20,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use super::motion::MotionGate;
 use super::pipeline::{APPSINK_NAME, ENCODED_SINK_NAME, pipeline_description};
 use super::{EncodedSink, EncodedUnit, Frame};
 use crate::config::{CameraConfig, Source};
@@ -86,8 +87,10 @@ pub struct CameraSupervisor {
     /// Set when the current stream attempt delivered a frame.
     delivered_frames: bool,
     encoded: Option<EncodedSink>,
-    /// Pipeline starts so far; tags encoded units with their stream attempt.
-    streams: u64,
+    /// Stream attempts so far (pipeline starts, and seeks back to loop a
+    /// file): tags frames and encoded units, whose timestamps only compare
+    /// within one attempt. Shared with the encoded branch's callback.
+    streams: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CameraSupervisor {
@@ -102,7 +105,7 @@ impl CameraSupervisor {
             frames_seen: 0,
             delivered_frames: false,
             encoded: None,
-            streams: 0,
+            streams: Default::default(),
         }
     }
 
@@ -186,6 +189,20 @@ impl CameraSupervisor {
             .with_context(|| format!("cannot build the GStreamer pipeline `{description}`"))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| anyhow!("pipeline description did not produce a pipeline"))?;
+        // One decoding thread per camera: cameras decode in parallel with
+        // each other, and libav's frame threads would each hold their own
+        // set of 1080p frames (about 20 MB apiece) for no gain in throughput.
+        pipeline.connect("deep-element-added", false, |args| {
+            if let Some(element) = args.get(2).and_then(|v| v.get::<gst::Element>().ok())
+                && element.has_property("max-threads")
+                && element
+                    .factory()
+                    .is_some_and(|f| f.name().starts_with("avdec_"))
+            {
+                element.set_property("max-threads", 1i32);
+            }
+            None
+        });
         let running = RunningPipeline(pipeline);
         let appsink = running
             .0
@@ -196,14 +213,15 @@ impl CameraSupervisor {
             .0
             .bus()
             .ok_or_else(|| anyhow!("pipeline has no bus"))?;
-        self.streams += 1;
+        self.streams
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(sink) = &self.encoded {
             let encoded = running
                 .0
                 .by_name(ENCODED_SINK_NAME)
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
                 .ok_or_else(|| anyhow!("pipeline has no appsink named {ENCODED_SINK_NAME}"))?;
-            encoded.set_callbacks(encoded_callbacks(sink.clone(), self.streams));
+            encoded.set_callbacks(encoded_callbacks(sink.clone(), self.streams.clone()));
         }
         running.0.set_state(gst::State::Playing).map_err(|_| {
             anyhow!(
@@ -213,6 +231,8 @@ impl CameraSupervisor {
         })?;
 
         let started = Instant::now();
+        let mut gate = MotionGate::default();
+        let mut last_image: Option<std::sync::Arc<BgrImage>> = None;
         let mut last_frame: Option<Instant> = None;
         let mut format: Option<(u32, u32, String)> = None;
         let mut next_due: Option<gst::ClockTime> = None;
@@ -238,6 +258,9 @@ impl CameraSupervisor {
                                 )
                                 .context("cannot seek to the start of the file to loop it")?;
                             next_due = None;
+                            // Timestamps start again: a new attempt for the evidence buffer.
+                            self.streams
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         Source::File(_) => return Ok(StreamEnd::Finished),
                         Source::Rtsp(_) => return Err(anyhow!("the camera ended the stream")),
@@ -264,6 +287,8 @@ impl CameraSupervisor {
                 on_status(CameraStatus::Streaming);
             }
             last_frame = Some(Instant::now());
+            // Arrival, where frame-to-event latency starts: before any work on it.
+            let arrived = SystemTime::now();
             self.frames_seen += 1;
 
             let buffer = sample
@@ -273,6 +298,7 @@ impl CameraSupervisor {
             // file analysed faster than real time gives the same frames as
             // one played at real time.
             let pts = buffer.pts();
+            let mut missed_slots = 0;
             let due = match pts {
                 Some(pts) => {
                     let interval =
@@ -282,6 +308,9 @@ impl CameraSupervisor {
                         next_due = None;
                     }
                     if next_due.is_none_or(|d| pts >= d) {
+                        if let Some(d) = next_due {
+                            missed_slots = (pts - d).nseconds() / interval.nseconds().max(1);
+                        }
                         next_due = Some(
                             next_due.map_or(pts, |d| d.max(pts.saturating_sub(interval)))
                                 + interval,
@@ -332,11 +361,21 @@ impl CameraSupervisor {
                 Some(_) => {}
                 None => format = Some(now_format),
             }
-            let image = i420_to_bgr(buffer, &info)?;
+            let unchanged = self.camera.motion_gate
+                && last_image.is_some()
+                && !luma_moved(&mut gate, buffer, &info)?;
+            let image = match (&last_image, unchanged) {
+                (Some(last), true) => last.clone(),
+                _ => std::sync::Arc::new(i420_to_bgr(buffer, &info)?),
+            };
+            last_image = Some(image.clone());
             on_frame(Frame {
-                image: std::sync::Arc::new(image),
+                image,
+                missed_slots,
+                unchanged,
+                stream: self.streams.load(std::sync::atomic::Ordering::Relaxed),
                 stream_time: pts.map(|p| std::time::Duration::from_nanos(p.nseconds())),
-                captured_at: SystemTime::now(),
+                captured_at: arrived,
                 number: self.frames_seen,
             });
         }
@@ -345,7 +384,10 @@ impl CameraSupervisor {
 
 /// Turns each sample of the encoded branch into an [`EncodedUnit`]. The
 /// caps string is shared between units until the stream renegotiates.
-fn encoded_callbacks(sink: EncodedSink, stream: u64) -> gst_app::AppSinkCallbacks {
+fn encoded_callbacks(
+    sink: EncodedSink,
+    streams: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> gst_app::AppSinkCallbacks {
     let mut format: Option<(gst::Caps, std::sync::Arc<str>)> = None;
     gst_app::AppSinkCallbacks::builder()
         .new_sample(move |appsink| {
@@ -361,7 +403,7 @@ fn encoded_callbacks(sink: EncodedSink, stream: u64) -> gst_app::AppSinkCallback
             };
             let ns = |t: Option<gst::ClockTime>| t.map(|t| Duration::from_nanos(t.nseconds()));
             sink(EncodedUnit {
-                stream,
+                stream: streams.load(std::sync::atomic::Ordering::Relaxed),
                 format: format.as_ref().expect("set above").1.clone(),
                 data: map.as_slice().into(),
                 pts: ns(buffer.pts()),
@@ -372,6 +414,25 @@ fn encoded_callbacks(sink: EncodedSink, stream: u64) -> gst_app::AppSinkCallback
             Ok(gst::FlowSuccess::Ok)
         })
         .build()
+}
+
+/// Runs the motion gate on the frame's luma plane, without converting it.
+fn luma_moved(
+    gate: &mut MotionGate,
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> anyhow::Result<bool> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+        .map_err(|_| anyhow!("cannot map the decoded frame"))?;
+    let luma = frame
+        .plane_data(0)
+        .map_err(|_| anyhow!("frame has no luma plane"))?;
+    Ok(gate.moved(
+        luma,
+        frame.plane_stride()[0] as usize,
+        info.width() as usize,
+        info.height() as usize,
+    ))
 }
 
 /// Sets the pipeline to Null when a stream attempt ends, however it ends,

@@ -8,6 +8,7 @@
 
 mod camera;
 pub mod decoder;
+pub mod motion;
 mod pipeline;
 
 pub use camera::{CameraStatus, CameraSupervisor, StatusReport};
@@ -31,6 +32,16 @@ pub struct Frame {
     /// Count of frames delivered by this camera since the agent started,
     /// analysed or not.
     pub number: u64,
+    /// Analysis slots (at the camera's analysis rate) that passed since the
+    /// previous frame handed over without a frame being analysed: the
+    /// analysis fell behind.
+    pub missed_slots: u64,
+    /// The stream attempt the frame belongs to (as in [`EncodedUnit::stream`]):
+    /// its timestamps only compare with that attempt's video.
+    pub stream: u64,
+    /// The motion gate found the scene unchanged since the last frame it
+    /// let through; `image` is that frame's, and its detections still hold.
+    pub unchanged: bool,
 }
 
 /// One access unit of a camera's video as it arrived: still encoded

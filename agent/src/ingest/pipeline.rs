@@ -57,20 +57,20 @@ pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
     let drop = live || camera.realtime;
     let sync = !live && camera.realtime;
     let frames = format!(
-        "queue ! decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name={APPSINK_NAME} \
+        "decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name={APPSINK_NAME} \
          max-buffers=1 drop={drop} sync={sync} enable-last-sample=false"
     );
-    let mut d = format!(
-        "{source} ! parsebin ! capsfilter caps=\"{VIDEO_CODECS}\" ! tee name=split split. ! {frames}"
-    );
-    if encoded {
-        // Never blocks the tee: the sink's callback only appends to a buffer.
-        d.push_str(&format!(
-            " split. ! queue ! capsfilter caps=\"{ENCODED_CAPS}\" ! appsink name={ENCODED_SINK_NAME} \
-             sync=false emit-signals=false enable-last-sample=false"
-        ));
+    if !encoded {
+        return format!("{source} ! {frames}");
     }
-    d
+    // Only the codecs MP4 holds without re-encoding reach the tee; the
+    // encoded branch never blocks it (its callback only appends to a buffer).
+    format!(
+        "{source} ! parsebin ! capsfilter caps=\"{VIDEO_CODECS}\" ! tee name=split \
+         split. ! queue ! {frames} \
+         split. ! queue ! capsfilter caps=\"{ENCODED_CAPS}\" ! appsink name={ENCODED_SINK_NAME} \
+         sync=false emit-signals=false enable-last-sample=false"
+    )
 }
 
 /// Quotes a value for `gst_parse_launch`.

@@ -8,6 +8,7 @@
 //! before any attempt to send them.
 
 pub mod jsonl;
+pub mod latency;
 pub mod mqtt;
 pub mod outbox;
 

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
 use serde_json::json;
@@ -110,6 +110,7 @@ pub struct MqttSink {
     site: String,
     outbox_failing: bool,
     reconnects: Arc<AtomicU64>,
+    latency: Arc<super::latency::Latency>,
 }
 
 /// Unacknowledged publishes in flight. Enough to fill a 4G link's
@@ -165,7 +166,9 @@ impl MqttSink {
             wake: wake.clone(),
             stop: stop.clone(),
             reconnects: Arc::default(),
+            latency: Arc::default(),
         };
+        let latency = connection.latency.clone();
         let reconnects = connection.reconnects.clone();
         let task = tokio::spawn(connection.run());
         Ok(Self {
@@ -178,6 +181,7 @@ impl MqttSink {
             site: site.to_string(),
             outbox_failing: false,
             reconnects,
+            latency,
         })
     }
 
@@ -202,9 +206,20 @@ impl MqttSink {
         self.wake.notify_one();
     }
 
+    /// Frame-to-event latency of the events acknowledged so far.
+    pub fn latency(&self) -> Arc<super::latency::Latency> {
+        self.latency.clone()
+    }
+
     /// Stores the event durably, then wakes the connection to send it.
-    /// Returns false when the outbox could not store it.
-    pub fn publish_event(&mut self, topic_suffix: &str, payload: &[u8]) -> bool {
+    /// Returns false when the outbox could not store it. `decided_at`, the
+    /// arrival of the frame that decided the event, starts its latency.
+    pub fn publish_event(
+        &mut self,
+        topic_suffix: &str,
+        payload: &[u8],
+        decided_at: Option<SystemTime>,
+    ) -> bool {
         let topic = format!("{}/{}/{}", self.prefix, self.site, topic_suffix);
         let result = self
             .outbox
@@ -212,7 +227,10 @@ impl MqttSink {
             .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))
             .and_then(|mut o| o.append(&topic, payload));
         match result {
-            Ok(_) => {
+            Ok(record) => {
+                if let Some(at) = decided_at {
+                    self.latency.stored(record, at);
+                }
                 if self.outbox_failing {
                     tracing::info!("outbox writable again");
                     self.outbox_failing = false;
@@ -306,6 +324,7 @@ struct Connection {
     wake: Arc<Notify>,
     stop: Arc<Notify>,
     reconnects: Arc<AtomicU64>,
+    latency: Arc<super::latency::Latency>,
 }
 
 /// A publish handed to rumqttc, waiting for its packet id, then its ack.
@@ -538,6 +557,9 @@ impl Connection {
     }
 
     fn acked(&self, sent: Sent) {
+        if let Sent::Event(id) = sent {
+            self.latency.acknowledged(id);
+        }
         if let Sent::Event(id) = sent
             && let Ok(mut o) = self.outbox.lock()
             && let Err(e) = o.ack(id)

@@ -50,6 +50,8 @@ impl Default for PassConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct Sighting {
     pub captured_at: SystemTime,
+    /// The stream attempt the frame came from (see `Frame::stream`).
+    pub stream: u64,
     pub stream_time: Option<Duration>,
     pub frame_number: u64,
     pub frame_width: u32,
@@ -224,6 +226,7 @@ impl AnalysisClock {
 fn sighting(frame: &Frame, bbox: BBox) -> Sighting {
     Sighting {
         captured_at: frame.captured_at,
+        stream: frame.stream,
         stream_time: frame.stream_time,
         frame_number: frame.number,
         frame_width: frame.image.width,
@@ -331,7 +334,11 @@ impl Passes {
                 self.recent.insert(chars.clone(), now);
                 continue;
             }
-            track.frames.offer(weight, frame);
+            // A frame the motion gate passed over shows an older image: it
+            // cannot stand as evidence under its own number.
+            if !frame.unchanged {
+                track.frames.offer(weight, frame);
+            }
             track.sightings.push(PlateSighting {
                 at: sighting(frame, p.bbox),
                 corners: p.corners,

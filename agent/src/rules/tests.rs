@@ -13,6 +13,9 @@ fn frame(n: u64) -> Frame {
         stream_time: Some(Duration::from_millis(500 * n)),
         captured_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 500 * n),
         number: n,
+        missed_slots: 0,
+        unchanged: false,
+        stream: 1,
     }
 }
 

@@ -1,0 +1,78 @@
+//! Frame-to-event latency: from the arrival of the frame whose analysis
+//! decided a pass to the broker's acknowledgement of its event. Kept as
+//! the last samples, so the metrics endpoint (and the benchmark that reads
+//! it) can report medians and tails of the present load.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Samples kept for the quantiles.
+const SAMPLES: usize = 4096;
+
+#[derive(Default)]
+pub struct Latency {
+    /// Outbox record id → when its deciding frame arrived.
+    waiting: Mutex<HashMap<u64, SystemTime>>,
+    seconds: Mutex<VecDeque<f64>>,
+}
+
+impl Latency {
+    pub fn stored(&self, record: u64, decided_at: SystemTime) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(record, decided_at);
+        }
+    }
+
+    pub fn acknowledged(&self, record: u64) {
+        let Some(at) = self.waiting.lock().ok().and_then(|mut w| w.remove(&record)) else {
+            return;
+        };
+        let s = SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default()
+            .as_secs_f64();
+        if let Ok(mut q) = self.seconds.lock() {
+            if q.len() == SAMPLES {
+                q.pop_front();
+            }
+            q.push_back(s);
+        }
+    }
+
+    /// The `q` quantile of the samples kept (nearest rank), and their count.
+    pub fn quantile(&self, q: f64) -> (Option<f64>, usize) {
+        let Ok(samples) = self.seconds.lock() else {
+            return (None, 0);
+        };
+        let mut v: Vec<f64> = samples.iter().copied().collect();
+        if v.is_empty() {
+            return (None, 0);
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        (Some(v[rank - 1]), v.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn quantiles_of_acknowledged_records() {
+        let l = Latency::default();
+        for i in 0..100u64 {
+            l.stored(i, SystemTime::now() - Duration::from_millis(i * 10));
+            l.acknowledged(i);
+        }
+        l.acknowledged(500); // never stored: ignored
+        let (p50, n) = l.quantile(0.5);
+        assert_eq!(n, 100);
+        let p50 = p50.unwrap();
+        assert!((0.49..0.55).contains(&p50), "{p50}");
+        let p99 = l.quantile(0.99).0.unwrap();
+        assert!((0.98..1.05).contains(&p99), "{p99}");
+    }
+}
