@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::keys::{GatewayKey, sha256_hex};
 
 pub const LOG_FILE: &str = "custody.log";
+/// The signed sequence number and hash of the log's last line: a chain
+/// alone cannot show that entries were cut from its end.
+pub const HEAD_FILE: &str = "custody.head";
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -109,7 +112,102 @@ pub fn append(
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_data())
         .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
+    write_head(dir, key, entry.seq, &sha256_hex(line.trim_end().as_bytes()))?;
     Ok(entry)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    last_line_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
+}
+
+impl Head {
+    fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&Head {
+            sig: None,
+            last_line_sha256: self.last_line_sha256.clone(),
+            ..*self
+        })
+        .expect("heads serialise")
+    }
+}
+
+/// Replaced whole (written aside, then renamed), under the log's lock.
+fn write_head(
+    dir: &Path,
+    key: &GatewayKey,
+    seq: u64,
+    last_line_sha256: &str,
+) -> anyhow::Result<()> {
+    let mut head = Head {
+        seq,
+        last_line_sha256: last_line_sha256.to_string(),
+        sig: None,
+    };
+    head.sig = Some(key.sign(&head.signed_bytes()));
+    let tmp = dir.join(format!("{HEAD_FILE}.tmp"));
+    let path = dir.join(HEAD_FILE);
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&serde_json::to_vec(&head).expect("heads serialise"))?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Compares the log's end with its signed head.
+fn check_head(
+    dir: &Path,
+    key: &VerifyingKey,
+    last: Option<(u64, String)>,
+    lines: usize,
+) -> Option<ChainProblem> {
+    let problem = |message: String| {
+        Some(ChainProblem {
+            line: lines,
+            message,
+        })
+    };
+    let text = match std::fs::read(dir.join(HEAD_FILE)) {
+        Ok(t) => t,
+        Err(_) if last.is_none() => return None,
+        Err(_) => {
+            return problem(format!(
+                "{HEAD_FILE} is missing: the end of the log cannot be checked"
+            ));
+        }
+    };
+    let Ok(head) = serde_json::from_slice::<Head>(&text) else {
+        return problem(format!("{HEAD_FILE} is damaged"));
+    };
+    if head
+        .sig
+        .as_deref()
+        .is_none_or(|s| super::keys::verify(key, &head.signed_bytes(), s).is_err())
+    {
+        return problem(format!(
+            "{HEAD_FILE}: the signature does not match: it was altered"
+        ));
+    }
+    match last {
+        Some((seq, hash)) if seq == head.seq && hash == head.last_line_sha256 => None,
+        Some((seq, _)) if seq < head.seq => problem(format!(
+            "the log ends at entry {seq} but its signed head says {}: entries were removed from its end",
+            head.seq
+        )),
+        Some((seq, _)) => problem(format!(
+            "the log's last entry ({seq}) is not the one its signed head names (entry {})",
+            head.seq
+        )),
+        None => problem(format!(
+            "the log is empty but its signed head says {} entries",
+            head.seq
+        )),
+    }
 }
 
 /// The last line of the file as bytes, without its newline, and whether
@@ -166,6 +264,7 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
     let mut problems = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
+    let mut count = 0;
     let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     let lines = body.split(|b| *b == b'\n').filter(|_| !body.is_empty());
     for (i, line) in lines.enumerate() {
@@ -203,6 +302,11 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
             }
         }
         prev = sha256_hex(line);
+        count = n;
+    }
+    let last = entries.last().map(|e| (e.seq, prev.clone()));
+    if let Some(p) = check_head(dir, key, last, count) {
+        problems.push(p);
     }
     Ok((entries, problems))
 }
@@ -342,7 +446,27 @@ mod tests {
         let (dir, _) = log_with(2);
         let other = GatewayKey::load_or_create(&dir.path().join("other")).unwrap();
         let (_, problems) = check(dir.path(), &other.public()).unwrap();
-        assert_eq!(problems.len(), 2);
+        assert_eq!(
+            problems
+                .iter()
+                .filter(|p| p.message.contains("signature"))
+                .count(),
+            3,
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn entries_cut_from_the_end_are_caught_by_the_signed_head() {
+        let (dir, key) = log_with(3);
+        let l = lines(dir.path());
+        write_lines(dir.path(), &l[..2]);
+        let (_, problems) = check(dir.path(), &key.public()).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("removed from its end"),
+            "{problems:?}"
+        );
     }
 
     #[test]
