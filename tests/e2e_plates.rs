@@ -238,13 +238,8 @@ metrics_listen = "127.0.0.1:{metrics}"
     // The packages are whole and signed, and the acknowledgement is in
     // the custody log.
     let store = agent.dir.path().join("state/evidence");
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_matthan"))
-        .args(["evidence", "verify"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(verify.status.success(), "{report}");
+    let (verified, report) = verify_evidence(&store);
+    assert!(verified, "{report}");
     let custody = std::fs::read_to_string(store.join("custody.log")).unwrap();
     assert!(
         custody

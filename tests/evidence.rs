@@ -8,7 +8,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -75,20 +75,6 @@ path = "events.jsonl"
         String::from_utf8_lossy(&out.stderr)
     );
     Run { work, config }
-}
-
-fn matthan(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_matthan"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn verify(path: &Path) -> (bool, String) {
-    let out = matthan(&["evidence", "verify", path.to_str().unwrap()]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 /// The video samples of an MP4 file as stored (no parser, no decoder),
@@ -247,7 +233,7 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
     );
 
     // An untouched store verifies, log included.
-    let (ok, text) = verify(&store);
+    let (ok, text) = verify_evidence(&store);
     assert!(ok, "{text}");
     assert!(text.contains("custody.log: 1 entries"), "{text}");
 
@@ -263,7 +249,7 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
         let copy = scratch.path().join(name);
         copy_dir(&package, &copy);
         flip_byte(&copy.join(name));
-        let (ok, text) = verify(&copy);
+        let (ok, text) = verify_evidence(&copy);
         assert!(!ok, "a changed {name} passed:\n{text}");
         let named = text
             .lines()
@@ -275,14 +261,14 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
     let copy = scratch.path().join("added");
     copy_dir(&package, &copy);
     std::fs::write(copy.join("other.jpg"), b"x").unwrap();
-    let (ok, text) = verify(&copy);
+    let (ok, text) = verify_evidence(&copy);
     assert!(!ok && text.contains("other.jpg"), "{text}");
 
     // A custody entry removed is caught, with the line.
     let copy = scratch.path().join("store");
     copy_dir(&store, &copy);
     std::fs::write(copy.join("custody.log"), "").unwrap();
-    let (ok, text) = verify(&copy);
+    let (ok, text) = verify_evidence(&copy);
     assert!(!ok, "{text}");
     assert!(text.contains("no `created` entry"), "{text}");
 
@@ -303,9 +289,9 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
         "{}",
         String::from_utf8_lossy(&export.stderr)
     );
-    let (ok, text) = verify(&out);
+    let (ok, text) = verify_evidence(&out);
     assert!(ok, "{text}");
-    let (ok, text) = verify(&store);
+    let (ok, text) = verify_evidence(&store);
     assert!(ok && text.contains("custody.log: 2 entries"), "{text}");
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(
@@ -394,7 +380,7 @@ fn retention_deletes_oldest_first_and_logs_it() {
         assert!(store.join(id).is_dir(), "{id} should remain");
     }
     // Deletions are logged, so the store still verifies.
-    let (ok, text) = verify(&store);
+    let (ok, text) = verify_evidence(&store);
     assert!(ok, "{text}");
     // And the IOC was told, as forced deletions.
     let notices = read_notices(&run.jsonl());

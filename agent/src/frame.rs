@@ -42,14 +42,26 @@ impl BgrImage {
             .to_rgb8();
         let (width, height) = img.dimensions();
         let mut data = img.into_raw();
-        for px in data.chunks_exact_mut(3) {
-            px.swap(0, 2);
-        }
+        swap_red_blue(&mut data);
         Ok(Self::new(width, height, data))
+    }
+
+    /// The pixels as packed RGB, for encoders that want it.
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let mut rgb = self.data.clone();
+        swap_red_blue(&mut rgb);
+        rgb
     }
 
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
         let i = (y as usize * self.width as usize + x as usize) * 3;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+}
+
+/// BGR to RGB and back: the same swap either way.
+fn swap_red_blue(pixels: &mut [u8]) {
+    for px in pixels.chunks_exact_mut(3) {
+        px.swap(0, 2);
     }
 }

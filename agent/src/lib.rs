@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod digest;
 pub mod event;
 pub mod evidence;
 pub mod frame;

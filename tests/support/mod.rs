@@ -496,6 +496,22 @@ pub fn http_get(port: u16, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Runs the `matthan` binary to its end.
+pub fn matthan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_matthan"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `matthan evidence verify PATH`: whether it passed, and what it printed.
+pub fn verify_evidence(path: &Path) -> (bool, String) {
+    let out = matthan(&["evidence", "verify", path.to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
 pub fn write_file(path: &Path, text: &str) {
     std::fs::File::create(path)
         .unwrap()

@@ -15,6 +15,7 @@ use gstreamer_video::prelude::*;
 use crate::config::{Analysis, DetectKind, Models as ModelsConfig};
 use crate::frame::BgrImage;
 use crate::infer::Models;
+use crate::ingest::{OwnedPipeline, describe_error};
 
 /// Frames of the clip kept in memory for the inference measurement.
 const INFER_FRAMES: usize = 24;
@@ -82,9 +83,7 @@ fn decode_fps(source: &Path) -> anyhow::Result<(f64, u64)> {
         "filesrc location=\"{}\" ! parsebin ! capsfilter caps=\"video/x-h264;video/x-h265\" ! decodebin ! fakesink name=sink sync=false",
         source.display()
     );
-    let pipeline = gst::parse::launch(&description)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("not a pipeline"))?;
+    let pipeline = OwnedPipeline::launch(&description)?;
     let count = Arc::new(AtomicU64::new(0));
     let sink = pipeline.by_name("sink").expect("named above");
     let c = count.clone();
@@ -105,18 +104,18 @@ fn run_to_end(pipeline: &gst::Pipeline, source: &Path) -> anyhow::Result<()> {
         .set_state(gst::State::Playing)
         .with_context(|| format!("cannot play {}", source.display()))?;
     let bus = pipeline.bus().expect("pipelines have a bus");
-    let result = match bus.timed_pop_filtered(
+    match bus.timed_pop_filtered(
         gst::ClockTime::NONE,
         &[gst::MessageType::Eos, gst::MessageType::Error],
     ) {
         Some(msg) => match msg.view() {
-            gst::MessageView::Error(e) => Err(anyhow!("{}: {}", source.display(), e.error())),
+            gst::MessageView::Error(e) => {
+                Err(anyhow!("{}: {}", source.display(), describe_error(e)))
+            }
             _ => Ok(()),
         },
         None => Ok(()),
-    };
-    let _ = pipeline.set_state(gst::State::Null);
-    result
+    }
 }
 
 /// `n` frames spread over the clip, as the agent's BGR images.
@@ -125,9 +124,7 @@ fn sample_frames(source: &Path, n: usize) -> anyhow::Result<Vec<BgrImage>> {
         "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink name=sink sync=false",
         source.display()
     );
-    let pipeline = gst::parse::launch(&description)?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| anyhow!("not a pipeline"))?;
+    let pipeline = OwnedPipeline::launch(&description)?;
     let sink = pipeline
         .by_name("sink")
         .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
@@ -160,7 +157,7 @@ fn sample_frames(source: &Path, n: usize) -> anyhow::Result<Vec<BgrImage>> {
         }
         all.push(BgrImage::new(w as u32, h as u32, packed));
     }
-    let _ = pipeline.set_state(gst::State::Null);
+    drop(pipeline);
     if all.is_empty() {
         bail!("{} gave no frames", source.display());
     }

@@ -58,7 +58,7 @@ impl Config {
             message,
         })?;
         config.resolve_paths(base);
-        config.source_sha256 = crate::evidence::keys::sha256_hex(text.as_bytes());
+        config.source_sha256 = crate::digest::sha256_hex(text.as_bytes());
         Ok(config)
     }
 

@@ -11,6 +11,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::ring::Span;
+use crate::ingest::{OwnedPipeline, describe_error};
 
 /// How long muxing may take before it is abandoned: a few seconds of
 /// video mux in milliseconds, so this only trips on a wedged pipeline.
@@ -43,7 +44,7 @@ pub fn write_mp4(span: &Span, path: &Path) -> anyhow::Result<ClipInfo> {
         .map_err(|_| anyhow!("cannot read the stream format `{}`", first.format))?;
     let origin = first.time().unwrap_or_default();
 
-    let pipeline = gst::Pipeline::new();
+    let pipeline = OwnedPipeline(gst::Pipeline::new());
     let src = gst_app::AppSrc::builder()
         .caps(&caps)
         .format(gst::Format::Time)
@@ -66,7 +67,6 @@ pub fn write_mp4(span: &Span, path: &Path) -> anyhow::Result<ClipInfo> {
         .link(&video_pad)
         .map_err(|e| anyhow!("cannot link the clip source to mp4mux: {e:?}"))?;
     mux.link(&sink)?;
-    let _stop = StopOnDrop(pipeline.clone());
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|_| anyhow!("the MP4 muxer refused to start"))?;
@@ -98,11 +98,7 @@ pub fn write_mp4(span: &Span, path: &Path) -> anyhow::Result<ClipInfo> {
     ) {
         Some(msg) => {
             if let gst::MessageView::Error(e) = msg.view() {
-                bail!(
-                    "MP4 muxing failed: {} ({})",
-                    e.error(),
-                    e.debug().unwrap_or_default()
-                );
+                bail!("MP4 muxing failed: {}", describe_error(e));
             }
         }
         None => bail!("MP4 muxing did not finish in {} s", MUX_TIMEOUT.as_secs()),
@@ -117,12 +113,4 @@ pub fn write_mp4(span: &Span, path: &Path) -> anyhow::Result<ClipInfo> {
         start: origin,
         end: units.last().and_then(|u| u.time()).unwrap_or(origin),
     })
-}
-
-struct StopOnDrop(gst::Pipeline);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.set_state(gst::State::Null);
-    }
 }

@@ -15,7 +15,8 @@ use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{GatewayKey, sha256_hex};
+use super::keys::GatewayKey;
+use crate::digest::sha256_hex;
 
 pub const LOG_FILE: &str = "custody.log";
 /// The signed sequence number and hash of the log's last line: a chain

@@ -56,7 +56,7 @@ pub fn export(root: &Path, id: &str, out: &Path, key: &GatewayKey) -> anyhow::Re
         .with_context(|| format!("cannot write {}", out.join("index.html").display()))?;
     std::fs::write(out.join("VERIFY.txt"), verify_text(&report, key))
         .with_context(|| format!("cannot write {}", out.join("VERIFY.txt").display()))?;
-    let manifest_sha = super::keys::sha256_file(&src.join(super::package::MANIFEST))?.0;
+    let manifest_sha = crate::digest::sha256_file(&src.join(super::package::MANIFEST))?.0;
     custody::append(
         root,
         key,

@@ -14,6 +14,8 @@ use anyhow::{Context, anyhow, bail};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::digest::{hex, unhex};
+
 pub const PRIVATE_FILE: &str = "evidence.ed25519";
 pub const PUBLIC_FILE: &str = "evidence.ed25519.pub";
 
@@ -117,31 +119,6 @@ pub fn verify(key: &VerifyingKey, message: &[u8], signature_hex: &str) -> anyhow
         .ok_or_else(|| anyhow!("the signature is not 128 hex digits"))?;
     key.verify(message, &Signature::from_bytes(&bytes))
         .map_err(|_| anyhow!("the signature does not match"))
-}
-
-pub use crate::infer::runtime::hex;
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-pub fn sha256_file(path: &Path) -> anyhow::Result<(String, u64)> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let n = std::io::copy(&mut file, &mut hasher)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok((hex(&hasher.finalize()), n))
 }
 
 /// Refuses a key folder others can read into: a key anyone on the

@@ -16,8 +16,9 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use super::clip::write_mp4;
-use super::keys::{GatewayKey, sha256_file};
+use super::keys::GatewayKey;
 use super::ring::Span;
+use crate::digest::sha256_file;
 use crate::frame::BgrImage;
 use crate::infer::BBox;
 
@@ -250,7 +251,7 @@ fn write(
     Ok(Sealed {
         id: req.id.clone(),
         dir,
-        manifest_sha256: super::keys::sha256_hex(&manifest_bytes),
+        manifest_sha256: crate::digest::sha256_hex(&manifest_bytes),
         clip_complete: clip.as_ref().is_some_and(|c| c.complete),
         files,
     })
@@ -266,10 +267,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn write_jpeg(img: &BgrImage, path: &Path) -> anyhow::Result<()> {
-    let mut rgb = img.data.clone();
-    for px in rgb.chunks_exact_mut(3) {
-        px.swap(0, 2);
-    }
+    let rgb = img.to_rgb();
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, JPEG_QUALITY)
         .encode(&rgb, img.width, img.height, image::ExtendedColorType::Rgb8)

@@ -8,8 +8,9 @@ use anyhow::{anyhow, bail};
 use ed25519_dalek::VerifyingKey;
 
 use super::custody::{self, Action};
-use super::keys::{self, fingerprint, sha256_file, sha256_hex};
+use super::keys::{self, fingerprint};
 use super::package::{FileEntry, MANIFEST, SIGNATURE, SignatureFile};
+use crate::digest::{sha256_file, sha256_hex};
 
 /// The public key file kept in the evidence folder itself, so a copied
 /// folder can be checked anywhere (its fingerprint still has to match

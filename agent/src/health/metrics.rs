@@ -221,12 +221,12 @@ impl Metrics {
                 out,
                 "# HELP {name} From the arrival of the frame that decided an event to the broker's acknowledgement (last 4096 events)\n# TYPE {name} summary"
             );
-            for q in [0.5, 0.99] {
-                if let (Some(v), _) = l.quantile(q) {
-                    let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v:.4}");
-                }
+            const QUANTILES: [f64; 2] = [0.5, 0.99];
+            let (values, count) = l.quantiles(QUANTILES);
+            for (q, v) in QUANTILES.iter().zip(values.iter().flatten()) {
+                let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v:.4}");
             }
-            let _ = writeln!(out, "{name}_count {}", l.quantile(0.5).1);
+            let _ = writeln!(out, "{name}_count {count}");
         }
         if let Some(r) = &self.mqtt_reconnects {
             series(

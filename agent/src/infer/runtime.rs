@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 use anyhow::{Context, anyhow};
 use ort::environment::Environment;
 use ort::session::Session;
-use sha2::{Digest, Sha256};
 
 pub const ORT_VERSION: &str = "1.32.0";
 pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.32.0";
@@ -89,7 +88,7 @@ pub fn load_session(
             path.display()
         )
     })?;
-    let sha256 = hex(&Sha256::digest(&bytes));
+    let sha256 = crate::digest::sha256_hex(&bytes);
     let session = Session::builder(environment()?)
         .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
         .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
@@ -106,8 +105,4 @@ pub fn load_session(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     Ok((session, ModelId { role, name, sha256 }))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -22,7 +22,7 @@ use gstreamer_video::prelude::*;
 
 use super::motion::MotionGate;
 use super::pipeline::{APPSINK_NAME, ENCODED_SINK_NAME, pipeline_description};
-use super::{EncodedSink, EncodedUnit, Frame};
+use super::{EncodedSink, EncodedUnit, Frame, OwnedPipeline, describe_error};
 use crate::config::{CameraConfig, Source};
 use crate::frame::BgrImage;
 use crate::shutdown::Shutdown;
@@ -185,14 +185,11 @@ impl CameraSupervisor {
             ));
         }
         let description = pipeline_description(&self.camera, self.encoded.is_some());
-        let pipeline = gst::parse::launch(&description)
-            .with_context(|| format!("cannot build the GStreamer pipeline `{description}`"))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| anyhow!("pipeline description did not produce a pipeline"))?;
+        let running = OwnedPipeline::launch(&description)?;
         // One decoding thread per camera: cameras decode in parallel with
         // each other, and libav's frame threads would each hold their own
         // set of 1080p frames (about 20 MB apiece) for no gain in throughput.
-        pipeline.connect("deep-element-added", false, |args| {
+        running.connect("deep-element-added", false, |args| {
             if let Some(element) = args.get(2).and_then(|v| v.get::<gst::Element>().ok())
                 && element.has_property("max-threads")
                 && element
@@ -203,7 +200,6 @@ impl CameraSupervisor {
             }
             None
         });
-        let running = RunningPipeline(pipeline);
         let appsink = running
             .0
             .by_name(APPSINK_NAME)
@@ -433,28 +429,6 @@ fn luma_moved(
         info.width() as usize,
         info.height() as usize,
     ))
-}
-
-/// Sets the pipeline to Null when a stream attempt ends, however it ends,
-/// so a failed camera never leaks sockets or decoder threads.
-struct RunningPipeline(gst::Pipeline);
-
-impl Drop for RunningPipeline {
-    fn drop(&mut self) {
-        let _ = self.0.set_state(gst::State::Null);
-    }
-}
-
-fn describe_error(err: &gst::message::Error) -> String {
-    let source = err
-        .src()
-        .map(|s| s.path_string().to_string())
-        .unwrap_or_default();
-    let element = source.rsplit('/').next().unwrap_or("");
-    match err.debug() {
-        Some(debug) => format!("{} (from {element}; {debug})", err.error()),
-        None => format!("{} (from {element})", err.error()),
-    }
 }
 
 fn first_error(bus: &gst::Bus) -> Option<String> {

@@ -74,6 +74,53 @@ impl EncodedUnit {
 /// streaming thread, so it must be quick and never block.
 pub type EncodedSink = Arc<dyn Fn(EncodedUnit) + Send + Sync>;
 
+/// A pipeline that is set to Null when dropped, however the code running
+/// it ends, so a failed camera, clip or benchmark never leaks sockets,
+/// files or decoder threads.
+pub struct OwnedPipeline(pub gstreamer::Pipeline);
+
+impl OwnedPipeline {
+    /// Builds a pipeline from its `gst-launch` description.
+    pub fn launch(description: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use gstreamer::prelude::*;
+        gstreamer::parse::launch(description)
+            .with_context(|| format!("cannot build the GStreamer pipeline `{description}`"))?
+            .downcast::<gstreamer::Pipeline>()
+            .map(OwnedPipeline)
+            .map_err(|_| anyhow::anyhow!("pipeline description did not produce a pipeline"))
+    }
+}
+
+impl std::ops::Deref for OwnedPipeline {
+    type Target = gstreamer::Pipeline;
+    fn deref(&self) -> &gstreamer::Pipeline {
+        &self.0
+    }
+}
+
+impl Drop for OwnedPipeline {
+    fn drop(&mut self) {
+        use gstreamer::prelude::*;
+        let _ = self.0.set_state(gstreamer::State::Null);
+    }
+}
+
+/// A GStreamer error as one line: what, from which element, and the
+/// element's own detail.
+pub fn describe_error(err: &gstreamer::message::Error) -> String {
+    use gstreamer::prelude::*;
+    let source = err
+        .src()
+        .map(|s| s.path_string().to_string())
+        .unwrap_or_default();
+    let element = source.rsplit('/').next().unwrap_or("");
+    match err.debug() {
+        Some(debug) => format!("{} (from {element}; {debug})", err.error()),
+        None => format!("{} (from {element})", err.error()),
+    }
+}
+
 /// Initialises GStreamer once per process; later calls are cheap.
 pub fn init_gstreamer() -> anyhow::Result<()> {
     gstreamer::init().map_err(|e| {

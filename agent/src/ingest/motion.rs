@@ -35,11 +35,6 @@ impl MotionGate {
         }
         moved
     }
-
-    /// Forgets the reference (a new stream: its first frame is analysed).
-    pub fn reset(&mut self) {
-        self.last = None;
-    }
 }
 
 /// Mean luma per cell, from every fourth pixel of every fourth row.

@@ -40,18 +40,20 @@ impl Latency {
         }
     }
 
-    /// The `q` quantile of the samples kept (nearest rank), and their count.
-    pub fn quantile(&self, q: f64) -> (Option<f64>, usize) {
+    /// The quantiles `qs` of the samples kept (nearest rank, from one
+    /// sort), and their count; no quantiles while there are no samples.
+    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> (Option<[f64; N]>, usize) {
         let Ok(samples) = self.seconds.lock() else {
             return (None, 0);
         };
         let mut v: Vec<f64> = samples.iter().copied().collect();
+        drop(samples);
         if v.is_empty() {
             return (None, 0);
         }
         v.sort_by(f64::total_cmp);
-        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-        (Some(v[rank - 1]), v.len())
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        (Some(qs.map(at)), v.len())
     }
 }
 
@@ -68,11 +70,10 @@ mod tests {
             l.acknowledged(i);
         }
         l.acknowledged(500); // never stored: ignored
-        let (p50, n) = l.quantile(0.5);
+        let (q, n) = l.quantiles([0.5, 0.99]);
         assert_eq!(n, 100);
-        let p50 = p50.unwrap();
+        let [p50, p99] = q.unwrap();
         assert!((0.49..0.55).contains(&p50), "{p50}");
-        let p99 = l.quantile(0.99).0.unwrap();
         assert!((0.98..1.05).contains(&p99), "{p99}");
     }
 }
