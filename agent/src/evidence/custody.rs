@@ -235,15 +235,26 @@ fn last_line(file: &mut std::fs::File) -> std::io::Result<(Option<Vec<u8>>, bool
 /// The entries that parse, without checking the chain: what retention
 /// needs to know which packages were exported or acknowledged.
 pub fn entries(dir: &Path) -> anyhow::Result<Vec<Entry>> {
+    Ok(read_lines(dir)?
+        .iter()
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect())
+}
+
+/// The log's lines as bytes, without their newlines: a line torn by a
+/// power cut may end inside a character, and must not hide the others.
+fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let path = dir.join(LOG_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    if body.is_empty() {
+        return Ok(Vec::new());
     }
+    Ok(body.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect())
 }
 
 /// One problem the chain check found, with the line it is on.
@@ -255,20 +266,12 @@ pub struct ChainProblem {
 
 /// Reads the log; returns the entries that parse and every break found.
 pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<ChainProblem>)> {
-    let path = dir.join(LOG_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
     let mut count = 0;
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    let lines = body.split(|b| *b == b'\n').filter(|_| !body.is_empty());
-    for (i, line) in lines.enumerate() {
+    for (i, line) in read_lines(dir)?.iter().enumerate() {
         let n = i + 1;
         let mut problem = |message: String| problems.push(ChainProblem { line: n, message });
         match serde_json::from_slice::<Entry>(line) {
@@ -418,10 +421,13 @@ mod tests {
     #[test]
     fn a_line_torn_by_a_power_cut_is_reported_and_the_log_goes_on() {
         let (dir, key) = log_with(2);
-        let mut l = lines(dir.path());
-        let torn = l[1][..l[1].len() / 2].to_string() + "ắ";
-        l[1] = torn;
-        std::fs::write(dir.path().join(LOG_FILE), l.join("\n")).unwrap();
+        let l = lines(dir.path());
+        // Cut inside a three-byte character, as a power cut can.
+        let mut bytes = l[0].clone().into_bytes();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&l[1].as_bytes()[..l[1].len() / 2]);
+        bytes.extend_from_slice(&"ắ".as_bytes()[..2]);
+        std::fs::write(dir.path().join(LOG_FILE), bytes).unwrap();
         append(
             dir.path(),
             &key,
