@@ -105,6 +105,14 @@ enum Command {
         #[arg(long, default_value = matthan::config::DEFAULT_MODELS_DIR)]
         models: PathBuf,
     },
+    /// Score plate finding and reading on labelled data with the agent's
+    /// own code, and time each stage on one core. Prints one JSON object.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+        #[command(flatten)]
+        models: EvalModels,
+    },
     /// The gateway's evidence signing key.
     Keys {
         #[command(subcommand)]
@@ -115,6 +123,54 @@ enum Command {
         #[command(subcommand)]
         command: EvidenceCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// The reader on upright plate crops: DIR holds `images/` (or the
+    /// images) and `truth.csv` (`image`, `plate_text`).
+    Crops {
+        dir: PathBuf,
+        /// The CSV with the true strings (default DIR/truth.csv).
+        #[arg(long)]
+        truth: Option<PathBuf>,
+    },
+    /// Detector, then detector and reader, on frames: DIR holds `images/`
+    /// and YOLO `labels/`.
+    Frames {
+        dir: PathBuf,
+        /// CSV (`image`, `category`, `plate`) choosing the frames, their
+        /// category, and the plate strings a person read in them.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+    /// Detector and reader on every few frames of a video, against the
+    /// plates a person reads in it.
+    Clip {
+        source: PathBuf,
+        /// The plates in the clip, comma-separated (`59-KA 191.66,59-GA 185.93`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        plates: Vec<String>,
+        /// Analyse every N-th frame.
+        #[arg(long, default_value_t = 3)]
+        every: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct EvalModels {
+    /// Folder with the ONNX models.
+    #[arg(long, global = true, default_value = matthan::config::DEFAULT_MODELS_DIR)]
+    models: PathBuf,
+    /// Plate detector file in that folder (default: the agent's).
+    #[arg(long, global = true, default_value = matthan::config::DEFAULT_PLATE_DETECTOR)]
+    plate_detector: String,
+    /// Plate reader file in that folder (default: the agent's).
+    #[arg(long, global = true, default_value = matthan::config::DEFAULT_PLATE_READER)]
+    plate_reader: String,
+    /// Plate detector confidence threshold (default: the agent's).
+    #[arg(long, global = true, default_value_t = matthan::config::DEFAULT_PLATE_THRESHOLD)]
+    threshold: f32,
 }
 
 #[derive(Subcommand)]
@@ -218,6 +274,33 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Evidence { command } => evidence(command),
+        Command::Eval { what, models } => {
+            use matthan::eval;
+            let setup = eval::Setup {
+                models: ModelsConfig {
+                    dir: models.models,
+                    plate_detector: models.plate_detector,
+                    plate_reader: models.plate_reader,
+                    ..ModelsConfig::default()
+                },
+                threshold: models.threshold,
+            };
+            let out = matthan::bench::on_one_core(move || match what {
+                EvalCommand::Crops { dir, truth } => {
+                    eval::crops::run(&dir, truth.as_deref(), &setup)
+                }
+                EvalCommand::Frames { dir, labels } => {
+                    eval::frames::run(&dir, labels.as_deref(), &setup)
+                }
+                EvalCommand::Clip {
+                    source,
+                    plates,
+                    every,
+                } => eval::clip::run(&source, &plates, every, &setup),
+            })?;
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             limits,
             streams,

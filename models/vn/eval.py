@@ -3,6 +3,7 @@ VN models, with onnxruntime only (the same contract the Rust agent implements).
 
   python eval.py det      # recall/precision @ IoU 0.3 on held-out frames, by vehicle type
   python eval.py ocr      # exact-match accuracy on vn_plate_crops_cctv (measurement only)
+                          # + held-out cleaned real crops; --ocr-models TAG=PATH,... to compare others
   python eval.py video    # detect -> rectify by 4 corners -> read, on the two VN clips
   python eval.py all
 Options: --conf 0.3 --nms 0.5 --det-model PATH --ocr-model PATH (to evaluate a candidate)
@@ -70,7 +71,18 @@ def eval_det(models, conf, nms_iou):
     return res
 
 
+def load_heldout_real():
+    """Held-out split of the cleaned real crops (work/ocr_real.npz from `train_ocr.py clean`), or None."""
+    from train_ocr import REAL_NPZ, load_real
+    if not os.path.exists(REAL_NPZ):
+        return None
+    val = load_real()["val"]
+    return (np.stack([cv2.resize(im, (128, 64), interpolation=cv2.INTER_LINEAR) for im, _ in val]),
+            [lab for _, lab in val])
+
+
 def eval_ocr(models):
+    heldout = load_heldout_real()
     rows = list(csv.DictReader(open(os.path.join(DATA, "vn_plate_crops_cctv", "truth.csv"))))
     imgs = []
     for r in rows:
@@ -86,6 +98,11 @@ def eval_ocr(models):
         char_ok = sum(sum(a == b for a, b in zip(rd, r["plate_text"])) for rd, r in zip(reads, rows))
         res[tag] = {"n": len(rows), "exact": sum(ok), "exact_pct": round(100 * sum(ok) / len(rows), 1),
                     "char_pos_acc_pct": round(100 * char_ok / sum(len(r["plate_text"]) for r in rows), 1)}
+        if heldout is not None:  # cleaned real crops held out from training (auto labels), same resize
+            ph = np.concatenate([s.run(None, {"input": heldout[0][i:i + 32]})[0] for i in range(0, len(heldout[0]), 32)])
+            hok = sum(decode_probs(pp) == lab for pp, lab in zip(ph, heldout[1]))
+            res[tag].update({"heldout_real_n": len(heldout[1]), "heldout_real_exact": int(hok),
+                             "heldout_real_exact_pct": round(100 * hok / len(heldout[1]), 1)})
         with open(os.path.join(WORK, "ocr_cctv_reads_%s.csv" % tag), "w") as f:
             f.write("image,truth,read\n")
             for rd, r in zip(reads, rows):
@@ -166,6 +183,9 @@ if __name__ == "__main__":
     ap.add_argument("--det-model", default=NEW_DET)
     ap.add_argument("--ocr-model", default=NEW_OCR)
     ap.add_argument("--step", type=int, default=3)
+    ap.add_argument("--ocr-models", default="",
+                    help="ocr only: comma list TAG=PATH to compare instead of baseline/new "
+                         "(reads go to work/ocr_cctv_reads_TAG.csv)")
     a = ap.parse_args()
     report = {}
     if a.what in ("contract", "all"):
@@ -174,10 +194,12 @@ if __name__ == "__main__":
         report["detection_heldout_iou0.3_conf%.2f" % a.conf] = eval_det(
             [("baseline", BASE_DET), ("new", a.det_model)], a.conf, a.nms)
     if a.what in ("ocr", "all"):
-        report["ocr_cctv_exact"] = eval_ocr([("baseline", BASE_OCR), ("new", a.ocr_model)])
+        pairs = [tuple(kv.split("=", 1)) for kv in a.ocr_models.split(",")] if a.ocr_models else \
+            [("baseline", BASE_OCR), ("new", a.ocr_model)]
+        report["ocr_cctv_exact"] = eval_ocr(pairs)
     if a.what in ("video", "all"):
         report["video_pipeline"] = eval_video([("baseline", BASE_DET, BASE_OCR), ("new", a.det_model, a.ocr_model)],
                                               a.conf, a.nms, a.step)
     print(json.dumps(report, indent=1))
-    with open(os.path.join(WORK, "eval_%s.json" % a.what), "w") as f:
+    with open(os.path.join(WORK, "eval_%s%s.json" % (a.what, "_" + "_".join(k for k, _ in pairs) if a.what == "ocr" and a.ocr_models else "")), "w") as f:
         json.dump(report, f, indent=1)

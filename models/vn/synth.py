@@ -7,7 +7,12 @@ Layouts (Circular 58/2020 style, simplified):
   * motorbike 2-line white square (190x140 mm): "59-KA" / "191.66", "59-X3" / "123.45"
   * car 1-line long (520x110 mm): "51G-123.45" (white, yellow or blue background)
   * car 2-line (330x165 mm): "51G" / "123.45"
-Font: DejaVu Sans Condensed Bold (Debian fonts-dejavu-core), squeezed horizontally.
+Font: DejaVu Sans Condensed Bold / Mono Bold / Condensed (Debian fonts-dejavu-core). Plates are
+drawn glyph by glyph in fixed-width cells, each glyph squeezed to height:width ~2:1 like the real
+(condensed, tall) VN plate font, with a random stroke weight (`render_plate`). The previous
+whole-line renderer is kept as `render_plate(..., style="line")`.
+OCR crops (`ocr_sample`) mostly follow the street-CCTV path: warp, shrink to 22-48 px wide with
+area interpolation, mild blur/noise, JPEG 25-70, then the agent's straight bilinear resize to 128x64.
 Label strings are written without separators: 59KA19166.
 
 Run `python synth.py --demo OUT_DIR` to write a few samples for a look.
@@ -32,6 +37,13 @@ _font_cache = {}
 
 LETTERS = "ABCDEFGHKLMNPRSTUVXYZ"  # letters used in VN series (no I, J, O, Q, R, W)
 DIGITS = "0123456789"
+# Province codes in use (Circular 58/2020 annex): 11-99 minus the unassigned 13, 42, 44, 45, 46, 87,
+# 91, 96 (80 = central agencies, kept). Drawn uniformly, so codes with a 7 (17, 27, ..., 70-79, 97)
+# are common; the old 11-99 draw was also uniform but the real training crops are mostly 5x/6x.
+PROVINCES = ["%02d" % p for p in range(11, 100) if p not in (13, 42, 44, 45, 46, 87, 91, 96)]
+# Series letter weights: Z is rare on real plates (and the model must not learn "Z" as a common
+# series letter, CCTV crops made it read L2 as LZ); every other letter equally likely.
+LETTER_W = [0.15 if c == "Z" else 1.0 for c in LETTERS]
 
 
 def font(size, path=None):
@@ -42,7 +54,11 @@ def font(size, path=None):
 
 
 def rand_province():
-    return "%02d" % random.choice(list(range(11, 100)))
+    return random.choice(PROVINCES)
+
+
+def rand_letter():
+    return random.choices(LETTERS, LETTER_W)[0]
 
 
 def rand_plate_text(kind):
@@ -50,12 +66,12 @@ def rand_plate_text(kind):
     prov = rand_province()
     if kind == "moto":
         r = random.random()
-        if r < 0.8:
-            series = random.choice(LETTERS) + random.choice(DIGITS[1:])  # X3
-        elif r < 0.9:
-            series = random.choice(LETTERS) + random.choice(LETTERS.replace("Z", ""))  # KA
+        if r < 0.85:
+            series = rand_letter() + random.choice(DIGITS[1:])  # X3 (the usual moto series)
+        elif r < 0.95:
+            series = rand_letter() + random.choice(LETTERS.replace("Z", ""))  # KA
         else:
-            series = random.choice(LETTERS) + random.choice(DIGITS)
+            series = rand_letter() + random.choice(DIGITS)
         if random.random() < 0.8:
             num = "".join(random.choice(DIGITS) for _ in range(5))
             bottom = num[:3] + "." + num[3:]
@@ -64,7 +80,7 @@ def rand_plate_text(kind):
             bottom = num
         top = prov + "-" + series
         return [top, bottom], prov + series + num
-    series = random.choice(LETTERS)
+    series = rand_letter()
     if random.random() < 0.05:
         series += random.choice(LETTERS.replace("Z", ""))
     if random.random() < 0.75:
@@ -80,6 +96,8 @@ def rand_plate_text(kind):
 
 def _colors(kind):
     if kind == "moto":
+        if random.random() < 0.08:
+            return random.choice([(245, 200, 40), (235, 190, 30)]), (15, 15, 15)
         bg = random.choice([(235, 235, 230), (250, 250, 250), (215, 215, 205), (240, 238, 225)])
         return bg, (15, 15, 15)
     r = random.random()
@@ -103,10 +121,114 @@ def _draw_line(text, height, width, fpath=None):
     return im.resize((max(tw2, 4), height), Image.BILINEAR)
 
 
-def render_plate(kind=None, scale=1.0):
-    """Renders a flat plate. Returns (rgb uint8 HxWx3, label, layout) where layout 1 = 1-line, 2 = 2-line."""
+GLYPH_FONTS = [  # (path, weight): condensed bold is closest to the plate font; mono bold has squarer digits
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf", 0.55),
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf", 0.3),
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf", 0.15),
+]
+GLYPH_FONTS = [(p, w) for p, w in GLYPH_FONTS if os.path.exists(p)] or [(FONT_PATH, 1.0)]
+_glyph_cache = {}
+
+
+def _glyph(ch, fpath):
+    """Ink-tight bitmap (L, 255 = ink) of one character at ~100 px cap height, plus the font's
+    reference digit box (w, h of '0') so that all glyphs of a font are squeezed by the same factor."""
+    key = (ch, fpath)
+    if key not in _glyph_cache:
+        f = font(128, fpath)
+        out = []
+        for c in (ch, "0"):
+            im = Image.new("L", (200, 200), 0)
+            ImageDraw.Draw(im).text((30, 10), c, font=f, fill=255)
+            a = np.asarray(im)
+            ys, xs = np.nonzero(a > 40)
+            out.append(a[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+        _glyph_cache[key] = (out[0], out[1].shape[1], out[1].shape[0])
+    return _glyph_cache[key]
+
+
+def _draw_line_cells(text, lh, max_w, fpath, aspect, morph):
+    """One text line drawn glyph by glyph into fixed-width cells (real VN plates are near monospaced).
+    lh: cap height in px; aspect: glyph width / height (real font ~0.5); morph: stroke change in px
+    at glyph-bitmap scale (+ = bolder, applied horizontally because squeezing thins vertical strokes).
+    Returns an L image (255 = ink) of height lh."""
+    gw = max(2, int(round(lh * aspect)))
+    gap = max(1, int(round(gw * random.uniform(0.15, 0.42))))  # real plates are spaced out
+    widths = [gw if c.isalnum() else max(2, int(gw * (0.55 if c == "-" else 0.4))) for c in text]
+    total = sum(widths) + gap * (len(text) - 1)
+    if total > max_w:  # too long for the plate: squeeze cells, like a narrower font would
+        f = max_w / total
+        widths = [max(2, int(w * f)) for w in widths]
+        gw, gap = max(2, int(gw * f)), max(1, int(gap * f))
+        total = sum(widths) + gap * (len(text) - 1)
+    line = np.zeros((lh, total), np.uint8)
+    x = 0
+    for c, w in zip(text, widths):
+        if c == "-":
+            t = max(1, int(lh * 0.09))
+            y = lh // 2 - t // 2
+            line[y:y + t, x + w // 6:x + w - w // 6] = 255
+        elif c == ".":
+            t = max(1, int(lh * 0.11))
+            cx = x + w // 2
+            line[lh - t:lh, max(0, cx - t // 2):cx - t // 2 + t] = 255
+        else:
+            g, rw, rh = _glyph(c, fpath)
+            if morph:
+                k = np.ones((1, abs(morph) + 1), np.uint8)
+                g = cv2.dilate(g, k) if morph > 0 else cv2.erode(g, k)
+            # same squeeze for every glyph: the reference '0' maps to gw x lh, narrower glyphs stay narrower
+            sx, sy = gw / rw, lh / rh
+            nw = max(1, min(w, int(round(g.shape[1] * sx))))
+            nh = max(1, min(lh, int(round(g.shape[0] * sy))))
+            gi = cv2.resize(g, (nw, nh), interpolation=cv2.INTER_AREA)
+            ox = x + (w - nw) // 2
+            line[lh - nh:lh, ox:ox + nw] = np.maximum(line[lh - nh:lh, ox:ox + nw], gi)
+        x += w + gap
+    return Image.fromarray(line)
+
+
+def render_plate(kind=None, scale=1.0, style="cells"):
+    """Renders a flat plate. Returns (rgb uint8 HxWx3, label, layout) where layout 1 = 1-line, 2 = 2-line.
+    style "cells": condensed fixed-width glyphs (default); "line": the older whole-line DejaVu render."""
     if kind is None:
         kind = random.choices(["moto", "car1", "car2"], [0.55, 0.3, 0.15])[0]
+    if style == "line":
+        return _render_plate_line(kind, scale)
+    lines, label = rand_plate_text(kind)
+    bg, fg = _colors(kind)
+    W, H = {"moto": (190, 140), "car1": (520, 110), "car2": (330, 165)}[kind]
+    W, H = int(W * scale), int(H * scale)
+    fpath = random.choices([p for p, _ in GLYPH_FONTS], [w for _, w in GLYPH_FONTS])[0]
+    aspect = random.uniform(0.42, 0.56)  # glyph width/height; real plates ~0.5
+    morph = random.choice([0, 0, 4, 8, 12, -4])
+    im = Image.new("RGB", (W, H), bg)
+    d = ImageDraw.Draw(im)
+    bw = max(1, int(min(W, H) * random.uniform(0.02, 0.045)))
+    d.rectangle([bw // 2, bw // 2, W - 1 - bw // 2, H - 1 - bw // 2], outline=fg, width=bw)
+    margin_x = bw + int(0.05 * W)
+    if len(lines) == 1:
+        lh = int(H * random.uniform(0.6, 0.72))
+        ln = _draw_line_cells(lines[0], lh, W - 2 * margin_x, fpath, aspect, morph)
+        im.paste(Image.new("RGB", ln.size, fg), ((W - ln.width) // 2, (H - lh) // 2), ln)
+    else:
+        # two rows of nearly equal cap height (~37-41 % of the plate height each), small gap
+        lh = int(H * random.uniform(0.35, 0.41))
+        gap = int(H * random.uniform(0.06, 0.11))
+        y0 = (H - 2 * lh - gap) // 2 + random.randint(-1, 1) * int(0.01 * H)
+        for i, t in enumerate(lines):
+            h_i = lh if i == 1 else int(lh * random.uniform(0.95, 1.0))
+            ln = _draw_line_cells(t, h_i, W - 2 * margin_x, fpath, aspect, morph)
+            yy = y0 + i * (lh + gap) + (lh - h_i)
+            im.paste(Image.new("RGB", ln.size, fg), ((W - ln.width) // 2, yy), ln)
+    arr = np.asarray(im).copy()
+    if random.random() < 0.5:  # uneven lighting across the plate
+        g = np.linspace(random.uniform(0.75, 1.0), random.uniform(0.85, 1.1), W)[None, :, None]
+        arr = np.clip(arr * g, 0, 255).astype(np.uint8)
+    return arr, label, (1 if len(lines) == 1 else 2)
+
+
+def _render_plate_line(kind, scale):
     lines, label = rand_plate_text(kind)
     bg, fg = _colors(kind)
     if kind == "moto":
@@ -191,17 +313,57 @@ def degrade(img, strength=1.0):
     return np.ascontiguousarray(img)
 
 
-def ocr_sample(bg_pool=None, kind=None):
-    """A synthetic OCR crop as uint8 RGB 64x128 and its label (mimics detector crops from CCTV)."""
-    plate, label, layout = render_plate(kind, scale=random.uniform(0.6, 1.2))
+def degrade_cctv(img):
+    """Mild degradations of a street-CCTV crop at its native (tiny) size: these cameras are mostly
+    daylight and sharp-ish, the damage comes from resolution and JPEG, not from heavy blur."""
+    img = img.astype(np.float32)
+    if random.random() < 0.15:  # dusk / shade
+        img = img * random.uniform(0.4, 0.7) + random.uniform(0, 15)
+    else:
+        img = img * random.uniform(0.75, 1.15) + random.uniform(-20, 20)
+    if random.random() < 0.3:  # colour cast
+        img = img * np.random.uniform(0.9, 1.1, 3)[None, None, :]
+    if random.random() < 0.5:
+        img = img + np.random.normal(0, random.uniform(1, 6), img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if random.random() < 0.4:  # slight optical blur (sigma < 0.8 px at crop size)
+        img = cv2.GaussianBlur(img, (3, 3), random.uniform(0.3, 0.8))
+    if random.random() < 0.9:
+        q = random.randint(25, 70)
+        _, enc = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+        img = cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def cctv_size(layout):
+    """Target (w, h) of a CCTV crop: 2-line plates 22-48 px wide (test median 34x27), 1-line wider."""
+    if layout == 2:
+        tw = random.randint(22, 48)
+        return tw, max(12, int(round(tw / random.uniform(1.05, 1.5))))
+    tw = random.randint(36, 90)
+    return tw, max(10, int(round(tw / random.uniform(2.4, 4.5))))
+
+
+def ocr_sample(bg_pool=None, kind=None, cctv_p=0.8):
+    """A synthetic OCR crop as uint8 RGB 64x128 and its label.
+    With probability cctv_p: the street-CCTV path (condensed glyphs, tight crop, shrink to 20-48 px
+    wide with INTER_AREA, degrade_cctv incl. JPEG 25-70, straight bilinear resize to 128x64 as the
+    agent does). Otherwise the older, larger and more varied path (18-45 px high, strong degrade)."""
+    cctv = random.random() < cctv_p
+    if kind is None:
+        kind = random.choices(["moto", "car1", "car2"], [0.7, 0.15, 0.15] if cctv else [0.55, 0.3, 0.15])[0]
+    plate, label, layout = render_plate(kind, scale=random.uniform(0.8, 1.3),
+                                        style="cells" if (cctv or random.random() < 0.5) else "line")
     h, w = plate.shape[:2]
-    src, dst = random_quad(w, h, max_skew=random.uniform(0.0, 0.18))
-    # crop = quad bbox plus a margin of background
-    mx = random.uniform(-0.03, 0.12) * w
-    my = random.uniform(-0.03, 0.15) * h
+    src, dst = random_quad(w, h, max_skew=random.uniform(0.0, 0.15 if cctv else 0.18))
+    # crop = quad bbox plus a margin of background (detector/crop boxes on CCTV are tight)
+    lo, hi = (-0.02, 0.08) if cctv else (-0.03, 0.12)
+    mx = random.uniform(lo, hi) * w
+    my = random.uniform(lo, hi + 0.03) * h
     dst = dst + np.float32([mx, my])
-    cw = int(dst[:, 0].max() + mx + random.uniform(-0.03, 0.12) * w)
-    ch = int(dst[:, 1].max() + my + random.uniform(-0.03, 0.15) * h)
+    cw = int(dst[:, 0].max() + random.uniform(lo, hi) * w)
+    ch = int(dst[:, 1].max() + random.uniform(lo, hi + 0.03) * h)
+    cw, ch = max(cw, 8), max(ch, 8)
     if bg_pool is not None and len(bg_pool) and random.random() < 0.8:
         bg = random.choice(bg_pool)
         bh, bw_ = bg.shape[:2]
@@ -213,9 +375,10 @@ def ocr_sample(bg_pool=None, kind=None):
     warped = cv2.warpPerspective(plate, M, (cw, ch), flags=cv2.INTER_LINEAR)
     mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), M, (cw, ch))
     out = np.where(mask[:, :, None] > 127, warped, bg)
-    # tiny-crop simulation: down to 16-45 px high then back up
-    r = random.random()
-    if r < 0.75:
+    if cctv:
+        out = cv2.resize(out, cctv_size(layout), interpolation=cv2.INTER_AREA)
+        out = degrade_cctv(out)
+    elif random.random() < 0.75:  # older tiny-crop simulation: down to 18-45 px high then back up
         th = random.randint(18, 45)
         tw = max(8, int(th * cw / ch * random.uniform(0.85, 1.15)))
         out = cv2.resize(out, (tw, th), interpolation=cv2.INTER_AREA)

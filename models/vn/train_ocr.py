@@ -4,7 +4,7 @@ float32 [N,9,37] per-slot softmax out.
 
   python train_ocr.py clean            # label cleaning report + cache (work/ocr_real.npz)
   python train_ocr.py train --minutes 30 [--resume]
-  python train_ocr.py export           # work/ocr_ckpt.pt -> vn_plate_ocr.onnx (verified in onnxruntime)
+  python train_ocr.py export [--ckpt work/ocr_ckpt.pt] [--out vn_plate_ocr.onnx]   # verified in onnxruntime
 """
 import argparse
 import csv
@@ -73,7 +73,7 @@ def load_real():
     return out
 
 
-def aug_real(im):
+def aug_real(im, cctv_p=0.65):
     h, w = im.shape[:2]
     # jitter the crop box: -4%..+10% per side (negative = cut into the plate)
     pads = [int(random.uniform(-0.04, 0.10) * s) for s in (w, h, w, h)]
@@ -82,11 +82,17 @@ def aug_real(im):
     ow, oh = 128, 64
     M = cv2.getPerspectiveTransform(src, np.float32([[0, 0], [ow, 0], [ow, oh], [0, oh]]))
     out = cv2.warpPerspective(im, M, (ow, oh), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    if random.random() < 0.7:
-        th = random.randint(16, 45)
-        tw = int(th * random.uniform(1.0, 1.6)) if w / h < 2.2 else int(th * random.uniform(2.5, 4.5))
-        out = cv2.resize(out, (tw, th), interpolation=cv2.INTER_AREA)
-    out = synth.degrade(out, 0.8)
+    r = random.random()
+    if r < cctv_p:
+        # street-CCTV size and codec: the same shrink (INTER_AREA) + mild degrade + JPEG 25-70 as synth
+        out = cv2.resize(out, synth.cctv_size(2 if w / h < 2.2 else 1), interpolation=cv2.INTER_AREA)
+        out = synth.degrade_cctv(out)
+    else:
+        if r < cctv_p + (1 - cctv_p) * 0.5:
+            th = random.randint(16, 45)
+            tw = int(th * random.uniform(1.0, 1.6)) if w / h < 2.2 else int(th * random.uniform(2.5, 4.5))
+            out = cv2.resize(out, (tw, th), interpolation=cv2.INTER_AREA)
+        out = synth.degrade(out, 0.8)
     return cv2.resize(out, (128, 64), interpolation=cv2.INTER_LINEAR)
 
 
@@ -114,12 +120,12 @@ def make_model():
     return m
 
 
-def batch(real, pool, n, real_frac):
+def batch(real, pool, n, real_frac, cctv_frac=0.65):
     xs, ys = [], []
     for _ in range(n):
         if random.random() < real_frac:
             im, lab = random.choice(real)
-            xs.append(aug_real(im))
+            xs.append(aug_real(im, cctv_frac))
         else:
             im, lab = synth.ocr_sample(pool)
             xs.append(im)
@@ -168,6 +174,7 @@ def train(args):
     t0 = time.time()
     model.train()
     losses = []
+    n_snap = 0
     while True:
         el = time.time() - t0
         if el > total_s:
@@ -175,7 +182,7 @@ def train(args):
         lr = args.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, el / total_s))))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = batch(real["train"], pool, args.batch, args.real_frac)
+        x, y = batch(real["train"], pool, args.batch, args.real_frac, args.cctv_frac)
         p = model(torch.from_numpy(x))
         logp = torch.log(p.clamp_min(1e-7))
         loss = -logp.gather(2, torch.from_numpy(y).long()[:, :, None]).mean()
@@ -190,6 +197,11 @@ def train(args):
         if step % 100 == 0:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                         "elapsed": elapsed0 + el}, CKPT)
+        if args.snapshot_min and el > (n_snap + 1) * args.snapshot_min * 60:
+            # numbered copies so an earlier (better) point can still be exported after the run
+            n_snap += 1
+            torch.save({"model": model.state_dict(), "step": step}, os.path.join(WORK, "ocr_snap_%d.pt" % step))
+            print("snapshot step %d" % step, flush=True)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                 "elapsed": elapsed0 + time.time() - t0}, CKPT)
     acc = evaluate(model, real["val"])
@@ -197,23 +209,23 @@ def train(args):
           % (step, (time.time() - t0) / 60, acc), flush=True)
 
 
-def export():
+def export(ckpt=CKPT, out=NEW_OCR):
     import onnxruntime as ort
     import torch
     import onnx_weights
     model = make_model()
     mapping = onnx_weights.build_map(BASE_OCR, model)
-    ck = torch.load(CKPT, weights_only=False)
+    ck = torch.load(ckpt, weights_only=False)
     model.load_state_dict(ck["model"])
     model.eval()
-    onnx_weights.write(BASE_OCR, model, mapping, NEW_OCR)
-    sess = ort.InferenceSession(NEW_OCR, providers=["CPUExecutionProvider"])
+    onnx_weights.write(BASE_OCR, model, mapping, out)
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     xi = np.random.randint(0, 255, (3, 64, 128, 3), dtype=np.uint8)
     o = sess.run(None, {"input": xi})[0]
     with torch.no_grad():
         t = model(torch.from_numpy(xi)).numpy()
     i = sess.get_inputs()[0]
-    print("exported", NEW_OCR, os.path.getsize(NEW_OCR), "bytes; input", i.name, i.type, i.shape,
+    print("exported", out, os.path.getsize(out), "bytes; input", i.name, i.type, i.shape,
           "output", sess.get_outputs()[0].name, o.shape, o.dtype, "row sums", o.sum(-1).min(), o.sum(-1).max(),
           "max|ort-torch|", np.abs(o - t).max())
 
@@ -228,10 +240,14 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--snapshot-min", type=float, default=0, help="also save work/ocr_snap_STEP.pt every N minutes")
+    ap.add_argument("--cctv-frac", type=float, default=0.65, help="share of real crops shrunk to CCTV size + JPEG")
+    ap.add_argument("--ckpt", default=CKPT, help="export: checkpoint to read")
+    ap.add_argument("--out", default=NEW_OCR, help="export: ONNX file to write")
     a = ap.parse_args()
     if a.cmd == "clean":
         clean()
     elif a.cmd == "train":
         train(a)
     else:
-        export()
+        export(a.ckpt, a.out)

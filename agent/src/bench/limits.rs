@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
-use gstreamer_video::prelude::*;
 
 use crate::config::{Analysis, DetectKind, Models as ModelsConfig};
 use crate::frame::BgrImage;
@@ -34,7 +32,7 @@ pub struct Limits {
 
 /// Runs `f` on a thread pinned to one CPU; threads it starts (GStreamer's,
 /// the decoder's) inherit the pin, while the caller's stay free.
-fn on_one_core<T: Send + 'static>(
+pub fn on_one_core<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     std::thread::spawn(move || {
@@ -120,47 +118,20 @@ fn run_to_end(pipeline: &gst::Pipeline, source: &Path) -> anyhow::Result<()> {
 
 /// `n` frames spread over the clip, as the agent's BGR images.
 fn sample_frames(source: &Path, n: usize) -> anyhow::Result<Vec<BgrImage>> {
-    let description = format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink name=sink sync=false",
-        source.display()
-    );
-    let pipeline = OwnedPipeline::launch(&description)?;
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-        .expect("named above");
-    pipeline.set_state(gst::State::Playing)?;
     // Every `step`-th frame, from 5 (5 analysed frames a second at 25 fps);
     // when twice as many as wanted are kept, every other one goes and the
     // step doubles, so memory stays small whatever the clip's length.
-    let (mut all, mut step, mut i) = (Vec::new(), 5u64, 0u64);
-    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
-        i += 1;
-        if i % step != 0 {
-            continue;
+    let (mut all, mut step) = (Vec::new(), 5u64);
+    crate::ingest::file_frames::for_each_frame(source, 5, |i, frame| {
+        if i.is_multiple_of(step) {
+            if all.len() == 2 * n {
+                all = std::mem::take(&mut all).into_iter().step_by(2).collect();
+                step *= 2;
+            }
+            all.push(frame);
         }
-        if all.len() == 2 * n {
-            all = all.into_iter().step_by(2).collect();
-            step *= 2;
-        }
-        let caps = sample.caps().ok_or_else(|| anyhow!("no caps"))?;
-        let info = gstreamer_video::VideoInfo::from_caps(caps)?;
-        let buffer = sample.buffer().ok_or_else(|| anyhow!("no buffer"))?;
-        let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-            .map_err(|_| anyhow!("cannot map a frame"))?;
-        let (w, h) = (info.width() as usize, info.height() as usize);
-        let stride = frame.plane_stride()[0] as usize;
-        let data = frame.plane_data(0).map_err(|_| anyhow!("no plane"))?;
-        let mut packed = Vec::with_capacity(w * h * 3);
-        for row in 0..h {
-            packed.extend_from_slice(&data[row * stride..row * stride + w * 3]);
-        }
-        all.push(BgrImage::new(w as u32, h as u32, packed));
-    }
-    drop(pipeline);
-    if all.is_empty() {
-        bail!("{} gave no frames", source.display());
-    }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
     Ok(all)
 }
 

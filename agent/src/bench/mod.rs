@@ -11,6 +11,8 @@
 pub mod limits;
 pub mod streams;
 
+pub use limits::on_one_core;
+
 use serde_json::json;
 
 /// Input frame rate the limit formula assumes (the benchmark clip's).

@@ -8,6 +8,7 @@
 
 mod camera;
 pub mod decoder;
+pub mod file_frames;
 pub mod motion;
 mod pipeline;
 

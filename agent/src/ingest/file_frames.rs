@@ -1,0 +1,69 @@
+//! A video file decoded to the agent's BGR frames, one after another, for
+//! the offline tools (`matthan bench`, `matthan eval`): the same decoders
+//! as a camera, without the pipeline's pacing or dropping.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use anyhow::{anyhow, bail};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video::prelude::*;
+
+use super::OwnedPipeline;
+use crate::frame::BgrImage;
+
+/// Calls `each` with the index (from 0) of every `every`-th frame of
+/// `source` and the frame, until the file ends or `each` says stop.
+/// Returns how many frames were decoded.
+pub fn for_each_frame(
+    source: &Path,
+    every: u64,
+    mut each: impl FnMut(u64, BgrImage) -> anyhow::Result<ControlFlow<()>>,
+) -> anyhow::Result<u64> {
+    super::init_gstreamer()?;
+    let description = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink name=sink sync=false",
+        source.display()
+    );
+    let pipeline = OwnedPipeline::launch(&description)?;
+    let sink = pipeline
+        .by_name("sink")
+        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+        .expect("named above");
+    pipeline.set_state(gst::State::Playing)?;
+    let every = every.max(1);
+    let mut decoded = 0u64;
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        let index = decoded;
+        decoded += 1;
+        if index.is_multiple_of(every) && each(index, packed_bgr(&sample)?)?.is_break() {
+            break;
+        }
+    }
+    if decoded == 0 {
+        bail!(
+            "{} gave no frames: is it a video file GStreamer can decode?",
+            source.display()
+        );
+    }
+    Ok(decoded)
+}
+
+/// Copies a BGR sample into a packed image (GStreamer pads rows to 4 bytes).
+fn packed_bgr(sample: &gst::Sample) -> anyhow::Result<BgrImage> {
+    let caps = sample.caps().ok_or_else(|| anyhow!("no caps"))?;
+    let info = gstreamer_video::VideoInfo::from_caps(caps)?;
+    let buffer = sample.buffer().ok_or_else(|| anyhow!("no buffer"))?;
+    let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+        .map_err(|_| anyhow!("cannot map a frame"))?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let stride = frame.plane_stride()[0] as usize;
+    let data = frame.plane_data(0).map_err(|_| anyhow!("no plane"))?;
+    let mut packed = Vec::with_capacity(w * h * 3);
+    for row in 0..h {
+        packed.extend_from_slice(&data[row * stride..row * stride + w * 3]);
+    }
+    Ok(BgrImage::new(w as u32, h as u32, packed))
+}
