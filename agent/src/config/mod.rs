@@ -105,6 +105,7 @@ impl Config {
             dedup_window: std::time::Duration::from_secs_f64(self.events.dedup_seconds),
             emit_unreadable: self.events.unreadable_plates,
             min_read_confidence: self.analysis.plate_read_threshold,
+            min_unreadable_score: self.analysis.plate_unreadable_threshold,
             ..Default::default()
         }
     }

@@ -43,6 +43,9 @@ pub struct Site {
 pub const DEFAULT_ANALYSIS_FPS: f64 = 2.0;
 pub const DEFAULT_PLATE_THRESHOLD: f32 = 0.5;
 pub const DEFAULT_PLATE_READ_THRESHOLD: f32 = 0.6;
+/// On the held-out frames every real plate scored at least 0.72 and every
+/// false detection at most 0.69 (models/README.md, `matthan eval`).
+pub const DEFAULT_PLATE_UNREADABLE_THRESHOLD: f32 = 0.7;
 pub const DEFAULT_FACE_THRESHOLD: f32 = 0.7;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -56,6 +59,10 @@ pub struct Analysis {
     /// Minimum confidence of a single frame's plate read for it to count
     /// in the vote; a track with no such read is reported as unreadable.
     pub plate_read_threshold: f32,
+    /// Minimum detector confidence, in some frame of the track, for a plate
+    /// no frame could read to be reported as `plate.unreadable`; below it,
+    /// the track is counted as dismissed (most likely not a plate).
+    pub plate_unreadable_threshold: f32,
     /// Minimum face detector score.
     pub face_threshold: f32,
 }
@@ -66,6 +73,7 @@ impl Default for Analysis {
             fps: DEFAULT_ANALYSIS_FPS,
             plate_threshold: DEFAULT_PLATE_THRESHOLD,
             plate_read_threshold: DEFAULT_PLATE_READ_THRESHOLD,
+            plate_unreadable_threshold: DEFAULT_PLATE_UNREADABLE_THRESHOLD,
             face_threshold: DEFAULT_FACE_THRESHOLD,
         }
     }

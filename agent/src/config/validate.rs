@@ -16,6 +16,10 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
         "analysis.plate_read_threshold",
         c.analysis.plate_read_threshold,
     )?;
+    check_unit(
+        "analysis.plate_unreadable_threshold",
+        c.analysis.plate_unreadable_threshold,
+    )?;
     check_unit("analysis.face_threshold", c.analysis.face_threshold)?;
     for (key, v, max) in [
         (

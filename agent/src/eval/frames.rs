@@ -8,7 +8,11 @@
 //!
 //! A labelled plate is found when a detection overlaps it by IoU ≥ 0.3
 //! (detections matched greedily, best score first, one plate each); a
-//! detection that matches no plate is a false positive. A readable plate
+//! detection that matches no plate is a false positive. Precision is also
+//! given for the detections the agent would report from one frame: those
+//! read confidently enough to vote, or sure enough to stand as an
+//! unreadable plate (`analysis.plate_read_threshold`,
+//! `analysis.plate_unreadable_threshold`). A readable plate
 //! is read when the agent's reading of a detection matched to it equals
 //! the string.
 
@@ -38,6 +42,7 @@ struct Labelled {
 struct Score {
     found: Ratio,
     precise: Ratio,
+    reported_precise: Ratio,
     read: Ratio,
     read_raw: Ratio,
 }
@@ -47,6 +52,7 @@ impl Score {
         json!({
             "recall": self.found.json(),
             "precision": self.precise.json(),
+            "precision_of_reported": self.reported_precise.json(),
             "end_to_end_exact": self.read.json(),
             "end_to_end_exact_raw_argmax": self.read_raw.json(),
         })
@@ -104,6 +110,14 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
                 (normalise(&r), normalise(&p.chars))
             })
             .collect();
+        let reported: Vec<bool> = d
+            .plates
+            .iter()
+            .map(|p| {
+                p.read_confidence >= analysis.plate_read_threshold
+                    || p.detector_score >= analysis.plate_unreadable_threshold
+            })
+            .collect();
         let mut categories = vec![f.category.as_str()];
         if f.category != "all" {
             categories.push("all");
@@ -113,8 +127,11 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
             for t in 0..truth.len() {
                 score.found.add(matched.contains(&Some(t)));
             }
-            for m in &matched {
+            for (m, reported) in matched.iter().zip(&reported) {
                 score.precise.add(m.is_some());
+                if *reported {
+                    score.reported_precise.add(m.is_some());
+                }
             }
             if let Some(want) = want {
                 score.read.add(on_plate.iter().any(|(r, _)| r == want));

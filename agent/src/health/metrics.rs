@@ -25,6 +25,7 @@ pub struct CameraMetrics {
     pub events: AtomicU64,
     pub plate_passes: AtomicU64,
     pub unreadable_plates: AtomicU64,
+    pub dismissed_plate_tracks: AtomicU64,
     pub duplicates_suppressed: AtomicU64,
     pub face_passes: AtomicU64,
     /// 1 while streaming, 0 otherwise.
@@ -40,6 +41,8 @@ impl CameraMetrics {
         self.plate_passes.store(c.plate_passes, Ordering::Relaxed);
         self.unreadable_plates
             .store(c.unreadable_plates, Ordering::Relaxed);
+        self.dismissed_plate_tracks
+            .store(c.dismissed_plate_tracks, Ordering::Relaxed);
         self.duplicates_suppressed
             .store(c.duplicates_suppressed, Ordering::Relaxed);
         self.face_passes.store(c.face_passes, Ordering::Relaxed);
@@ -95,7 +98,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let per_camera: [CameraSeries; 12] = [
+        let per_camera: [CameraSeries; 13] = [
             (
                 "matthan_frames_analysed_total",
                 "counter",
@@ -134,6 +137,12 @@ impl Metrics {
                 "counter",
                 "Plate tracks that never read as a valid plate",
                 |c| &c.unreadable_plates,
+            ),
+            (
+                "matthan_dismissed_plate_tracks_total",
+                "counter",
+                "Unreadable plate tracks the detector was never sure were plates (not reported)",
+                |c| &c.dismissed_plate_tracks,
             ),
             (
                 "matthan_duplicate_plates_total",

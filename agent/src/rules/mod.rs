@@ -31,6 +31,10 @@ pub struct PassConfig {
     pub emit_unreadable: bool,
     /// Reads below this confidence do not vote.
     pub min_read_confidence: f32,
+    /// A track no frame could read is reported as an unreadable plate only
+    /// if the detector was at least this sure, in some frame, that it is a
+    /// plate; below, it was most likely a badge, a sign or a headlight.
+    pub min_unreadable_score: f32,
     pub tracker: TrackerConfig,
 }
 
@@ -41,6 +45,7 @@ impl Default for PassConfig {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             emit_unreadable: true,
             min_read_confidence: 0.0,
+            min_unreadable_score: 0.0,
             tracker: TrackerConfig::default(),
         }
     }
@@ -168,6 +173,8 @@ struct FaceTrack {
 pub struct PassCounters {
     pub plate_passes: u64,
     pub unreadable_plates: u64,
+    /// Unreadable tracks the detector was never sure were plates.
+    pub dismissed_plate_tracks: u64,
     pub duplicates_suppressed: u64,
     pub face_passes: u64,
 }
@@ -529,6 +536,15 @@ impl Passes {
         };
         let chars = pass.vote.chars.clone();
         if pass.vote.plate.is_none() {
+            let surest = sightings
+                .iter()
+                .map(|s| s.detector_score)
+                .fold(0.0, f32::max);
+            if surest < self.config.min_unreadable_score {
+                self.counters.dismissed_plate_tracks += 1;
+                tracing::debug!(track = id, chars = %pass.vote.chars, surest, "unreadable track dismissed: the detector was never sure it is a plate");
+                return chars;
+            }
             self.counters.unreadable_plates += 1;
             tracing::debug!(track = id, chars = %pass.vote.chars, frames = pass.frames, "plate track never read as a valid plate");
             if self.config.emit_unreadable {

@@ -152,6 +152,42 @@ fn unreadable_tracks_are_reported_not_dropped() {
 }
 
 #[test]
+fn unreadable_tracks_the_detector_doubted_are_dismissed() {
+    let config = PassConfig {
+        min_read_confidence: 0.6,
+        min_unreadable_score: 0.7,
+        ..Default::default()
+    };
+    let badge = |score: f32| {
+        let mut p = plate(100.0, "45520006");
+        p.detector_score = score;
+        p.read_confidence = 0.3;
+        p
+    };
+    let mut p = Passes::new(config.clone());
+    // Scores from 0.6 keep one track (weaker detections are one-frame tracks).
+    p.on_frame(&frame(0), &plates(vec![badge(0.62)]));
+    p.on_frame(&frame(1), &plates(vec![badge(0.68)]));
+    assert!(p.finish().is_empty(), "never sure it was a plate");
+    assert_eq!(p.counters.dismissed_plate_tracks, 1);
+    assert_eq!(p.counters.unreadable_plates, 0);
+
+    // One sure frame is enough: a real plate that cannot be read is reported.
+    let mut p = Passes::new(config.clone());
+    p.on_frame(&frame(0), &plates(vec![badge(0.62)]));
+    p.on_frame(&frame(1), &plates(vec![badge(0.8)]));
+    assert_eq!(chars_of(&p.finish()), vec!["unreadable:45520006"]);
+
+    // A doubtful detection that reads as a valid plate is still a plate.
+    let mut p = Passes::new(config);
+    let mut faint = plate(100.0, "51A60216");
+    faint.detector_score = 0.55;
+    let mut out = p.on_frame(&frame(0), &plates(vec![faint]));
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51A60216"]);
+}
+
+#[test]
 fn low_confidence_reads_do_not_vote() {
     let mut p = Passes::new(PassConfig {
         min_read_confidence: 0.5,
