@@ -442,15 +442,17 @@ fn first_error(bus: &gst::Bus) -> Option<String> {
     })
 }
 
-/// Converts one decoded I420 frame to packed BGR. GStreamer pads rows to
-/// 4-byte strides, so the planes are packed first; odd widths or heights
-/// lose their last column or row, which chroma subsampling leaves without
-/// colour anyway.
+/// Converts one decoded I420 frame to packed BGR, written straight into the
+/// image's own buffer. When the planes lie back to back without row padding
+/// (as GStreamer lays out I420 whose width is a multiple of 8: 1080p,
+/// 720p, D1), OpenCV reads the decoded buffer in place; otherwise the
+/// planes are packed first. Odd widths or heights lose their last column
+/// or row, which chroma subsampling leaves without colour anyway.
 pub fn i420_to_bgr(
     buffer: &gst::BufferRef,
     info: &gst_video::VideoInfo,
 ) -> anyhow::Result<BgrImage> {
-    use opencv::core::Mat;
+    use opencv::core::{Mat, Vec3b};
     use opencv::prelude::*;
 
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
@@ -464,25 +466,94 @@ pub fn i420_to_bgr(
             info.height()
         ));
     }
-    let mut packed = Vec::with_capacity(w * h * 3 / 2);
-    for (plane, (pw, ph)) in [(w, h), (w / 2, h / 2), (w / 2, h / 2)]
-        .into_iter()
-        .enumerate()
+    let planes = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
+    let packed_layout = frame.plane_stride() == [w as i32, (w / 2) as i32, (w / 2) as i32]
+        && info.offset() == [0, w * h, w * h + w * h / 4]
+        && (info.width() as usize, info.height() as usize) == (w, h);
+    let map;
+    let mut copy = Vec::new();
+    let yuv_bytes: &[u8] = if packed_layout {
+        map = buffer
+            .map_readable()
+            .map_err(|_| anyhow!("cannot map the decoded frame"))?;
+        &map.as_slice()[..w * h * 3 / 2]
+    } else {
+        copy.reserve_exact(w * h * 3 / 2);
+        for (plane, (pw, ph)) in planes.into_iter().enumerate() {
+            let stride = frame.plane_stride()[plane] as usize;
+            let data = frame
+                .plane_data(plane as u32)
+                .map_err(|_| anyhow!("frame has no plane {plane}"))?;
+            for row in 0..ph {
+                copy.extend_from_slice(&data[row * stride..row * stride + pw]);
+            }
+        }
+        &copy
+    };
+    let yuv = Mat::new_rows_cols_with_bytes::<u8>((h * 3 / 2) as i32, w as i32, yuv_bytes)?;
+    let mut bgr = vec![0u8; w * h * 3];
+    let target = bgr.as_ptr();
     {
-        let stride = frame.plane_stride()[plane] as usize;
-        let data = frame
-            .plane_data(plane as u32)
-            .map_err(|_| anyhow!("frame has no plane {plane}"))?;
-        for row in 0..ph {
-            packed.extend_from_slice(&data[row * stride..row * stride + pw]);
+        let mut out = Mat::new_rows_cols_with_bytes_mut::<Vec3b>(h as i32, w as i32, &mut bgr)?;
+        opencv::imgproc::cvt_color_def(&yuv, &mut out, opencv::imgproc::COLOR_YUV2BGR_I420)?;
+        // OpenCV writes into a destination of the right size and type in
+        // place; if it ever allocated its own, the image would stay black.
+        if out.data() != target {
+            return Err(anyhow!("colour conversion did not write in place"));
         }
     }
-    let yuv = Mat::new_rows_cols_with_bytes::<u8>((h * 3 / 2) as i32, w as i32, &packed)?;
-    let mut bgr = Mat::default();
-    opencv::imgproc::cvt_color_def(&yuv, &mut bgr, opencv::imgproc::COLOR_YUV2BGR_I420)?;
-    Ok(BgrImage::new(
-        w as u32,
-        h as u32,
-        bgr.data_bytes()?.to_vec(),
-    ))
+    Ok(BgrImage::new(w as u32, h as u32, bgr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An I420 frame whose left half is red and right half blue, laid out
+    /// as GStreamer lays out that size.
+    fn red_blue(width: u32, height: u32) -> (gst::Buffer, gst_video::VideoInfo) {
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, width, height)
+            .build()
+            .unwrap();
+        let mut buffer = gst::Buffer::with_size(info.size()).unwrap();
+        {
+            let b = buffer.get_mut().unwrap();
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).unwrap();
+            // BT.601 limited range: red (81, 90, 240), blue (41, 240, 110).
+            for (plane, (pw, ph), left, right) in [
+                (0, (width, height), 81u8, 41u8),
+                (1, (width.div_ceil(2), height.div_ceil(2)), 90, 240),
+                (2, (width.div_ceil(2), height.div_ceil(2)), 240, 110),
+            ] {
+                let stride = frame.plane_stride()[plane] as usize;
+                let data = frame.plane_data_mut(plane as u32).unwrap();
+                for y in 0..ph as usize {
+                    for x in 0..pw as usize {
+                        data[y * stride + x] = if x < pw as usize / 2 { left } else { right };
+                    }
+                }
+            }
+        }
+        (buffer, info)
+    }
+
+    #[test]
+    fn i420_converts_in_place_and_through_a_copy_alike() {
+        crate::ingest::init_gstreamer().unwrap();
+        // 64 wide: planes back to back (read in place); 68 wide: the chroma
+        // rows (34) are padded to 36 (packed first).
+        for (w, h) in [(64, 48), (68, 50)] {
+            let (buffer, info) = red_blue(w, h);
+            let img = i420_to_bgr(&buffer, &info).unwrap();
+            assert_eq!((img.width, img.height), (w, h));
+            let near = |got: [u8; 3], want: [u8; 3]| {
+                got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 6)
+            };
+            for y in [0, h / 2, h - 1] {
+                let (left, right) = (img.pixel(2, y), img.pixel(w - 3, y));
+                assert!(near(left, [0, 0, 255]), "{w}x{h} left {left:?}");
+                assert!(near(right, [255, 0, 0]), "{w}x{h} right {right:?}");
+            }
+        }
+    }
 }
