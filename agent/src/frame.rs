@@ -46,13 +46,6 @@ impl BgrImage {
         Ok(Self::new(width, height, data))
     }
 
-    /// The pixels as packed RGB, for encoders that want it.
-    pub fn to_rgb(&self) -> Vec<u8> {
-        let mut rgb = self.data.clone();
-        swap_red_blue(&mut rgb);
-        rgb
-    }
-
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
         let i = (y as usize * self.width as usize + x as usize) * 3;
         [self.data[i], self.data[i + 1], self.data[i + 2]]

@@ -138,8 +138,11 @@ def _glyph(ch, fpath):
         f = font(128, fpath)
         out = []
         for c in (ch, "0"):
+            # DejaVu Sans Mono's zero is dotted: at CCTV size it looks like an 8 and taught the model
+            # to read real 8s as 0, so zeros always come from the plain condensed font
+            fc = font(128, FONT_PATH) if (c == "0" and "Mono" in fpath) else f
             im = Image.new("L", (200, 200), 0)
-            ImageDraw.Draw(im).text((30, 10), c, font=f, fill=255)
+            ImageDraw.Draw(im).text((30, 10), c, font=fc, fill=255)
             a = np.asarray(im)
             ys, xs = np.nonzero(a > 40)
             out.append(a[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
@@ -147,7 +150,22 @@ def _glyph(ch, fpath):
     return _glyph_cache[key]
 
 
-def _draw_line_cells(text, lh, max_w, fpath, aspect, morph):
+def _angular_two(rw, rh, fpath):
+    """A '2' with a flat top and straight diagonal, as in the real plate font: at 4 px wide it looks
+    like a Z, and DejaVu's round 2 never shows the model that shape labelled '2'."""
+    key = ("2sq", fpath)
+    if key not in _glyph_cache:
+        t = max(3, int(rw * (0.2 if "Bold" in fpath else 0.14)))
+        g = np.zeros((rh, rw), np.uint8)
+        p = lambda x, y: (int(x * (rw - 1)), int(y * (rh - 1)))
+        pts = np.array([p(0.08, 0.22), p(0.25, 0.04), p(0.75, 0.04), p(0.93, 0.2), p(0.93, 0.36), p(0.08, 0.93)], np.int32)
+        cv2.polylines(g, [pts], False, 255, t, cv2.LINE_AA)
+        g[rh - t:, :] = 255
+        _glyph_cache[key] = g
+    return _glyph_cache[key]
+
+
+def _draw_line_cells(text, lh, max_w, fpath, aspect, morph, square_two=False):
     """One text line drawn glyph by glyph into fixed-width cells (real VN plates are near monospaced).
     lh: cap height in px; aspect: glyph width / height (real font ~0.5); morph: stroke change in px
     at glyph-bitmap scale (+ = bolder, applied horizontally because squeezing thins vertical strokes).
@@ -174,6 +192,8 @@ def _draw_line_cells(text, lh, max_w, fpath, aspect, morph):
             line[lh - t:lh, max(0, cx - t // 2):cx - t // 2 + t] = 255
         else:
             g, rw, rh = _glyph(c, fpath)
+            if c == "2" and square_two:
+                g = _angular_two(rw, rh, fpath)
             if morph:
                 k = np.ones((1, abs(morph) + 1), np.uint8)
                 g = cv2.dilate(g, k) if morph > 0 else cv2.erode(g, k)
@@ -202,6 +222,7 @@ def render_plate(kind=None, scale=1.0, style="cells"):
     fpath = random.choices([p for p, _ in GLYPH_FONTS], [w for _, w in GLYPH_FONTS])[0]
     aspect = random.uniform(0.42, 0.56)  # glyph width/height; real plates ~0.5
     morph = random.choice([0, 0, 4, 8, 12, -4])
+    sq2 = random.random() < 0.5
     im = Image.new("RGB", (W, H), bg)
     d = ImageDraw.Draw(im)
     bw = max(1, int(min(W, H) * random.uniform(0.02, 0.045)))
@@ -209,7 +230,7 @@ def render_plate(kind=None, scale=1.0, style="cells"):
     margin_x = bw + int(0.05 * W)
     if len(lines) == 1:
         lh = int(H * random.uniform(0.6, 0.72))
-        ln = _draw_line_cells(lines[0], lh, W - 2 * margin_x, fpath, aspect, morph)
+        ln = _draw_line_cells(lines[0], lh, W - 2 * margin_x, fpath, aspect, morph, sq2)
         im.paste(Image.new("RGB", ln.size, fg), ((W - ln.width) // 2, (H - lh) // 2), ln)
     else:
         # two rows of nearly equal cap height (~37-41 % of the plate height each), small gap
@@ -218,7 +239,7 @@ def render_plate(kind=None, scale=1.0, style="cells"):
         y0 = (H - 2 * lh - gap) // 2 + random.randint(-1, 1) * int(0.01 * H)
         for i, t in enumerate(lines):
             h_i = lh if i == 1 else int(lh * random.uniform(0.95, 1.0))
-            ln = _draw_line_cells(t, h_i, W - 2 * margin_x, fpath, aspect, morph)
+            ln = _draw_line_cells(t, h_i, W - 2 * margin_x, fpath, aspect, morph, sq2)
             yy = y0 + i * (lh + gap) + (lh - h_i)
             im.paste(Image.new("RGB", ln.size, fg), ((W - ln.width) // 2, yy), ln)
     arr = np.asarray(im).copy()
