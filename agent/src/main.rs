@@ -357,8 +357,8 @@ fn evidence(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
         EvidenceCommand::List { config } => {
             let config = Config::load(&config)?;
             let dir = config.evidence_dir();
-            let released = store::released(&dir)?;
-            let packages = store::packages(&dir)?;
+            let index = store::Index::read(&dir)?;
+            let (released, packages) = (index.released(), index.packages());
             for p in &packages {
                 let manifest: serde_json::Value = std::fs::read(p.dir.join("manifest.json"))
                     .ok()

@@ -207,6 +207,7 @@ impl Evidence {
             counters: counters.clone(),
             on_notice: Box::new(on_notice),
             pending: Vec::new(),
+            index: store::Index::default(),
         };
         let thread = std::thread::Builder::new()
             .name("evidence".into())
@@ -323,6 +324,8 @@ struct Worker {
     counters: Arc<EvidenceCounters>,
     on_notice: Box<dyn Fn(EvidenceNotice) + Send>,
     pending: Vec<Pending>,
+    /// The folder as retention last saw it.
+    index: store::Index,
 }
 
 impl Worker {
@@ -476,16 +479,15 @@ impl Worker {
         }
     }
 
-    fn retention(&self) {
+    fn retention(&mut self) {
         let dir = &self.settings.dir;
-        let plan = store::packages(dir).and_then(|packages| {
-            let released = store::released(dir)?;
-            Ok(store::plan(
-                &packages,
-                &released,
+        let plan = self.index.refresh(dir).map(|()| {
+            store::plan(
+                &self.index.packages(),
+                self.index.released(),
                 self.settings.retention,
                 SystemTime::now(),
-            ))
+            )
         });
         let plan = match plan {
             Ok(p) => p,

@@ -6,7 +6,7 @@
 //! that forced deletion is logged in the custody log with its reason and
 //! reported in the agent's status.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -24,58 +24,149 @@ pub struct PackageInfo {
     pub created: SystemTime,
 }
 
-/// Every complete package, oldest first.
-pub fn packages(root: &Path) -> anyhow::Result<Vec<PackageInfo>> {
-    let mut out = Vec::new();
-    let listing = match std::fs::read_dir(root) {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", root.display())),
-    };
-    for entry in listing.flatten() {
-        let dir = entry.path();
-        let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
-            continue;
-        };
-        if !dir.is_dir() || id.starts_with('.') || !dir.join(super::package::MANIFEST).exists() {
-            continue;
-        }
-        let bytes = std::fs::read_dir(&dir)
-            .map(|l| {
-                l.flatten()
-                    .filter_map(|f| f.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        // Package ids are UUIDv7: they carry their creation time.
-        let created = uuid::Uuid::parse_str(&id)
-            .ok()
-            .and_then(|u| u.get_timestamp())
-            .map(|ts| {
-                let (s, n) = ts.to_unix();
-                SystemTime::UNIX_EPOCH + Duration::new(s, n)
-            })
-            .or_else(|| entry.metadata().and_then(|m| m.modified()).ok())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        out.push(PackageInfo {
-            id,
-            dir,
-            bytes,
-            created,
-        });
-    }
-    out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
-    Ok(out)
+/// What retention needs to know of the evidence folder, kept from one
+/// look to the next so that its cost follows what changed, not what the
+/// folder holds after months: packages are immutable once sealed, so only
+/// new folders are measured, and only the custody log's new lines are read.
+#[derive(Debug, Default)]
+pub struct Index {
+    packages: HashMap<String, PackageInfo>,
+    /// Bytes of the custody log read so far (whole lines only).
+    log_read_to: u64,
+    released: HashSet<String>,
 }
 
-/// Packages an officer exported or the IOC acknowledged.
-pub fn released(root: &Path) -> anyhow::Result<HashSet<String>> {
-    Ok(custody::entries(root)?
-        .into_iter()
-        .filter(|e| matches!(e.action, Action::Exported | Action::Acknowledged))
-        .map(|e| e.package)
-        .collect())
+impl Index {
+    /// The folder as it is now (a folder that does not exist yet is empty).
+    pub fn read(root: &Path) -> anyhow::Result<Self> {
+        let mut index = Self::default();
+        index.refresh(root)?;
+        Ok(index)
+    }
+
+    pub fn refresh(&mut self, root: &Path) -> anyhow::Result<()> {
+        self.refresh_packages(root)?;
+        self.refresh_released(root)
+    }
+
+    /// Every complete package, oldest first.
+    pub fn packages(&self) -> Vec<PackageInfo> {
+        let mut out: Vec<PackageInfo> = self.packages.values().cloned().collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
+    /// Packages an officer exported or the IOC acknowledged (and that were
+    /// not deleted since).
+    pub fn released(&self) -> &HashSet<String> {
+        &self.released
+    }
+
+    fn refresh_packages(&mut self, root: &Path) -> anyhow::Result<()> {
+        let listing = match std::fs::read_dir(root) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.packages.clear();
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", root.display())),
+        };
+        let mut seen = HashSet::new();
+        for entry in listing.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if id.starts_with('.') || id.starts_with(PARTIAL_PREFIX) {
+                continue;
+            }
+            if !self.packages.contains_key(&id) {
+                match measure(&entry, &id) {
+                    Some(info) => {
+                        self.packages.insert(id.clone(), info);
+                    }
+                    None => continue,
+                }
+            }
+            seen.insert(id);
+        }
+        self.packages.retain(|id, _| seen.contains(id));
+        Ok(())
+    }
+
+    fn refresh_released(&mut self, root: &Path) -> anyhow::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = root.join(custody::LOG_FILE);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (self.log_read_to, self.released) = (0, HashSet::new());
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        if len < self.log_read_to {
+            // The log was replaced or cut (verify reports that): read it afresh.
+            (self.log_read_to, self.released) = (0, HashSet::new());
+        }
+        let mut new = Vec::new();
+        file.seek(SeekFrom::Start(self.log_read_to))
+            .and_then(|_| file.read_to_end(&mut new))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // A line still being appended is read next time, whole.
+        let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for line in new[..whole].split(|b| *b == b'\n') {
+            let Ok(entry) = serde_json::from_slice::<custody::Entry>(line) else {
+                continue;
+            };
+            match entry.action {
+                Action::Exported | Action::Acknowledged => {
+                    self.released.insert(entry.package);
+                }
+                Action::Deleted => {
+                    self.released.remove(&entry.package);
+                }
+                _ => {}
+            }
+        }
+        self.log_read_to += whole as u64;
+        Ok(())
+    }
+}
+
+/// A sealed package's size and creation time; None for anything else.
+fn measure(entry: &std::fs::DirEntry, id: &str) -> Option<PackageInfo> {
+    let dir = entry.path();
+    if !dir.is_dir() || !dir.join(super::package::MANIFEST).exists() {
+        return None;
+    }
+    let bytes = std::fs::read_dir(&dir)
+        .map(|l| {
+            l.flatten()
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    // Package ids are UUIDv7: they carry their creation time.
+    let created = uuid::Uuid::parse_str(id)
+        .ok()
+        .and_then(|u| u.get_timestamp())
+        .map(|ts| {
+            let (s, n) = ts.to_unix();
+            SystemTime::UNIX_EPOCH + Duration::new(s, n)
+        })
+        .or_else(|| entry.metadata().and_then(|m| m.modified()).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Some(PackageInfo {
+        id: id.to_string(),
+        dir,
+        bytes,
+        created,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -193,6 +284,86 @@ mod tests {
 
     fn ids(d: &[Deletion]) -> Vec<&str> {
         d.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    /// A sealed package folder of `bytes` bytes.
+    fn sealed(root: &Path, id: &str, bytes: usize) {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(super::super::package::MANIFEST), vec![b'{'; bytes]).unwrap();
+    }
+
+    #[test]
+    fn index_follows_the_folder_and_reads_only_new_log_lines() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let key = GatewayKey::load_or_create(&root.join("keys")).unwrap();
+        let (a, b) = (
+            "01900000-0000-7000-8000-00000000000a",
+            "01900000-0000-7000-8000-00000000000b",
+        );
+        let mut index = Index::read(root).unwrap();
+        assert!(index.packages().is_empty() && index.released().is_empty());
+
+        sealed(root, a, 100);
+        std::fs::create_dir_all(root.join(format!("{PARTIAL_PREFIX}{b}"))).unwrap();
+        custody::append(root, &key, Action::Created, a, None, "sealed").unwrap();
+        custody::append(root, &key, Action::Exported, a, None, "export").unwrap();
+        index.refresh(root).unwrap();
+        assert_eq!(
+            index.packages().len(),
+            1,
+            "a half-written folder is not a package"
+        );
+        assert_eq!(index.packages()[0].bytes, 100);
+        assert!(index.released().contains(a));
+        let read = index.log_read_to;
+
+        // A line still being written is left for the next look.
+        let log = root.join(custody::LOG_FILE);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut f, br#"{"seq":3,"time":"#).unwrap();
+        index.refresh(root).unwrap();
+        assert_eq!(index.log_read_to, read);
+
+        // The torn line is closed by the next append; the acknowledgement counts.
+        sealed(root, b, 50);
+        custody::append(root, &key, Action::Acknowledged, b, None, "ack").unwrap();
+        index.refresh(root).unwrap();
+        assert!(index.released().contains(b));
+        assert_eq!(index.packages().len(), 2);
+
+        apply(
+            root,
+            &key,
+            &[Deletion {
+                id: a.into(),
+                reason: "test".into(),
+                forced: false,
+            }],
+        )
+        .unwrap();
+        index.refresh(root).unwrap();
+        assert_eq!(
+            index
+                .packages()
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            vec![b]
+        );
+        assert!(
+            !index.released().contains(a),
+            "a deleted package is not released any more"
+        );
+        // Same answer as reading everything from scratch.
+        let fresh = Index::read(root).unwrap();
+        assert_eq!(fresh.released(), index.released());
+
+        // A log cut shorter than what was read is read again from the start.
+        std::fs::write(&log, b"").unwrap();
+        index.refresh(root).unwrap();
+        assert!(index.released().is_empty());
     }
 
     #[test]

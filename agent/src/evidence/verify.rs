@@ -179,7 +179,8 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
             keys::parse_public(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
         }
     };
-    let present: HashMap<String, Option<String>> = super::store::packages(root)?
+    let present: HashMap<String, Option<String>> = super::store::Index::read(root)?
+        .packages()
         .into_iter()
         .map(|p| {
             let sha = package(&p.dir, Some(&key), report);
