@@ -49,6 +49,11 @@ lanes = ["entry"]
 detect = ["plates"]
 location = {{ lat = 10.7769, lon = 106.7009, address = "Quận 1, TP. Hồ Chí Minh" }}
 
+[evidence]
+# Long enough that the first package is still recording when the test
+# acknowledges it on sight of its event.
+post_seconds = 10
+
 [outputs.mqtt]
 url = "{mqtt}"
 
@@ -62,6 +67,25 @@ metrics_listen = "127.0.0.1:{metrics}"
     ));
 
     let wanted: Vec<&str> = FRAMES.iter().map(|(_, chars)| *chars).collect();
+    // The IOC acknowledges the first event's package as soon as the event
+    // arrives, while the package is still recording its post-roll.
+    let first = sub.wait_until(Duration::from_secs(120), "the first plate event", |msgs| {
+        msgs.iter().any(|m| {
+            m.topic.ends_with("/event/plate")
+                && m.text().contains(&format!("\"chars\":\"{}\"", wanted[0]))
+        })
+    });
+    let early: serde_json::Value = first
+        .iter()
+        .find(|m| m.topic.ends_with("/event/plate") && m.text().contains(wanted[0]))
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .unwrap();
+    let early = early["id"].as_str().unwrap().to_string();
+    publish(
+        broker.port,
+        "matthan/v1/test-site/evidence/ack",
+        &format!(r#"{{"id": "{early}"}}"#),
+    );
     sub.wait_until(
         Duration::from_secs(120),
         "a plate event for every plate in the clip",
@@ -99,7 +123,11 @@ metrics_listen = "127.0.0.1:{metrics}"
         sealed.iter().all(|n| n["status"] == "sealed"),
         "{sealed:#?}"
     );
-    let acked = sealed[0]["event_id"].as_str().unwrap().to_string();
+    let acked = sealed
+        .iter()
+        .map(|n| n["event_id"].as_str().unwrap().to_string())
+        .find(|id| *id != early)
+        .unwrap();
     publish(broker.port, "matthan/v1/test-site/evidence/ack", "not json");
     publish(
         broker.port,
@@ -241,11 +269,17 @@ metrics_listen = "127.0.0.1:{metrics}"
     let (verified, report) = verify_evidence(&store);
     assert!(verified, "{report}");
     let custody = std::fs::read_to_string(store.join("custody.log")).unwrap();
+    for id in [&acked, &early] {
+        assert!(
+            custody
+                .lines()
+                .any(|l| l.contains("\"acknowledged\"") && l.contains(id.as_str())),
+            "{id} not acknowledged:\n{custody}"
+        );
+    }
     assert!(
-        custody
-            .lines()
-            .any(|l| l.contains("\"acknowledged\"") && l.contains(&acked)),
-        "{custody}"
+        log.contains("still being recorded"),
+        "the early acknowledgement waited for its package:\n{log}"
     );
 }
 

@@ -165,10 +165,11 @@ def _angular_two(rw, rh, fpath):
     return _glyph_cache[key]
 
 
-def _draw_line_cells(text, lh, max_w, fpath, aspect, morph, square_two=False):
+def _draw_line_cells(text, lh, max_w, fpath, aspect, morph, square_two=False, subst=None):
     """One text line drawn glyph by glyph into fixed-width cells (real VN plates are near monospaced).
     lh: cap height in px; aspect: glyph width / height (real font ~0.5); morph: stroke change in px
     at glyph-bitmap scale (+ = bolder, applied horizontally because squeezing thins vertical strokes).
+    subst: {index: char} glyphs drawn as another character (label unchanged).
     Returns an L image (255 = ink) of height lh."""
     gw = max(2, int(round(lh * aspect)))
     gap = max(1, int(round(gw * random.uniform(0.15, 0.42))))  # real plates are spaced out
@@ -181,7 +182,9 @@ def _draw_line_cells(text, lh, max_w, fpath, aspect, morph, square_two=False):
         total = sum(widths) + gap * (len(text) - 1)
     line = np.zeros((lh, total), np.uint8)
     x = 0
-    for c, w in zip(text, widths):
+    for i, (c, w) in enumerate(zip(text, widths)):
+        if subst and i in subst:
+            c = subst[i]
         if c == "-":
             t = max(1, int(lh * 0.09))
             y = lh // 2 - t // 2
@@ -239,7 +242,12 @@ def render_plate(kind=None, scale=1.0, style="cells"):
         y0 = (H - 2 * lh - gap) // 2 + random.randint(-1, 1) * int(0.01 * H)
         for i, t in enumerate(lines):
             h_i = lh if i == 1 else int(lh * random.uniform(0.95, 1.0))
-            ln = _draw_line_cells(t, h_i, W - 2 * margin_x, fpath, aspect, morph, sq2)
+            # moto series digit "2" (77-L2) is sometimes drawn as a Z: on tiny CCTV crops the plate
+            # font's 2 is indistinguishable from Z, and Z never occurs in that position on VN plates,
+            # so the model should read that shape there as 2
+            subst = {len(t) - 1: "Z"} if (kind == "moto" and i == 0 and t.endswith("2")
+                                          and random.random() < 0.3) else None
+            ln = _draw_line_cells(t, h_i, W - 2 * margin_x, fpath, aspect, morph, sq2, subst)
             yy = y0 + i * (lh + gap) + (lh - h_i)
             im.paste(Image.new("RGB", ln.size, fg), ((W - ln.width) // 2, yy), ln)
     arr = np.asarray(im).copy()

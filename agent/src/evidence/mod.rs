@@ -26,7 +26,7 @@ pub mod ring;
 pub mod store;
 pub mod verify;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -208,6 +208,7 @@ impl Evidence {
             on_notice: Box::new(on_notice),
             pending: Vec::new(),
             index: store::Index::default(),
+            early_acks: HashSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("evidence".into())
@@ -326,6 +327,9 @@ struct Worker {
     pending: Vec<Pending>,
     /// The folder as retention last saw it.
     index: store::Index,
+    /// Acknowledgements that arrived while their package was still being
+    /// recorded (the IOC has the event at once, the package seconds later).
+    early_acks: HashSet<String>,
 }
 
 impl Worker {
@@ -418,7 +422,7 @@ impl Worker {
         }
     }
 
-    fn seal(&self, p: Pending, short: Option<String>) {
+    fn seal(&mut self, p: Pending, short: Option<String>) {
         let cx = package::Context {
             key: &self.key,
             config_sha256: &self.settings.config_sha256,
@@ -459,10 +463,19 @@ impl Worker {
                 notice.error = Some(format!("{e:#}"));
             }
         }
+        let sealed = notice.status == "sealed";
         (self.on_notice)(notice);
+        if self.early_acks.remove(&p.req.id) && sealed {
+            self.acknowledge(&p.req.id);
+        }
     }
 
-    fn acknowledge(&self, id: &str) {
+    fn acknowledge(&mut self, id: &str) {
+        if self.pending.iter().any(|p| p.req.id == id) {
+            tracing::info!(package = %id, "the IOC acknowledged a package still being recorded; logged once it is sealed");
+            self.early_acks.insert(id.to_string());
+            return;
+        }
         if !self.settings.dir.join(id).join(package::MANIFEST).is_file() {
             tracing::warn!(package = %id, "the IOC acknowledged a package this gateway does not hold; ignored");
             return;
