@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::bail;
 use serde_json::json;
 
-use super::{Setup, agent_reading, normalise, timing};
+use super::{Setup, normalise, reading, timing};
 use crate::config::DetectKind;
 use crate::ingest::file_frames::for_each_frame;
 
@@ -46,17 +46,7 @@ pub fn run(
         let d = models.analyze(&img, &[DetectKind::Plates], &analysis)?;
         frame_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         analysed += 1;
-        let mut read_here: Vec<String> = d
-            .plates
-            .iter()
-            .map(|p| {
-                normalise(&agent_reading(
-                    &p.chars,
-                    &p.char_confidences,
-                    p.read_confidence,
-                ))
-            })
-            .collect();
+        let mut read_here: Vec<String> = d.plates.iter().map(|p| normalise(&reading(p))).collect();
         read_here.sort();
         read_here.dedup();
         for r in read_here {

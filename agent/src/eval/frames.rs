@@ -23,9 +23,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use super::{Ratio, Setup, agent_reading, column, normalise, read_csv, timing};
-use crate::config::DetectKind;
+use super::{Ratio, Setup, column, normalise, read_csv, reading, timing};
+use crate::config::{Analysis, DetectKind};
 use crate::frame::BgrImage;
+use crate::infer::Detections;
 use crate::infer::geometry::{BBox, iou};
 
 pub const MATCH_IOU: f32 = 0.3;
@@ -38,6 +39,58 @@ struct Labelled {
     plate: Option<String>,
 }
 
+/// What the agent made of one frame, against its labels.
+struct Outcome {
+    plates: usize,
+    /// Per detection: the labelled plate it matched, and whether the agent
+    /// would report it (read confidently enough, or sure it is a plate).
+    detections: Vec<(Option<usize>, bool)>,
+    /// The frame's plate string, when it has one plate and a person read it.
+    want: Option<String>,
+    /// (agent's reading, raw argmax) of each detection on that plate.
+    reads: Vec<(String, String)>,
+}
+
+impl Outcome {
+    fn of(d: &Detections, truth: &[BBox], plate: Option<&str>, analysis: &Analysis) -> Self {
+        let boxes: Vec<(BBox, f32)> = d
+            .plates
+            .iter()
+            .map(|p| (p.bbox, p.detector_score))
+            .collect();
+        let matched = match_boxes(&boxes, truth);
+        let want = plate.filter(|_| truth.len() == 1).map(str::to_string);
+        let reads = d
+            .plates
+            .iter()
+            .zip(&matched)
+            .filter(|(_, m)| want.is_some() && **m == Some(0))
+            .map(|(p, _)| (normalise(&reading(p)), normalise(&p.chars)))
+            .collect();
+        let detections = d
+            .plates
+            .iter()
+            .zip(matched)
+            .map(|(p, m)| {
+                let reported = p.read_confidence >= analysis.plate_read_threshold
+                    || p.detector_score >= analysis.plate_unreadable_threshold;
+                (m, reported)
+            })
+            .collect();
+        Self {
+            plates: truth.len(),
+            detections,
+            want,
+            reads,
+        }
+    }
+
+    fn read_exactly(&self) -> Option<bool> {
+        let want = self.want.as_ref()?;
+        Some(self.reads.iter().any(|(r, _)| r == want))
+    }
+}
+
 #[derive(Default)]
 struct Score {
     found: Ratio,
@@ -48,6 +101,24 @@ struct Score {
 }
 
 impl Score {
+    fn add(&mut self, o: &Outcome) {
+        for t in 0..o.plates {
+            self.found
+                .add(o.detections.iter().any(|(m, _)| *m == Some(t)));
+        }
+        for (m, reported) in &o.detections {
+            self.precise.add(m.is_some());
+            if *reported {
+                self.reported_precise.add(m.is_some());
+            }
+        }
+        if let (Some(want), Some(hit)) = (&o.want, o.read_exactly()) {
+            self.read.add(hit);
+            self.read_raw
+                .add(o.reads.iter().any(|(_, raw)| raw == want));
+        }
+    }
+
     fn json(&self) -> serde_json::Value {
         json!({
             "recall": self.found.json(),
@@ -67,10 +138,10 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
     let (mut detector_ms, mut reader_ms, mut frame_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut misreads, mut false_positives, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for f in &frames {
-        let (img, truth) = match BgrImage::open(&f.image).and_then(|img| {
-            let truth = yolo_boxes(&f.label, img.width, img.height)?;
-            Ok((img, truth))
-        }) {
+        // One unreadable file is reported and left out; the rest still count.
+        let opened = BgrImage::open(&f.image)
+            .and_then(|img| Ok((yolo_boxes(&f.label, img.width, img.height)?, img)));
+        let (truth, img) = match opened {
             Ok(v) => v,
             Err(e) => {
                 errors.push(format!("{e:#}"));
@@ -84,67 +155,29 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
         if !d.plates.is_empty() {
             reader_ms.push(d.timing.plate_reader_ms / d.plates.len() as f64);
         }
-        let boxes: Vec<(BBox, f32)> = d
+        let o = Outcome::of(&d, &truth, f.plate.as_deref(), &analysis);
+        scores.entry(f.category.clone()).or_default().add(&o);
+        if f.category != "all" {
+            scores.entry("all".into()).or_default().add(&o);
+        }
+        let name = file_name(&f.image);
+        for (p, _) in d
             .plates
             .iter()
-            .map(|p| (p.bbox, p.detector_score))
-            .collect();
-        let matched = match_boxes(&boxes, &truth);
-        for (p, _) in d.plates.iter().zip(&matched).filter(|(_, m)| m.is_none()) {
+            .zip(&o.detections)
+            .filter(|(_, (m, _))| m.is_none())
+        {
             false_positives.push(json!({
-                "image": file_name(&f.image), "category": f.category,
+                "image": name, "category": f.category,
                 "bbox": p.bbox.map(|v| v.round()), "score": (p.detector_score * 100.0).round() / 100.0,
-                "read": agent_reading(&p.chars, &p.char_confidences, p.read_confidence),
-                "read_confidence": (p.read_confidence * 100.0).round() / 100.0,
+                "read": reading(p), "read_confidence": (p.read_confidence * 100.0).round() / 100.0,
             }));
         }
-        let want = f.plate.as_deref().filter(|_| truth.len() == 1);
-        // (agent's reading, raw argmax) of each detection on the one plate.
-        let on_plate: Vec<(String, String)> = d
-            .plates
-            .iter()
-            .zip(&matched)
-            .filter(|(_, m)| want.is_some() && **m == Some(0))
-            .map(|(p, _)| {
-                let r = agent_reading(&p.chars, &p.char_confidences, p.read_confidence);
-                (normalise(&r), normalise(&p.chars))
-            })
-            .collect();
-        let reported: Vec<bool> = d
-            .plates
-            .iter()
-            .map(|p| {
-                p.read_confidence >= analysis.plate_read_threshold
-                    || p.detector_score >= analysis.plate_unreadable_threshold
-            })
-            .collect();
-        let mut categories = vec![f.category.as_str()];
-        if f.category != "all" {
-            categories.push("all");
-        }
-        for c in categories {
-            let score = scores.entry(c.to_string()).or_default();
-            for t in 0..truth.len() {
-                score.found.add(matched.contains(&Some(t)));
-            }
-            for (m, reported) in matched.iter().zip(&reported) {
-                score.precise.add(m.is_some());
-                if *reported {
-                    score.reported_precise.add(m.is_some());
-                }
-            }
-            if let Some(want) = want {
-                score.read.add(on_plate.iter().any(|(r, _)| r == want));
-                score
-                    .read_raw
-                    .add(on_plate.iter().any(|(_, raw)| raw == want));
-            }
-        }
-        if let Some(want) = want
-            && !on_plate.iter().any(|(r, _)| r == want)
-        {
-            let read: Vec<&str> = on_plate.iter().map(|(r, _)| r.as_str()).collect();
-            misreads.push(json!({"image": file_name(&f.image), "category": f.category, "truth": want, "read": read}));
+        if o.read_exactly() == Some(false) {
+            let read: Vec<&str> = o.reads.iter().map(|(r, _)| r.as_str()).collect();
+            misreads.push(
+                json!({"image": name, "category": f.category, "truth": o.want, "read": read}),
+            );
         }
     }
     Ok(json!({

@@ -19,7 +19,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::{Analysis, Models as ModelsConfig};
-use crate::infer::Models;
+use crate::infer::{Models, PlateRead};
 use crate::plate::vote::{PlateObservation, vote};
 
 /// The models and threshold an evaluation runs with.
@@ -69,6 +69,11 @@ pub fn agent_reading(chars: &str, char_confidences: &[f32], read_confidence: f32
         sharpness: 100.0,
     }])
     .map_or_else(|| chars.to_string(), |v| v.chars)
+}
+
+/// [`agent_reading`] of a plate found in a frame.
+fn reading(p: &PlateRead) -> String {
+    agent_reading(&p.chars, &p.char_confidences, p.read_confidence)
 }
 
 /// A plate string as the labels write it: upper case, no separators, and
