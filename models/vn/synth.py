@@ -226,10 +226,7 @@ def render_plate(kind=None, scale=1.0, style="cells"):
     aspect = random.uniform(0.42, 0.56)  # glyph width/height; real plates ~0.5
     morph = random.choice([0, 0, 4, 8, 12, -4])
     sq2 = random.random() < 0.5
-    im = Image.new("RGB", (W, H), bg)
-    d = ImageDraw.Draw(im)
-    bw = max(1, int(min(W, H) * random.uniform(0.02, 0.045)))
-    d.rectangle([bw // 2, bw // 2, W - 1 - bw // 2, H - 1 - bw // 2], outline=fg, width=bw)
+    im, bw = _plate_canvas(W, H, bg, fg, 0.02, min_border=1)
     margin_x = bw + int(0.05 * W)
     if len(lines) == 1:
         lh = int(H * random.uniform(0.6, 0.72))
@@ -257,6 +254,14 @@ def render_plate(kind=None, scale=1.0, style="cells"):
     return arr, label, (1 if len(lines) == 1 else 2)
 
 
+def _plate_canvas(W, H, bg, fg, min_frac, min_border):
+    """A blank plate with its printed border (2-4.5 % of the short side); returns it and the border width."""
+    im = Image.new("RGB", (W, H), bg)
+    bw = max(min_border, int(min(W, H) * random.uniform(min_frac, 0.045)))
+    ImageDraw.Draw(im).rectangle([bw // 2, bw // 2, W - 1 - bw // 2, H - 1 - bw // 2], outline=fg, width=bw)
+    return im, bw
+
+
 def _render_plate_line(kind, scale):
     lines, label = rand_plate_text(kind)
     bg, fg = _colors(kind)
@@ -268,10 +273,7 @@ def _render_plate_line(kind, scale):
         W, H = 280, 165
     W, H = int(W * scale), int(H * scale)
     fpath = FONT_REGULAR if random.random() < 0.4 else FONT_PATH
-    im = Image.new("RGB", (W, H), bg)
-    d = ImageDraw.Draw(im)
-    bw = max(2, int(min(W, H) * random.uniform(0.025, 0.045)))
-    d.rectangle([bw // 2, bw // 2, W - 1 - bw // 2, H - 1 - bw // 2], outline=fg, width=bw)
+    im, bw = _plate_canvas(W, H, bg, fg, 0.025, min_border=2)
     margin = bw + int(0.04 * H)
     if len(lines) == 1:
         lh = int(H * random.uniform(0.62, 0.72))
@@ -336,10 +338,14 @@ def degrade(img, strength=1.0):
         ker /= max(ker.sum(), 1e-6)
         img = cv2.filter2D(img, -1, ker)
     if random.random() < 0.6:
-        q = random.randint(25, 90)
-        _, enc = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        img = cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]
+        img = jpeg_roundtrip(img, random.randint(25, 90))
     return np.ascontiguousarray(img)
+
+
+def jpeg_roundtrip(img, quality):
+    """The RGB image as it comes back from a JPEG of that quality (camera and crop-store compression)."""
+    _, enc = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
 def degrade_cctv(img):
@@ -358,9 +364,7 @@ def degrade_cctv(img):
     if random.random() < 0.4:  # slight optical blur (sigma < 0.8 px at crop size)
         img = cv2.GaussianBlur(img, (3, 3), random.uniform(0.3, 0.8))
     if random.random() < 0.9:
-        q = random.randint(25, 70)
-        _, enc = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        img = cv2.imdecode(enc, cv2.IMREAD_COLOR)[:, :, ::-1]
+        img = jpeg_roundtrip(img, random.randint(25, 70))
     return np.ascontiguousarray(img)
 
 
