@@ -68,7 +68,7 @@ pub fn run(
         "models": super::model_ids(&models),
         "threshold": setup.threshold,
         "frames_decoded": decoded,
-        "every": every,
+        "every": every.max(1),
         "frames_analysed": analysed,
         "plates": seen,
         "other_reads": others.iter().take(15).map(|(t, n)| json!({"read": t, "frames": n})).collect::<Vec<_>>(),

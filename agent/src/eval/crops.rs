@@ -43,7 +43,15 @@ pub fn run(dir: &Path, truth: Option<&Path>, setup: &Setup) -> anyhow::Result<se
             );
         };
         let want = normalise(text);
-        // One unreadable file is reported and left out; the rest still count.
+        if want.is_empty() {
+            errors.push(format!(
+                "{} line {}: `{name}` has no plate string",
+                truth.display(),
+                line + 2
+            ));
+            continue;
+        }
+        // A bad file or label is reported and left out; the rest still count.
         let crop = match BgrImage::open(&images.join(name)) {
             Ok(c) => c,
             Err(e) => {
@@ -52,7 +60,13 @@ pub fn run(dir: &Path, truth: Option<&Path>, setup: &Setup) -> anyhow::Result<se
             }
         };
         let started = Instant::now();
-        let read = models.reader.read_crop(&crop)?;
+        let read = match models.reader.read_crop(&crop) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("{}: {e:#}", images.join(name).display()));
+                continue;
+            }
+        };
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         let got = normalise(&agent_reading(
             &read.chars,
@@ -83,6 +97,6 @@ pub fn run(dir: &Path, truth: Option<&Path>, setup: &Setup) -> anyhow::Result<se
         "by_layout": {"two_line": two_line.json(), "one_line": one_line.json()},
         "reader_ms_per_crop": timing(times),
         "misreads": misreads,
-        "unreadable_files": errors,
+        "problems": errors,
     }))
 }

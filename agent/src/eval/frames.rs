@@ -1,6 +1,6 @@
 //! The detector, then detector and reader, on whole frames: a folder with
 //! `images/` and `labels/` (YOLO: `class cx cy w h`, relative to the
-//! image), and optionally a CSV (`image`, `category`, `plate`) that picks
+//! image; no label file = no plate), and optionally a CSV (`image`, `category`, `plate`) that picks
 //! the frames, names their category (motorbike, car, …) and gives the
 //! string of a frame's plate where a person could read it. A string counts
 //! only for a frame with one labelled plate, so it is never matched to the
@@ -29,9 +29,9 @@ use crate::frame::BgrImage;
 use crate::infer::Detections;
 use crate::infer::geometry::{BBox, iou};
 
-pub const MATCH_IOU: f32 = 0.3;
+const MATCH_IOU: f32 = 0.3;
 
-/// One frame to score.
+/// A frame with where to find its labels and what a person read in it.
 struct Labelled {
     image: PathBuf,
     label: PathBuf,
@@ -65,6 +65,8 @@ impl Outcome {
             .iter()
             .zip(&matched)
             .filter(|(_, m)| want.is_some() && **m == Some(0))
+            // A read too weak to vote would be published as unreadable, not as this text.
+            .filter(|(p, _)| p.read_confidence >= analysis.plate_read_threshold)
             .map(|(p, _)| (normalise(&reading(p)), normalise(&p.chars)))
             .collect();
         let detections = d
@@ -72,8 +74,11 @@ impl Outcome {
             .iter()
             .zip(matched)
             .map(|(p, m)| {
-                let reported = p.read_confidence >= analysis.plate_read_threshold
-                    || p.detector_score >= analysis.plate_unreadable_threshold;
+                // As a one-frame track would be: a valid confident reading,
+                // or a detection sure enough to stand as an unreadable plate.
+                let readable = p.read_confidence >= analysis.plate_read_threshold
+                    && crate::plate::parse(&reading(p)).is_some();
+                let reported = readable || p.detector_score >= analysis.plate_unreadable_threshold;
                 (m, reported)
             })
             .collect();
@@ -148,8 +153,31 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
                 continue;
             }
         };
+        // A person's reading must be checked against the plate it was read
+        // from: without labels, or with several plates, it cannot be.
+        if f.plate.is_some() && !f.label.is_file() {
+            errors.push(format!(
+                "{}: a plate string is given but the label file {} is missing",
+                f.image.display(),
+                f.label.display()
+            ));
+            continue;
+        }
+        if f.plate.is_some() && truth.len() != 1 {
+            errors.push(format!(
+                "{}: plate string not scored: the frame has {} labelled plates, not one",
+                f.image.display(),
+                truth.len()
+            ));
+        }
         let started = Instant::now();
-        let d = models.analyze(&img, &[DetectKind::Plates], &analysis)?;
+        let d = match models.analyze(&img, &[DetectKind::Plates], &analysis) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!("{}: {e:#}", f.image.display()));
+                continue;
+            }
+        };
         frame_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         detector_ms.push(d.timing.plate_detector_ms);
         if !d.plates.is_empty() {
@@ -195,7 +223,7 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
         },
         "misreads": misreads,
         "false_positives": false_positives,
-        "unreadable_files": errors,
+        "problems": errors,
     }))
 }
 
@@ -225,18 +253,20 @@ fn list(dir: &Path, labels: Option<&Path>) -> anyhow::Result<Vec<Labelled>> {
                 let plate = column(row, &["plate"])
                     .map(normalise)
                     .filter(|p| !p.is_empty());
-                Ok(frame(
-                    name,
-                    column(row, &["category"]).unwrap_or("all"),
-                    plate,
-                ))
+                let category = column(row, &["category"]).filter(|c| !c.is_empty());
+                Ok(frame(name, category.unwrap_or("all"), plate))
             })
             .collect::<anyhow::Result<_>>()?,
         None => {
             let mut names: Vec<String> = std::fs::read_dir(&images)
                 .with_context(|| format!("cannot list {}", images.display()))?
                 .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                .filter(|n| label_dir.join(Path::new(n).with_extension("txt")).is_file())
+                .filter(|n| {
+                    let ext = Path::new(n).extension().and_then(|e| e.to_str());
+                    ext.is_some_and(|e| {
+                        ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str())
+                    })
+                })
                 .collect();
             names.sort();
             names.iter().map(|n| frame(n, "all", None)).collect()

@@ -465,8 +465,12 @@ impl Worker {
         }
         let sealed = notice.status == "sealed";
         (self.on_notice)(notice);
-        if self.early_acks.remove(&p.req.id) && sealed {
-            self.acknowledge(&p.req.id);
+        if self.early_acks.remove(&p.req.id) {
+            if sealed {
+                self.acknowledge(&p.req.id);
+            } else {
+                tracing::warn!(package = %p.req.id, "the IOC acknowledged a package that then failed; nothing to log");
+            }
         }
     }
 

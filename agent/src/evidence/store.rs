@@ -31,8 +31,10 @@ pub struct PackageInfo {
 #[derive(Debug, Default)]
 pub struct Index {
     packages: HashMap<String, PackageInfo>,
-    /// Bytes of the custody log read so far (whole lines only).
+    /// Bytes of the custody log read so far (whole lines only), and which
+    /// file they were read from (device, inode).
     log_read_to: u64,
+    log_file: Option<(u64, u64)>,
     released: HashSet<String>,
 }
 
@@ -44,9 +46,16 @@ impl Index {
         Ok(index)
     }
 
+    /// Brings the index up to date with the folder: new packages measured,
+    /// vanished ones dropped, the custody log's new lines read.
     pub fn refresh(&mut self, root: &Path) -> anyhow::Result<()> {
         self.refresh_packages(root)?;
-        self.refresh_released(root)
+        self.refresh_released(root)?;
+        // Only packages still here can be released: one deleted (by
+        // retention, or by hand) leaves the set.
+        let packages = &self.packages;
+        self.released.retain(|id| packages.contains_key(id));
+        Ok(())
     }
 
     /// Every complete package, oldest first.
@@ -56,8 +65,7 @@ impl Index {
         out
     }
 
-    /// Packages an officer exported or the IOC acknowledged (and that were
-    /// not deleted since).
+    /// Packages here that an officer exported or the IOC acknowledged.
     pub fn released(&self) -> &HashSet<String> {
         &self.released
     }
@@ -99,18 +107,22 @@ impl Index {
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (self.log_read_to, self.released) = (0, HashSet::new());
+                (self.log_read_to, self.released, self.log_file) = (0, HashSet::new(), None);
                 return Ok(());
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let len = file
+        let meta = file
             .metadata()
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .len();
-        if len < self.log_read_to {
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let identity = {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.dev(), meta.ino()))
+        };
+        if meta.len() < self.log_read_to || identity != self.log_file {
             // The log was replaced or cut (verify reports that): read it afresh.
             (self.log_read_to, self.released) = (0, HashSet::new());
+            self.log_file = identity;
         }
         let mut new = Vec::new();
         file.seek(SeekFrom::Start(self.log_read_to))
@@ -125,9 +137,6 @@ impl Index {
             match entry.action {
                 Action::Exported | Action::Acknowledged => {
                     self.released.insert(entry.package);
-                }
-                Action::Deleted => {
-                    self.released.remove(&entry.package);
                 }
                 _ => {}
             }

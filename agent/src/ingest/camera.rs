@@ -467,28 +467,37 @@ pub fn i420_to_bgr(
         ));
     }
     let planes = [(w, h), (w / 2, h / 2), (w / 2, h / 2)];
-    let packed_layout = frame.plane_stride() == [w as i32, (w / 2) as i32, (w / 2) as i32]
-        && info.offset() == [0, w * h, w * h + w * h / 4]
-        && (info.width() as usize, info.height() as usize) == (w, h);
-    let map;
+    let map = buffer
+        .map_readable()
+        .map_err(|_| anyhow!("cannot map the decoded frame"))?;
+    // The frame's own plane pointers and strides (they follow the decoder's
+    // video meta, not only the caps) must be exactly where a packed I420
+    // image would have them, or the planes are packed first.
+    let base = map.as_ptr() as usize;
+    let packed_at = [0, w * h, w * h + w * h / 4];
+    let in_place = (info.width() as usize, info.height() as usize) == (w, h)
+        && (0..3).all(|i| {
+            frame.plane_stride()[i] as usize == planes[i].0
+                && frame
+                    .plane_data(i as u32)
+                    .is_ok_and(|d| d.as_ptr() as usize == base + packed_at[i])
+        });
     let mut copy = Vec::new();
-    let yuv_bytes: &[u8] = if packed_layout {
-        map = buffer
-            .map_readable()
-            .map_err(|_| anyhow!("cannot map the decoded frame"))?;
-        &map.as_slice()[..w * h * 3 / 2]
-    } else {
-        copy.reserve_exact(w * h * 3 / 2);
-        for (plane, (pw, ph)) in planes.into_iter().enumerate() {
-            let stride = frame.plane_stride()[plane] as usize;
-            let data = frame
-                .plane_data(plane as u32)
-                .map_err(|_| anyhow!("frame has no plane {plane}"))?;
-            for row in 0..ph {
-                copy.extend_from_slice(&data[row * stride..row * stride + pw]);
+    let yuv_bytes: &[u8] = match map.as_slice().get(..w * h * 3 / 2) {
+        Some(bytes) if in_place => bytes,
+        _ => {
+            copy.reserve_exact(w * h * 3 / 2);
+            for (plane, (pw, ph)) in planes.into_iter().enumerate() {
+                let stride = frame.plane_stride()[plane] as usize;
+                let data = frame
+                    .plane_data(plane as u32)
+                    .map_err(|_| anyhow!("frame has no plane {plane}"))?;
+                for row in 0..ph {
+                    copy.extend_from_slice(&data[row * stride..row * stride + pw]);
+                }
             }
+            &copy
         }
-        &copy
     };
     let yuv = Mat::new_rows_cols_with_bytes::<u8>((h * 3 / 2) as i32, w as i32, yuv_bytes)?;
     let mut bgr = vec![0u8; w * h * 3];

@@ -35,12 +35,27 @@ pub fn for_each_frame(
     pipeline.set_state(gst::State::Playing)?;
     let every = every.max(1);
     let mut decoded = 0u64;
+    let mut stopped = false;
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
         let index = decoded;
         decoded += 1;
         if index.is_multiple_of(every) && each(index, packed_bgr(&sample)?)?.is_break() {
+            stopped = true;
             break;
         }
+    }
+    // No sample without end of stream: a decoding error or a stall, which
+    // must not pass for the end of the file (a part of it would be scored).
+    if !stopped && !sink.is_eos() {
+        let why = pipeline
+            .bus()
+            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
+            .and_then(|msg| match msg.view() {
+                gst::MessageView::Error(e) => Some(super::describe_error(e)),
+                _ => None,
+            })
+            .unwrap_or_else(|| "no frame for 10 s".into());
+        bail!("{} stopped after {decoded} frames: {why}", source.display());
     }
     if decoded == 0 {
         bail!(

@@ -369,6 +369,12 @@ impl Passes {
                 t.reported.is_none()
                     && !t.sightings.is_empty()
                     && now.saturating_sub(t.first_clock) >= self.config.max_delay
+                    // A track the detector was never sure of is decided when
+                    // it ends: reported now and dismissed, it would swallow
+                    // the rest of its pass, however clearly it is seen later.
+                    && t.sightings
+                        .iter()
+                        .any(|s| s.detector_score >= self.config.min_unreadable_score)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -470,6 +476,10 @@ impl Passes {
         now: Duration,
         out: &mut Vec<Pass>,
     ) -> String {
+        let surest = sightings
+            .iter()
+            .map(|s| s.detector_score)
+            .fold(0.0, f32::max);
         // Only reads confident enough vote; a track with none is unreadable
         // and reported with its best raw read, never dropped.
         let voters: Vec<PlateSighting> = sightings
@@ -536,10 +546,6 @@ impl Passes {
         };
         let chars = pass.vote.chars.clone();
         if pass.vote.plate.is_none() {
-            let surest = sightings
-                .iter()
-                .map(|s| s.detector_score)
-                .fold(0.0, f32::max);
             if surest < self.config.min_unreadable_score {
                 self.counters.dismissed_plate_tracks += 1;
                 tracing::debug!(track = id, chars = %pass.vote.chars, surest, "unreadable track dismissed: the detector was never sure it is a plate");

@@ -188,6 +188,49 @@ fn unreadable_tracks_the_detector_doubted_are_dismissed() {
 }
 
 #[test]
+fn a_sure_frame_counts_even_when_its_read_does_not_vote() {
+    let mut p = Passes::new(PassConfig {
+        min_read_confidence: 0.6,
+        min_unreadable_score: 0.7,
+        ..Default::default()
+    });
+    // Sure it is a plate, but the read is too weak to vote...
+    let mut sure = plate(100.0, "51A6");
+    (sure.detector_score, sure.read_confidence) = (0.9, 0.3);
+    // ...then a confident read of nothing valid, with a doubtful box.
+    let mut doubtful = plate(100.0, "XX12");
+    (doubtful.detector_score, doubtful.read_confidence) = (0.62, 0.65);
+    p.on_frame(&frame(0), &plates(vec![sure]));
+    p.on_frame(&frame(1), &plates(vec![doubtful]));
+    assert_eq!(chars_of(&p.finish()), vec!["unreadable:XX12"]);
+}
+
+#[test]
+fn a_doubtful_start_does_not_swallow_a_clear_plate_seen_later() {
+    let mut p = Passes::new(PassConfig {
+        max_delay: Duration::from_secs(3),
+        min_read_confidence: 0.6,
+        min_unreadable_score: 0.7,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    // 4 s of a far, doubtful detection (past max_delay)...
+    for n in 0..8 {
+        let mut far = plate(100.0, "5A");
+        (far.detector_score, far.read_confidence) = (0.62, 0.2);
+        out.extend(p.on_frame(&frame(n), &plates(vec![far])));
+    }
+    assert!(out.is_empty(), "{:?}", chars_of(&out));
+    // ...then the same vehicle close up.
+    for n in 8..12 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51A60216")])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51A60216"]);
+    assert_eq!(p.counters.dismissed_plate_tracks, 0);
+}
+
+#[test]
 fn low_confidence_reads_do_not_vote() {
     let mut p = Passes::new(PassConfig {
         min_read_confidence: 0.5,
