@@ -334,7 +334,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let l = bench::limits::measure(&source, &models_config)?;
                 let mut v = serde_json::to_value(&l)?;
                 v["limit_streams"] =
-                    json!((bench::limit_streams(&l, analysis_fps) * 100.0).round() / 100.0);
+                    json!(bench::round_to(bench::limit_streams(&l, analysis_fps), 2));
                 v["analysis_fps"] = json!(analysis_fps);
                 v
             } else if max_streams {
@@ -536,9 +536,9 @@ fn detect(
 }
 
 fn round1(v: f32) -> f64 {
-    (v as f64 * 10.0).round() / 10.0
+    matthan::bench::round_to(v.into(), 1)
 }
 
 fn round3(v: f32) -> f64 {
-    (v as f64 * 1000.0).round() / 1000.0
+    matthan::bench::round_to(v.into(), 3)
 }

@@ -18,6 +18,12 @@ use serde_json::json;
 /// Input frame rate the limit formula assumes (the benchmark clip's).
 pub const INPUT_FPS: f64 = 25.0;
 
+/// A figure as printed: to `decimals` places, what the measurement can tell.
+pub fn round_to(v: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (v * scale).round() / scale
+}
+
 pub fn limit_streams(l: &limits::Limits, analysis_fps: f64) -> f64 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     cores / (INPUT_FPS / l.decode_fps_1core + analysis_fps / l.infer_fps_1core)
@@ -66,9 +72,19 @@ pub fn max_streams(
         "limits": limits,
         "analysis_fps": setup.analysis_fps,
         "motion_gate": setup.motion_gate,
-        "limit_streams": (limit * 100.0).round() / 100.0,
+        "limit_streams": round_to(limit, 2),
         "max_streams": best,
-        "ratio": ((best as f64 / limit) * 100.0).round() / 100.0,
+        "ratio": round_to(best as f64 / limit, 2),
         "runs": runs,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn figures_round_to_their_places() {
+        assert_eq!(super::round_to(0.689_999_997_615_814_2, 2), 0.69);
+        assert_eq!(super::round_to(341.44, 1), 341.4);
+        assert_eq!(super::round_to(2.0 / 3.0, 4), 0.6667);
+    }
 }

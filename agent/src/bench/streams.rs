@@ -190,14 +190,14 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
             &after,
             &format!("matthan_frame_to_event_seconds{{quantile=\"{q}\"}}"),
         )
-        .map(|s| (s * 1000.0 * 10.0).round() / 10.0)
+        .map(|s| super::round_to(s * 1000.0, 1))
     };
     let run = StreamsRun {
         streams: setup.streams,
         motion_gate: setup.motion_gate,
-        seconds: (wall * 10.0).round() / 10.0,
+        seconds: super::round_to(wall, 1),
         analysed_fps_target: setup.streams as f64 * setup.analysis_fps,
-        analysed_fps_achieved: (handled / wall * 100.0).round() / 100.0,
+        analysed_fps_achieved: super::round_to(handled / wall, 2),
         analysis_frames_dropped: delta("matthan_analysis_slots_missed_total{") as u64,
         frames_unchanged: delta("matthan_frames_unchanged_total{") as u64,
         frame_to_event_ms: Latency {
@@ -205,8 +205,8 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
             p99: quantile("0.99"),
             events: value(&after, "matthan_frame_to_event_seconds_count").unwrap_or(0.0) as u64,
         },
-        cpu_cores_used: ((cpu_after - cpu_before) / wall * 100.0).round() / 100.0,
-        rss_mb_peak: (rss_mb_peak * 10.0).round() / 10.0,
+        cpu_cores_used: super::round_to((cpu_after - cpu_before) / wall, 2),
+        rss_mb_peak: super::round_to(rss_mb_peak, 1),
     };
     // SIGTERM, as systemd would stop it.
     // SAFETY: signalling our own child.

@@ -9,6 +9,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use super::{Ratio, Setup, agent_reading, column, edit_distance, normalise, read_csv, timing};
+use crate::bench::round_to;
 use crate::frame::BgrImage;
 
 /// Two-line plates (motorbikes, some cars and trucks) are about 1.4:1,
@@ -93,7 +94,7 @@ pub fn run(dir: &Path, truth: Option<&Path>, setup: &Setup) -> anyhow::Result<se
         "crops": exact.of,
         "exact": exact.json(),
         "exact_raw_argmax": raw_exact.json(),
-        "char_accuracy": (chars_total > 0).then(|| (chars_right as f64 / chars_total as f64 * 10_000.0).round() / 10_000.0),
+        "char_accuracy": (chars_total > 0).then(|| round_to(chars_right as f64 / chars_total as f64, 4)),
         "by_layout": {"two_line": two_line.json(), "one_line": one_line.json()},
         "reader_ms_per_crop": timing(times),
         "misreads": misreads,

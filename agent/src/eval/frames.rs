@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::{Ratio, Setup, column, normalise, read_csv, reading, timing};
+use crate::bench::round_to;
 use crate::config::{Analysis, DetectKind};
 use crate::frame::BgrImage;
 use crate::infer::Detections;
@@ -197,8 +198,8 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
         {
             false_positives.push(json!({
                 "image": name, "category": f.category,
-                "bbox": p.bbox.map(|v| v.round()), "score": (p.detector_score * 100.0).round() / 100.0,
-                "read": reading(p), "read_confidence": (p.read_confidence * 100.0).round() / 100.0,
+                "bbox": p.bbox.map(|v| v.round()), "score": round_to(p.detector_score.into(), 2),
+                "read": reading(p), "read_confidence": round_to(p.read_confidence.into(), 2),
             }));
         }
         if o.read_exactly() == Some(false) {

@@ -18,6 +18,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::bench::round_to;
 use crate::config::{Analysis, Models as ModelsConfig};
 use crate::infer::{Models, PlateRead};
 use crate::plate::vote::{PlateObservation, vote};
@@ -101,7 +102,7 @@ impl Ratio {
     }
 
     pub fn value(&self) -> Option<f64> {
-        (self.of > 0).then(|| (self.hits as f64 / self.of as f64 * 10_000.0).round() / 10_000.0)
+        (self.of > 0).then(|| round_to(self.hits as f64 / self.of as f64, 4))
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -115,10 +116,7 @@ fn timing(mut ms: Vec<f64>) -> serde_json::Value {
         return serde_json::Value::Null;
     }
     ms.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        let v = ms[((ms.len() - 1) as f64 * q).round() as usize];
-        (v * 100.0).round() / 100.0
-    };
+    let at = |q: f64| round_to(ms[((ms.len() - 1) as f64 * q).round() as usize], 2);
     serde_json::json!({"p50": at(0.5), "p90": at(0.9), "n": ms.len()})
 }
 

@@ -293,14 +293,12 @@ impl CameraEvidence {
         let Err(e) = self.tx.try_send(Command::Package(Box::new(req))) else {
             return true;
         };
-        {
-            let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            let why = match e {
-                TrySendError::Full(_) => "the evidence queue is full (disk too slow?)",
-                TrySendError::Disconnected(_) => "the evidence thread has stopped",
-            };
-            tracing::error!(event = %id, refused_total = n, "no evidence package for this event: {why}");
-        }
+        let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let why = match e {
+            TrySendError::Full(_) => "the evidence queue is full (disk too slow?)",
+            TrySendError::Disconnected(_) => "the evidence thread has stopped",
+        };
+        tracing::error!(event = %id, refused_total = n, "no evidence package for this event: {why}");
         false
     }
 }
@@ -441,6 +439,7 @@ impl Worker {
                 )?;
                 Ok(sealed)
             });
+        let sealed = result.is_ok();
         let mut notice = EvidenceNotice::new(&self.settings, &p.req.id, &p.req.camera, "sealed");
         match result {
             Ok(Sealed {
@@ -463,7 +462,6 @@ impl Worker {
                 notice.error = Some(format!("{e:#}"));
             }
         }
-        let sealed = notice.status == "sealed";
         (self.on_notice)(notice);
         if self.early_acks.remove(&p.req.id) {
             if sealed {

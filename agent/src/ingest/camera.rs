@@ -22,7 +22,9 @@ use gstreamer_video::prelude::*;
 
 use super::motion::MotionGate;
 use super::pipeline::{APPSINK_NAME, ENCODED_SINK_NAME, pipeline_description};
-use super::{EncodedSink, EncodedUnit, Frame, OwnedPipeline, describe_error};
+use super::{
+    EncodedSink, EncodedUnit, Frame, OwnedPipeline, append_rows, describe_error, first_error,
+};
 use crate::config::{CameraConfig, Source};
 use crate::frame::BgrImage;
 use crate::shutdown::Shutdown;
@@ -431,17 +433,6 @@ fn luma_moved(
     ))
 }
 
-fn first_error(bus: &gst::Bus) -> Option<String> {
-    bus.timed_pop_filtered(
-        gst::ClockTime::from_mseconds(500),
-        &[gst::MessageType::Error],
-    )
-    .and_then(|msg| match msg.view() {
-        gst::MessageView::Error(err) => Some(describe_error(err)),
-        _ => None,
-    })
-}
-
 /// Converts one decoded I420 frame to packed BGR, written straight into the
 /// image's own buffer. When the planes lie back to back without row padding
 /// (as GStreamer lays out I420 whose width is a multiple of 8: 1080p,
@@ -492,9 +483,7 @@ pub fn i420_to_bgr(
                 let data = frame
                     .plane_data(plane as u32)
                     .map_err(|_| anyhow!("frame has no plane {plane}"))?;
-                for row in 0..ph {
-                    copy.extend_from_slice(&data[row * stride..row * stride + pw]);
-                }
+                append_rows(&mut copy, data, stride, pw, ph);
             }
             &copy
         }

@@ -49,11 +49,7 @@ pub fn for_each_frame(
     if !stopped && !sink.is_eos() {
         let why = pipeline
             .bus()
-            .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
-            .and_then(|msg| match msg.view() {
-                gst::MessageView::Error(e) => Some(super::describe_error(e)),
-                _ => None,
-            })
+            .and_then(|bus| super::first_error(&bus))
             .unwrap_or_else(|| "no frame for 10 s".into());
         bail!("{} stopped after {decoded} frames: {why}", source.display());
     }
@@ -77,8 +73,6 @@ fn packed_bgr(sample: &gst::Sample) -> anyhow::Result<BgrImage> {
     let stride = frame.plane_stride()[0] as usize;
     let data = frame.plane_data(0).map_err(|_| anyhow!("no plane"))?;
     let mut packed = Vec::with_capacity(w * h * 3);
-    for row in 0..h {
-        packed.extend_from_slice(&data[row * stride..row * stride + w * 3]);
-    }
+    super::append_rows(&mut packed, data, stride, w * 3, h);
     Ok(BgrImage::new(w as u32, h as u32, packed))
 }

@@ -122,6 +122,33 @@ pub fn describe_error(err: &gstreamer::message::Error) -> String {
     }
 }
 
+/// The pipeline's first error on its bus, waiting up to half a second for
+/// it, as one line.
+pub fn first_error(bus: &gstreamer::Bus) -> Option<String> {
+    bus.timed_pop_filtered(
+        gstreamer::ClockTime::from_mseconds(500),
+        &[gstreamer::MessageType::Error],
+    )
+    .and_then(|msg| match msg.view() {
+        gstreamer::MessageView::Error(err) => Some(describe_error(err)),
+        _ => None,
+    })
+}
+
+/// Appends `rows` rows of `row_bytes` from a plane laid out with `stride`
+/// bytes per row: GStreamer pads rows, the agent's images are packed.
+pub(crate) fn append_rows(
+    out: &mut Vec<u8>,
+    plane: &[u8],
+    stride: usize,
+    row_bytes: usize,
+    rows: usize,
+) {
+    for row in 0..rows {
+        out.extend_from_slice(&plane[row * stride..row * stride + row_bytes]);
+    }
+}
+
 /// Initialises GStreamer once per process; later calls are cheap.
 pub fn init_gstreamer() -> anyhow::Result<()> {
     gstreamer::init().map_err(|e| {

@@ -557,11 +557,11 @@ impl Connection {
     }
 
     fn acked(&self, sent: Sent) {
-        if let Sent::Event(id) = sent {
-            self.latency.acknowledged(id);
-        }
-        if let Sent::Event(id) = sent
-            && let Ok(mut o) = self.outbox.lock()
+        let Sent::Event(id) = sent else {
+            return;
+        };
+        self.latency.acknowledged(id);
+        if let Ok(mut o) = self.outbox.lock()
             && let Err(e) = o.ack(id)
         {
             tracing::error!("cannot record the acknowledgement of event record {id}: {e:#}");
