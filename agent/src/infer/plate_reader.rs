@@ -2,6 +2,8 @@
 //! crop, one-line and two-line plates alike. Input uint8 `[N, H, W, 3]`
 //! RGB (64×128 for cct_xs_v1_global; normalisation is inside the graph);
 //! output `[N, slots, alphabet]`, a softmax per character slot, `_` pads.
+//! The alphabet is told by the number of classes: fast-plate-ocr's 37, or
+//! the same with `Đ` appended (38), which the project's reader uses.
 
 use std::sync::Mutex;
 
@@ -12,8 +14,14 @@ use ort::value::TensorRef;
 use super::image_ops::warp_quad;
 use crate::frame::BgrImage;
 
-pub const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_";
-pub const PAD: u8 = b'_';
+/// The alphabets a reader may have, known by their length. `Đ` comes
+/// after the pad so that a reader widened from fast-plate-ocr's keeps
+/// every old class where it was.
+const ALPHABETS: [&str; 2] = [
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_",
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_Đ",
+];
+const PAD: char = '_';
 /// How far the plate's corners are pushed out before rectifying.
 pub const CROP_MARGIN: f32 = 0.06;
 
@@ -38,6 +46,7 @@ pub struct PlateReader {
     session: Mutex<Session>,
     width: u32,
     height: u32,
+    alphabet: Vec<char>,
 }
 
 impl PlateReader {
@@ -48,10 +57,17 @@ impl PlateReader {
             .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
             .filter(|s| s.len() == 4 && s[1] > 0 && s[2] > 0 && s[3] == 3)
             .ok_or_else(|| anyhow!("plate reader input is not [N,H,W,3] uint8"))?;
+        let classes = session
+            .outputs()
+            .first()
+            .and_then(|o| o.dtype().tensor_shape().and_then(|s| s.last().copied()))
+            .unwrap_or(0);
+        let alphabet = alphabet_of(classes)?;
         Ok(Self {
             session: Mutex::new(session),
             width: shape[2] as u32,
             height: shape[1] as u32,
+            alphabet,
         })
     }
 
@@ -97,17 +113,31 @@ impl PlateReader {
             .context("plate reader inference failed")?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>()?;
         let classes = *shape.last().unwrap_or(&0) as usize;
-        if classes != ALPHABET.len() {
+        if classes != self.alphabet.len() {
             return Err(anyhow!(
-                "plate reader gives {classes} classes per slot, expected {}",
-                ALPHABET.len()
+                "plate reader gave {classes} classes per slot where its model declares {}",
+                self.alphabet.len()
             ));
         }
-        Ok(decode(data, classes))
+        Ok(decode(data, &self.alphabet))
     }
 }
 
-fn decode(data: &[f32], classes: usize) -> TextRead {
+fn alphabet_of(classes: i64) -> anyhow::Result<Vec<char>> {
+    ALPHABETS
+        .iter()
+        .map(|a| a.chars().collect::<Vec<char>>())
+        .find(|a| a.len() as i64 == classes)
+        .ok_or_else(|| {
+            anyhow!(
+                "plate reader model gives {classes} classes per character slot; matthan reads \
+                 37 (0-9, A-Z, _ as in fast-plate-ocr) or 38 (the same and Đ): use such a model"
+            )
+        })
+}
+
+fn decode(data: &[f32], alphabet: &[char]) -> TextRead {
+    let classes = alphabet.len();
     let mut chars = String::new();
     let mut char_confidences = Vec::new();
     let mut total = 0.0;
@@ -117,11 +147,11 @@ fn decode(data: &[f32], classes: usize) -> TextRead {
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, p)| (ALPHABET[i], *p))
+            .map(|(i, p)| (alphabet[i], *p))
             .unwrap_or((PAD, 0.0));
         total += p;
         if best != PAD {
-            chars.push(best as char);
+            chars.push(best);
             char_confidences.push(p);
         }
     }
@@ -142,13 +172,32 @@ mod tests {
 
     #[test]
     fn decode_drops_padding_and_averages_all_slots() {
-        let mut data = vec![0.0; 3 * ALPHABET.len()];
+        let alphabet = alphabet_of(37).unwrap();
+        let mut data = vec![0.0; 3 * 37];
         data[5] = 0.9; // '5'
-        data[ALPHABET.len() + 10] = 0.8; // 'A'
-        data[2 * ALPHABET.len() + 36] = 0.7; // '_'
-        let r = decode(&data, ALPHABET.len());
+        data[37 + 10] = 0.8; // 'A'
+        data[2 * 37 + 36] = 0.7; // '_'
+        let r = decode(&data, &alphabet);
         assert_eq!(r.chars, "5A");
         assert_eq!(r.char_confidences, vec![0.9, 0.8]);
         assert!((r.confidence - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_widened_reader_reads_dj_with_one_confidence_per_character() {
+        let alphabet = alphabet_of(38).unwrap();
+        let mut data = vec![0.0; 4 * 38];
+        for (slot, class) in [22, 37, 1, 36].into_iter().enumerate() {
+            data[slot * 38 + class] = 0.9; // M Đ 1 _
+        }
+        let r = decode(&data, &alphabet);
+        assert_eq!(r.chars, "MĐ1");
+        assert_eq!(r.char_confidences.len(), r.chars.chars().count());
+    }
+
+    #[test]
+    fn an_unknown_alphabet_is_refused_with_what_is_read() {
+        let err = alphabet_of(36).unwrap_err().to_string();
+        assert!(err.contains("36 classes") && err.contains("38"), "{err}");
     }
 }
