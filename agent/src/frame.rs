@@ -1,6 +1,11 @@
-//! The plain image type that ingest hands to inference: packed 8-bit BGR,
-//! row after row, no padding. BGR because OpenCV and YuNet want it; models
-//! that want RGB swap channels while they fill their input tensor.
+//! The plain image types between the stages. A camera's decoded picture
+//! stays in the decoder's own I420 while it is passed on and held (by a
+//! track, by a pending evidence package): half the bytes of BGR. It
+//! becomes packed 8-bit BGR only while it is analysed or written out; BGR
+//! because OpenCV and YuNet want it, and models that want RGB swap channels
+//! while they fill their input tensor.
+
+use anyhow::anyhow;
 
 #[derive(Clone)]
 pub struct BgrImage {
@@ -56,5 +61,66 @@ impl BgrImage {
 fn swap_red_blue(pixels: &mut [u8]) {
     for px in pixels.chunks_exact_mut(3) {
         px.swap(0, 2);
+    }
+}
+
+/// A decoded picture in I420: the luma plane, then the two quarter-size
+/// chroma planes, each packed without row padding. Width and height are
+/// even (a decoder's odd last column or row carries no colour of its own).
+#[derive(Clone)]
+pub struct I420Image {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height * 3 / 2` bytes.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for I420Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "I420Image({}x{})", self.width, self.height)
+    }
+}
+
+impl I420Image {
+    pub fn new(width: u32, height: u32, data: Vec<u8>) -> Self {
+        assert!(
+            width.is_multiple_of(2) && height.is_multiple_of(2),
+            "I420 size must be even"
+        );
+        assert_eq!(
+            data.len(),
+            width as usize * height as usize * 3 / 2,
+            "I420 buffer size"
+        );
+        Self {
+            width,
+            height,
+            data,
+        }
+    }
+
+    /// Converts to packed BGR (BT.601, as decoders output), written straight
+    /// into the image's own buffer.
+    pub fn to_bgr(&self) -> anyhow::Result<BgrImage> {
+        use opencv::core::{Mat, Vec3b};
+        use opencv::prelude::*;
+
+        let (w, h) = (self.width as usize, self.height as usize);
+        if w == 0 || h == 0 {
+            return Err(anyhow!("frame of {w}x{h} is empty"));
+        }
+        let yuv = Mat::new_rows_cols_with_bytes::<u8>((h * 3 / 2) as i32, w as i32, &self.data)?;
+        let mut bgr = vec![0u8; w * h * 3];
+        let target = bgr.as_ptr();
+        {
+            let mut out = Mat::new_rows_cols_with_bytes_mut::<Vec3b>(h as i32, w as i32, &mut bgr)?;
+            opencv::imgproc::cvt_color_def(&yuv, &mut out, opencv::imgproc::COLOR_YUV2BGR_I420)?;
+            // OpenCV writes into a destination of the right size and type in
+            // place; if it ever allocated its own, the image would stay black.
+            if out.data() != target {
+                return Err(anyhow!("colour conversion did not write in place"));
+            }
+        }
+        Ok(BgrImage::new(self.width, self.height, bgr))
     }
 }

@@ -19,7 +19,7 @@ use super::clip::write_mp4;
 use super::keys::GatewayKey;
 use super::ring::Span;
 use crate::digest::sha256_file;
-use crate::frame::BgrImage;
+use crate::frame::{BgrImage, I420Image};
 use crate::infer::BBox;
 
 pub const FORMAT: &str = "matthan-evidence/1";
@@ -37,7 +37,7 @@ pub struct PackageRequest {
     /// The event as published.
     pub event: serde_json::Value,
     /// The full frame the plate was read from.
-    pub frame: Arc<BgrImage>,
+    pub frame: Arc<I420Image>,
     pub frame_number: u64,
     /// The stream attempt of the frame, whose timestamps `frame_time` is in.
     pub stream: u64,
@@ -182,17 +182,19 @@ fn write(
         None => None,
     };
 
-    write_jpeg(&req.frame, &partial.join("frame.jpg"))?;
+    // Held as I420 while it waited for its clip; BGR only to be written.
+    let frame = req.frame.to_bgr()?;
+    write_jpeg(&frame, &partial.join("frame.jpg"))?;
     add("frame.jpg", "the full frame the plate was read from")?;
     // The crops help a reviewer; a package without them still holds the
     // frame and the clip, so their failure only costs the crop.
-    match super::crops::plate(&req.frame, &req.corners)
+    match super::crops::plate(&frame, &req.corners)
         .and_then(|plate| write_jpeg(&plate, &partial.join("plate.jpg")))
     {
         Ok(()) => add("plate.jpg", "the plate, rectified from its four corners")?,
         Err(e) => tracing::warn!(package = %req.id, "no plate crop: {e:#}"),
     }
-    let region = match super::crops::vehicle(&req.frame, &req.bbox)
+    let region = match super::crops::vehicle(&frame, &req.bbox)
         .and_then(|(v, region)| write_jpeg(&v, &partial.join("vehicle.jpg")).map(|()| region))
     {
         Ok(region) => {

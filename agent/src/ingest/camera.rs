@@ -26,7 +26,7 @@ use super::{
     EncodedSink, EncodedUnit, Frame, OwnedPipeline, append_rows, describe_error, first_error,
 };
 use crate::config::{CameraConfig, Source};
-use crate::frame::BgrImage;
+use crate::frame::I420Image;
 use crate::shutdown::Shutdown;
 
 /// A camera that has delivered no frame for this long is restarted
@@ -230,7 +230,7 @@ impl CameraSupervisor {
 
         let started = Instant::now();
         let mut gate = MotionGate::default();
-        let mut last_image: Option<std::sync::Arc<BgrImage>> = None;
+        let mut last_image: Option<std::sync::Arc<I420Image>> = None;
         let mut last_frame: Option<Instant> = None;
         let mut format: Option<(u32, u32, String)> = None;
         let mut next_due: Option<gst::ClockTime> = None;
@@ -364,7 +364,7 @@ impl CameraSupervisor {
                 && !luma_moved(&mut gate, buffer, &info)?;
             let image = match (&last_image, unchanged) {
                 (Some(last), true) => last.clone(),
-                _ => std::sync::Arc::new(i420_to_bgr(buffer, &info)?),
+                _ => std::sync::Arc::new(i420_image(buffer, &info)?),
             };
             last_image = Some(image.clone());
             on_frame(Frame {
@@ -433,19 +433,17 @@ fn luma_moved(
     ))
 }
 
-/// Converts one decoded I420 frame to packed BGR, written straight into the
-/// image's own buffer. When the planes lie back to back without row padding
-/// (as GStreamer lays out I420 whose width is a multiple of 8: 1080p,
-/// 720p, D1), OpenCV reads the decoded buffer in place; otherwise the
-/// planes are packed first. Odd widths or heights lose their last column
-/// or row, which chroma subsampling leaves without colour anyway.
-pub fn i420_to_bgr(
+/// Copies one decoded frame out of the decoder's buffer into a packed
+/// [`I420Image`]: one copy when the planes already lie back to back
+/// without row padding (as GStreamer lays out I420 whose width is a
+/// multiple of 8: 1080p, 720p, D1), row by row otherwise. The copy lets
+/// the decoder reuse its buffer at once, however long a track or an
+/// evidence package keeps the frame. Odd widths or heights lose their last
+/// column or row, which chroma subsampling leaves without colour anyway.
+pub fn i420_image(
     buffer: &gst::BufferRef,
     info: &gst_video::VideoInfo,
-) -> anyhow::Result<BgrImage> {
-    use opencv::core::{Mat, Vec3b};
-    use opencv::prelude::*;
-
+) -> anyhow::Result<I420Image> {
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
         .map_err(|_| anyhow!("cannot map the decoded frame"))?;
     let w = (info.width() & !1) as usize;
@@ -463,7 +461,7 @@ pub fn i420_to_bgr(
         .map_err(|_| anyhow!("cannot map the decoded frame"))?;
     // The frame's own plane pointers and strides (they follow the decoder's
     // video meta, not only the caps) must be exactly where a packed I420
-    // image would have them, or the planes are packed first.
+    // image would have them for the one-copy path.
     let base = map.as_ptr() as usize;
     let packed_at = [0, w * h, w * h + w * h / 4];
     let in_place = (info.width() as usize, info.height() as usize) == (w, h)
@@ -473,34 +471,21 @@ pub fn i420_to_bgr(
                     .plane_data(i as u32)
                     .is_ok_and(|d| d.as_ptr() as usize == base + packed_at[i])
         });
-    let mut copy = Vec::new();
-    let yuv_bytes: &[u8] = match map.as_slice().get(..w * h * 3 / 2) {
-        Some(bytes) if in_place => bytes,
+    let data = match map.as_slice().get(..w * h * 3 / 2) {
+        Some(bytes) if in_place => bytes.to_vec(),
         _ => {
-            copy.reserve_exact(w * h * 3 / 2);
+            let mut packed = Vec::with_capacity(w * h * 3 / 2);
             for (plane, (pw, ph)) in planes.into_iter().enumerate() {
                 let stride = frame.plane_stride()[plane] as usize;
                 let data = frame
                     .plane_data(plane as u32)
                     .map_err(|_| anyhow!("frame has no plane {plane}"))?;
-                append_rows(&mut copy, data, stride, pw, ph);
+                append_rows(&mut packed, data, stride, pw, ph);
             }
-            &copy
+            packed
         }
     };
-    let yuv = Mat::new_rows_cols_with_bytes::<u8>((h * 3 / 2) as i32, w as i32, yuv_bytes)?;
-    let mut bgr = vec![0u8; w * h * 3];
-    let target = bgr.as_ptr();
-    {
-        let mut out = Mat::new_rows_cols_with_bytes_mut::<Vec3b>(h as i32, w as i32, &mut bgr)?;
-        opencv::imgproc::cvt_color_def(&yuv, &mut out, opencv::imgproc::COLOR_YUV2BGR_I420)?;
-        // OpenCV writes into a destination of the right size and type in
-        // place; if it ever allocated its own, the image would stay black.
-        if out.data() != target {
-            return Err(anyhow!("colour conversion did not write in place"));
-        }
-    }
-    Ok(BgrImage::new(w as u32, h as u32, bgr))
+    Ok(I420Image::new(w as u32, h as u32, data))
 }
 
 #[cfg(test)]
@@ -536,13 +521,13 @@ mod tests {
     }
 
     #[test]
-    fn i420_converts_in_place_and_through_a_copy_alike() {
+    fn i420_is_copied_in_one_piece_and_row_by_row_alike() {
         crate::ingest::init_gstreamer().unwrap();
         // 64 wide: planes back to back (read in place); 68 wide: the chroma
         // rows (34) are padded to 36 (packed first).
         for (w, h) in [(64, 48), (68, 50)] {
             let (buffer, info) = red_blue(w, h);
-            let img = i420_to_bgr(&buffer, &info).unwrap();
+            let img = i420_image(&buffer, &info).unwrap().to_bgr().unwrap();
             assert_eq!((img.width, img.height), (w, h));
             let near = |got: [u8; 3], want: [u8; 3]| {
                 got.iter().zip(want).all(|(&g, w)| g.abs_diff(w) <= 6)

@@ -18,14 +18,14 @@ pub use pipeline::pipeline_description;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::frame::BgrImage;
+use crate::frame::I420Image;
 
 /// One decoded frame, due for analysis.
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// Shared, so a stage that keeps a frame (evidence of a pass) holds a
     /// reference instead of a copy.
-    pub image: Arc<BgrImage>,
+    pub image: Arc<I420Image>,
     /// Position in the stream (the buffer's PTS), when the stream gives one.
     pub stream_time: Option<Duration>,
     /// Wall-clock time at which the frame reached the agent.

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::frame::BgrImage;
+use crate::frame::I420Image;
 use crate::infer::{BBox, Detections, Face};
 use crate::ingest::Frame;
 use crate::plate::colour::{PlateColour, plate_colour};
@@ -86,7 +86,7 @@ pub struct PlatePass {
     pub last_seen: SystemTime,
     /// The full frame of `best`, for evidence; None only when the frame
     /// was not kept (a pass split off another vehicle's track).
-    pub frame: Option<Arc<BgrImage>>,
+    pub frame: Option<Arc<I420Image>>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ struct PlateTrack {
 /// one: the vote at the end may settle on a reading the single best frame
 /// does not show, and the event's frame must be one the evidence holds.
 #[derive(Default)]
-struct KeptFrames(Vec<(f32, u64, Arc<BgrImage>)>);
+struct KeptFrames(Vec<(f32, u64, Arc<I420Image>)>);
 
 const KEPT_FRAMES: usize = 3;
 
@@ -142,7 +142,7 @@ impl KeptFrames {
         self.0.truncate(KEPT_FRAMES);
     }
 
-    fn get(&self, number: u64) -> Option<&Arc<BgrImage>> {
+    fn get(&self, number: u64) -> Option<&Arc<I420Image>> {
         self.0
             .iter()
             .find(|(_, n, _)| *n == number)

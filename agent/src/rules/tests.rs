@@ -3,13 +3,13 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::frame::BgrImage;
+use crate::frame::{BgrImage, I420Image};
 use crate::infer::{Detections, PlateRead};
 use crate::ingest::Frame;
 
 fn frame(n: u64) -> Frame {
     Frame {
-        image: BgrImage::new(2, 2, vec![0; 12]).into(),
+        image: I420Image::new(2, 2, vec![0; 6]).into(),
         stream_time: Some(Duration::from_millis(500 * n)),
         captured_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 500 * n),
         number: n,
