@@ -99,6 +99,37 @@ impl I420Image {
         }
     }
 
+    /// Converts a BGR image (a JPEG or PNG file given to `matthan detect` or
+    /// `eval`) to the form a camera's frames have, so that files and cameras
+    /// are analysed alike. An odd last column or row is dropped.
+    pub fn from_bgr(img: &BgrImage) -> anyhow::Result<Self> {
+        use opencv::core::{Mat, Rect, Vec3b};
+        use opencv::prelude::*;
+
+        let (w, h) = (img.width & !1, img.height & !1);
+        if w == 0 || h == 0 {
+            return Err(anyhow!(
+                "image of {}x{} is too small",
+                img.width,
+                img.height
+            ));
+        }
+        let src =
+            Mat::new_rows_cols_with_bytes::<Vec3b>(img.height as i32, img.width as i32, &img.data)?;
+        let even = Mat::roi(&src, Rect::new(0, 0, w as i32, h as i32))?;
+        let mut yuv = Mat::default();
+        opencv::imgproc::cvt_color_def(&even, &mut yuv, opencv::imgproc::COLOR_BGR2YUV_I420)?;
+        Ok(Self::new(w, h, yuv.data_bytes()?.to_vec()))
+    }
+
+    /// The luma plane and the two chroma planes.
+    pub fn planes(&self) -> [&[u8]; 3] {
+        let luma = self.width as usize * self.height as usize;
+        let (y, chroma) = self.data.split_at(luma);
+        let (u, v) = chroma.split_at(luma / 4);
+        [y, u, v]
+    }
+
     /// Converts to packed BGR (BT.601, as decoders output), written straight
     /// into the image's own buffer.
     pub fn to_bgr(&self) -> anyhow::Result<BgrImage> {

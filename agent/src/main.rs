@@ -10,7 +10,7 @@ use serde_json::json;
 
 use matthan::config::{Config, DetectKind, Models as ModelsConfig};
 use matthan::evidence::keys::{self, GatewayKey};
-use matthan::frame::BgrImage;
+use matthan::frame::{BgrImage, I420Image};
 use matthan::infer::Models;
 
 #[derive(Parser)]
@@ -482,8 +482,15 @@ fn detect(
     for path in images {
         // One bad image must not stop the batch: report it and go on.
         let result = BgrImage::open(path).and_then(|img| {
-            let d = models
-                .analyze(&img, &[DetectKind::Plates, DetectKind::Faces], &thresholds)
+            // Analysed as a camera's frame is: in I420.
+            let d = I420Image::from_bgr(&img)
+                .and_then(|frame| {
+                    models.analyze(
+                        &frame,
+                        &[DetectKind::Plates, DetectKind::Faces],
+                        &thresholds,
+                    )
+                })
                 .with_context(|| format!("analysis of {} failed", path.display()))?;
             Ok((img, d))
         });

@@ -171,7 +171,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                             }
                             _ => {
                                 let started = Instant::now();
-                                let r = frame.image.to_bgr().and_then(|bgr| models.analyze(&bgr, &detect, &thresholds));
+                                let r = models.analyze(&frame.image, &detect, &thresholds);
                                 cam_metrics.analysis_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                                 cam_metrics.frames_analysed.fetch_add(1, Ordering::Relaxed);
                                 r

@@ -2,7 +2,8 @@
 
 An independent implementation in numpy + OpenCV + onnxruntime (Python) of
 each model's documented input and output format (../shared/models/MANIFEST.md),
-run on real images. The Rust tests (agent/src/infer/tests.rs) compare the
+run on real images, each analysed as a camera's frame is: in I420, every
+model input shrunk plane by plane and then converted. The Rust tests (agent/src/infer/tests.rs) compare the
 agent's results with reference_outputs.json within a pixel.
 
 Regenerate (any Python with onnxruntime==1.32.0, numpy, opencv-python-headless):
@@ -19,7 +20,8 @@ import onnxruntime as ort
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.path.join(REPO, "..", "shared")
 MODELS = os.path.join(REPO, "models", "fetched")
-ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+# 37 classes for fast-plate-ocr's reader; the project's appends Đ.
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_Đ"
 
 IMAGES = [
     "media/faces/group_5_faces.jpg",
@@ -57,12 +59,29 @@ def nms(items, thr):
     return kept
 
 
-def faces(sess, bgr, threshold=0.7, long_side=640):
-    h, w = bgr.shape[:2]
+def to_i420(bgr):
+    """The image as a camera's frame: I420 of even size."""
+    h, w = bgr.shape[0] & ~1, bgr.shape[1] & ~1
+    return cv2.cvtColor(np.ascontiguousarray(bgr[:h, :w]), cv2.COLOR_BGR2YUV_I420).reshape(-1), w, h
+
+
+def resize_i420(frame, nw, nh):
+    """Each plane resized on its own to an even size, converted, the odd column/row cut."""
+    yuv, w, h = frame
+    ew, eh = nw + nw % 2, nh + nh % 2
+    interp = cv2.INTER_AREA if ew < w else cv2.INTER_LINEAR
+    planes = [yuv[:w * h].reshape(h, w), yuv[w * h:w * h * 5 // 4].reshape(h // 2, w // 2),
+              yuv[w * h * 5 // 4:].reshape(h // 2, w // 2)]
+    sizes = [(ew, eh), (ew // 2, eh // 2), (ew // 2, eh // 2)]
+    small = np.concatenate([cv2.resize(p, sz, interpolation=interp).reshape(-1) for p, sz in zip(planes, sizes)])
+    return cv2.cvtColor(small.reshape(eh * 3 // 2, ew), cv2.COLOR_YUV2BGR_I420)[:nh, :nw]
+
+
+def faces(sess, frame, threshold=0.7, long_side=640):
+    _, w, h = frame
     s = min(long_side / max(w, h), 1.0)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
-    img = cv2.resize(bgr, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else bgr
+    img = resize_i420(frame, nw, nh)
     pw, ph = -(-nw // 32) * 32, -(-nh // 32) * 32
     padded = np.zeros((ph, pw, 3), np.uint8)
     padded[:nh, :nw] = img
@@ -92,13 +111,15 @@ def faces(sess, bgr, threshold=0.7, long_side=640):
     return kept
 
 
-def plates(det, ocr, bgr, threshold=0.5):
-    h, w = bgr.shape[:2]
+def plates(det, ocr, frame, threshold=0.5):
+    yuv, w, h = frame
     size = det.get_inputs()[0].shape[3]
     r = min(size / w, size / h)
     nw, nh = min(max(1, round(w * r)), size), min(max(1, round(h * r)), size)
-    interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
-    img = cv2.resize(bgr, (nw, nh), interpolation=interp)
+    img = resize_i420(frame, nw, nh)
+    # The reader's crop comes from the frame at full size (the agent converts
+    # only the region around the plate, which gives the same pixels).
+    bgr = cv2.cvtColor(yuv.reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
     left, top = (size - nw) // 2, (size - nh) // 2
     canvas = np.zeros((size, size, 3), np.uint8)
     canvas[top:top + nh, left:left + nw] = img
@@ -151,8 +172,8 @@ def main():
         det, ocr = session(det_name), session(ocr_name)
         out = []
         for rel in IMAGES:
-            bgr = cv2.imread(os.path.join(SHARED, rel), cv2.IMREAD_COLOR)
-            out.append({"image": rel, "faces": faces(face_sess, bgr), "plates": plates(det, ocr, bgr)})
+            frame = to_i420(cv2.imread(os.path.join(SHARED, rel), cv2.IMREAD_COLOR))
+            out.append({"image": rel, "faces": faces(face_sess, frame), "plates": plates(det, ocr, frame)})
         sets.append({"plate_detector": det_name, "plate_reader": ocr_name, "images": out})
     json.dump({"generator": "tests/reference/make_reference.py", "onnxruntime": ort.__version__,
                "opencv": cv2.__version__, "model_sets": sets}, sys.stdout, indent=1)

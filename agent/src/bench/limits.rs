@@ -11,7 +11,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::config::{Analysis, DetectKind, Models as ModelsConfig};
-use crate::frame::BgrImage;
+use crate::frame::I420Image;
 use crate::infer::Models;
 use crate::ingest::{OwnedPipeline, describe_error};
 
@@ -116,8 +116,8 @@ fn run_to_end(pipeline: &gst::Pipeline, source: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// `n` frames spread over the clip, as the agent's BGR images.
-fn sample_frames(source: &Path, n: usize) -> anyhow::Result<Vec<BgrImage>> {
+/// `n` frames spread over the clip, as a camera hands them over.
+fn sample_frames(source: &Path, n: usize) -> anyhow::Result<Vec<I420Image>> {
     // Every `step`-th frame, from 5 (5 analysed frames a second at 25 fps);
     // when twice as many as wanted are kept, every other one goes and the
     // step doubles, so memory stays small whatever the clip's length.
@@ -137,7 +137,7 @@ fn sample_frames(source: &Path, n: usize) -> anyhow::Result<Vec<BgrImage>> {
 
 /// Analysed frames per second with every model the agent runs on a
 /// camera by default (plates and faces), one ONNX Runtime thread.
-fn infer_fps(frames: &[BgrImage], config: &ModelsConfig) -> anyhow::Result<(f64, f64, u64)> {
+fn infer_fps(frames: &[I420Image], config: &ModelsConfig) -> anyhow::Result<(f64, f64, u64)> {
     let models = Models::load(config)?;
     let detect = [DetectKind::Plates, DetectKind::Faces];
     let thresholds = Analysis::default();

@@ -26,7 +26,7 @@ use serde_json::json;
 use super::{Ratio, Setup, column, normalise, read_csv, reading, timing};
 use crate::bench::round_to;
 use crate::config::{Analysis, DetectKind};
-use crate::frame::BgrImage;
+use crate::frame::{BgrImage, I420Image};
 use crate::infer::Detections;
 use crate::infer::geometry::{BBox, iou};
 
@@ -172,7 +172,10 @@ pub fn run(dir: &Path, labels: Option<&Path>, setup: &Setup) -> anyhow::Result<s
             ));
         }
         let started = Instant::now();
-        let d = match models.analyze(&img, &[DetectKind::Plates], &analysis) {
+        // Analysed as a camera's frame is: in I420.
+        let analysed = I420Image::from_bgr(&img)
+            .and_then(|frame| models.analyze(&frame, &[DetectKind::Plates], &analysis));
+        let d = match analysed {
             Ok(d) => d,
             Err(e) => {
                 errors.push(format!("{}: {e:#}", f.image.display()));

@@ -13,8 +13,8 @@ use ort::value::TensorRef;
 use serde::Serialize;
 
 use super::geometry::{BBox, nms};
-use super::image_ops::{resize, to_nchw};
-use crate::frame::BgrImage;
+use super::image_ops::{resize_i420, to_nchw};
+use crate::frame::{BgrImage, I420Image};
 
 /// Frames are scaled so their long side is at most this, which keeps a
 /// 1080p frame near 15 ms on one core while faces of 20 px stay findable.
@@ -42,11 +42,11 @@ impl FaceDetector {
         }
     }
 
-    pub fn detect(&self, img: &BgrImage, threshold: f32) -> anyhow::Result<Vec<Face>> {
+    pub fn detect(&self, img: &I420Image, threshold: f32) -> anyhow::Result<Vec<Face>> {
         let scale = (self.long_side as f32 / img.width.max(img.height) as f32).min(1.0);
         let w = ((img.width as f32 * scale).round() as u32).max(1);
         let h = ((img.height as f32 * scale).round() as u32).max(1);
-        let resized = resize(img, w, h)?;
+        let resized = resize_i420(img, w, h)?;
         // Pad right and bottom to a multiple of 32; padding is black.
         let (pw, ph) = (w.div_ceil(32) * 32, h.div_ceil(32) * 32);
         let mut padded = BgrImage::new(pw, ph, vec![0; (pw * ph * 3) as usize]);

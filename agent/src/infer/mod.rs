@@ -23,7 +23,7 @@ pub use plate_reader::{PlateReader, TextRead};
 pub use runtime::ModelId;
 
 use crate::config::{Analysis, DetectKind, Models as ModelsConfig};
-use crate::frame::BgrImage;
+use crate::frame::{BgrImage, I420Image};
 
 /// A plate found and read in one image.
 #[derive(Debug, Clone, Serialize)]
@@ -99,7 +99,7 @@ impl Models {
     /// seen head-on.
     pub fn analyze(
         &self,
-        img: &BgrImage,
+        img: &I420Image,
         what: &[DetectKind],
         thresholds: &Analysis,
     ) -> anyhow::Result<Detections> {

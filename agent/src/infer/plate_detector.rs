@@ -12,7 +12,7 @@ use ort::value::TensorRef;
 
 use super::geometry::{BBox, nms};
 use super::image_ops::{letterbox, to_nchw};
-use crate::frame::BgrImage;
+use crate::frame::I420Image;
 
 pub const NMS_IOU: f32 = 0.5;
 
@@ -46,7 +46,7 @@ impl PlateDetector {
         })
     }
 
-    pub fn detect(&self, img: &BgrImage, threshold: f32) -> anyhow::Result<Vec<PlateBox>> {
+    pub fn detect(&self, img: &I420Image, threshold: f32) -> anyhow::Result<Vec<PlateBox>> {
         let (boxed, lb) = letterbox(img, self.size)?;
         let input = to_nchw(&boxed, true, 1.0 / 255.0);
         let mut session = self

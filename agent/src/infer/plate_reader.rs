@@ -11,8 +11,8 @@ use anyhow::{Context, anyhow};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::image_ops::warp_quad;
-use crate::frame::BgrImage;
+use super::image_ops::{region_i420, warp_quad};
+use crate::frame::{BgrImage, I420Image};
 
 /// The alphabets a reader may have, known by their length. `Đ` comes
 /// after the pad so that a reader widened from fast-plate-ocr's keeps
@@ -75,7 +75,7 @@ impl PlateReader {
     /// are first pushed out from their centre by [`CROP_MARGIN`]: detected
     /// corners sit on the plate's edge, and a glyph cut by a pixel reads worse
     /// than one with a little border around it (the reader was trained so).
-    pub fn read_quad(&self, img: &BgrImage, corners: &[[f32; 2]; 4]) -> anyhow::Result<CropRead> {
+    pub fn read_quad(&self, img: &I420Image, corners: &[[f32; 2]; 4]) -> anyhow::Result<CropRead> {
         let cx = corners.iter().map(|c| c[0]).sum::<f32>() / 4.0;
         let cy = corners.iter().map(|c| c[1]).sum::<f32>() / 4.0;
         let grown = corners.map(|[x, y]| {
@@ -84,7 +84,20 @@ impl PlateReader {
                 cy + (y - cy) * (1.0 + CROP_MARGIN),
             ]
         });
-        let crop = warp_quad(img, &grown, self.width, self.height)?;
+        // Only the region around the plate is converted; two pixels more
+        // on each side hold every pixel the bilinear warp reads.
+        let (xs, ys) = (grown.map(|c| c[0]), grown.map(|c| c[1]));
+        let (region, [ox, oy]) = region_i420(
+            img,
+            [
+                xs.into_iter().fold(f32::INFINITY, f32::min) - 2.0,
+                ys.into_iter().fold(f32::INFINITY, f32::min) - 2.0,
+                xs.into_iter().fold(f32::NEG_INFINITY, f32::max) + 2.0,
+                ys.into_iter().fold(f32::NEG_INFINITY, f32::max) + 2.0,
+            ],
+        )?;
+        let local = grown.map(|[x, y]| [x - ox as f32, y - oy as f32]);
+        let crop = warp_quad(&region, &local, self.width, self.height)?;
         Ok(CropRead {
             text: self.read_crop(&crop)?,
             crop,

@@ -27,9 +27,14 @@ fn models_with(plate_detector: &str, plate_reader: &str) -> Models {
     Models::load(&config).expect("models missing: run scripts/setup")
 }
 
-fn gate_frame(name: &str) -> (BgrImage, [f32; 4]) {
+/// An image file as a camera's frame (I420).
+fn open_frame(path: &Path) -> I420Image {
+    I420Image::from_bgr(&BgrImage::open(path).unwrap()).unwrap()
+}
+
+fn gate_frame(name: &str) -> (I420Image, [f32; 4]) {
     let dir = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate");
-    let img = BgrImage::open(&dir.join("images").join(format!("{name}.jpg"))).unwrap();
+    let img = open_frame(&dir.join("images").join(format!("{name}.jpg")));
     // YOLO label: class cx cy w h, normalised.
     let label = std::fs::read_to_string(dir.join("labels").join(format!("{name}.txt"))).unwrap();
     let v: Vec<f32> = label
@@ -51,7 +56,7 @@ fn gate_frame(name: &str) -> (BgrImage, [f32; 4]) {
 #[test]
 fn yunet_finds_the_five_faces_of_the_group_photo() {
     let m = models();
-    let img = BgrImage::open(&shared().join("media/faces/group_5_faces.jpg")).unwrap();
+    let img = open_frame(&shared().join("media/faces/group_5_faces.jpg"));
     let faces = m.faces.detect(&img, 0.7).unwrap();
     assert_eq!(faces.len(), 5, "{faces:?}");
     for f in &faces {
@@ -195,7 +200,7 @@ fn outputs_match_the_reference_implementation() {
         );
         for entry in set["images"].as_array().unwrap() {
             let name = entry["image"].as_str().unwrap();
-            let img = BgrImage::open(&shared().join(name)).unwrap();
+            let img = open_frame(&shared().join(name));
             let d = m
                 .analyze(
                     &img,

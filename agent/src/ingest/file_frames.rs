@@ -1,6 +1,7 @@
-//! A video file decoded to the agent's BGR frames, one after another, for
+//! A video file decoded to the agent's I420 frames, one after another, for
 //! the offline tools (`matthan bench`, `matthan eval`): the same decoders
-//! as a camera, without the pipeline's pacing or dropping.
+//! and the same copy out of the decoder as a camera, without the
+//! pipeline's pacing or dropping.
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -9,10 +10,9 @@ use anyhow::{anyhow, bail};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use gstreamer_video::prelude::*;
 
 use super::OwnedPipeline;
-use crate::frame::BgrImage;
+use crate::frame::I420Image;
 
 /// Calls `each` with the index (from 0) of every `every`-th frame of
 /// `source` and the frame, until the file ends or `each` says stop.
@@ -20,11 +20,11 @@ use crate::frame::BgrImage;
 pub fn for_each_frame(
     source: &Path,
     every: u64,
-    mut each: impl FnMut(u64, BgrImage) -> anyhow::Result<ControlFlow<()>>,
+    mut each: impl FnMut(u64, I420Image) -> anyhow::Result<ControlFlow<()>>,
 ) -> anyhow::Result<u64> {
     super::init_gstreamer()?;
     let description = format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=BGR ! appsink name=sink sync=false",
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false",
         source.display()
     );
     let pipeline = OwnedPipeline::launch(&description)?;
@@ -39,7 +39,7 @@ pub fn for_each_frame(
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
         let index = decoded;
         decoded += 1;
-        if index.is_multiple_of(every) && each(index, packed_bgr(&sample)?)?.is_break() {
+        if index.is_multiple_of(every) && each(index, frame_of(&sample)?)?.is_break() {
             stopped = true;
             break;
         }
@@ -62,17 +62,9 @@ pub fn for_each_frame(
     Ok(decoded)
 }
 
-/// Copies a BGR sample into a packed image (GStreamer pads rows to 4 bytes).
-fn packed_bgr(sample: &gst::Sample) -> anyhow::Result<BgrImage> {
+fn frame_of(sample: &gst::Sample) -> anyhow::Result<I420Image> {
     let caps = sample.caps().ok_or_else(|| anyhow!("no caps"))?;
     let info = gstreamer_video::VideoInfo::from_caps(caps)?;
     let buffer = sample.buffer().ok_or_else(|| anyhow!("no buffer"))?;
-    let frame = gstreamer_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-        .map_err(|_| anyhow!("cannot map a frame"))?;
-    let (w, h) = (info.width() as usize, info.height() as usize);
-    let stride = frame.plane_stride()[0] as usize;
-    let data = frame.plane_data(0).map_err(|_| anyhow!("no plane"))?;
-    let mut packed = Vec::with_capacity(w * h * 3);
-    super::append_rows(&mut packed, data, stride, w * 3, h);
-    Ok(BgrImage::new(w as u32, h as u32, packed))
+    super::camera::i420_image(buffer, &info)
 }
