@@ -29,23 +29,36 @@ pub fn resize(img: &BgrImage, width: u32, height: u32) -> anyhow::Result<BgrImag
     if img.width == width && img.height == height {
         return Ok(img.clone());
     }
-    let src = as_mat(img)?;
+    from_mat(&resize_mat(
+        &as_mat(img)?,
+        width,
+        height,
+        width < img.width,
+    )?)
+}
+
+/// OpenCV's resize: area-averaged when shrinking, which keeps small text
+/// free of aliasing; linear when growing.
+fn resize_mat(
+    src: &impl opencv::core::ToInputArray,
+    width: u32,
+    height: u32,
+    shrinking: bool,
+) -> anyhow::Result<Mat> {
     let mut dst = Mat::default();
-    // INTER_AREA when shrinking avoids aliasing on small text; linear when growing.
-    let interpolation = if width < img.width {
-        opencv::imgproc::INTER_AREA
-    } else {
-        opencv::imgproc::INTER_LINEAR
-    };
     opencv::imgproc::resize(
-        &src,
+        src,
         &mut dst,
         Size::new(width as i32, height as i32),
         0.0,
         0.0,
-        interpolation,
+        if shrinking {
+            opencv::imgproc::INTER_AREA
+        } else {
+            opencv::imgproc::INTER_LINEAR
+        },
     )?;
-    from_mat(&dst)
+    Ok(dst)
 }
 
 /// Resizes an I420 frame to a `width`×`height` BGR image: each plane is
@@ -63,20 +76,7 @@ pub fn resize_i420(img: &I420Image, width: u32, height: u32) -> anyhow::Result<B
     ] {
         let src = Mat::new_rows_cols_with_bytes::<u8>(ph as i32, pw as i32, img.planes()[plane])
             .context("cannot wrap the frame for OpenCV")?;
-        let mut dst = Mat::default();
-        opencv::imgproc::resize(
-            &src,
-            &mut dst,
-            Size::new(tw as i32, th as i32),
-            0.0,
-            0.0,
-            if shrinking {
-                opencv::imgproc::INTER_AREA
-            } else {
-                opencv::imgproc::INTER_LINEAR
-            },
-        )?;
-        data.extend_from_slice(dst.data_bytes()?);
+        data.extend_from_slice(resize_mat(&src, tw, th, shrinking)?.data_bytes()?);
     }
     let bgr = I420Image::new(ew, eh, data).to_bgr()?;
     if (ew, eh) == (width, height) {
