@@ -17,10 +17,15 @@ BASE_OCR = os.path.join(SHARED, "models", "fpo_cct_xs_v1_global.onnx")
 NEW_DET = os.path.join(HERE, "vn_plate_det_320.onnx")
 NEW_OCR = os.path.join(HERE, "vn_plate_ocr.onnx")
 
-ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+# The reader is 10 slots x 38 classes since session 3 (`train_ocr.py widen`): Đ is APPENDED after the
+# pad, so the first 37 classes and the pad index (36) are those of the original 9x37 model, and
+# decode_probs reads both the old [9,37] and the new [10,38] outputs.
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_Đ"
 PAD = ALPHABET.index("_")
-SLOTS = 9
-PLATE_RE = re.compile(r"^\d\d[A-Z][A-Z0-9]?\d{4,5}$")
+SLOTS = 10
+# 2 province digits + series (1-2 of letter/Đ/digit) + 4-5 digits, or the electric-motorbike
+# series MĐ + digit 1-9 + 5 digits (10 characters: 29MĐ123456)
+PLATE_RE = re.compile(r"^\d\d(?:[A-ZĐ][A-Z0-9Đ]?\d{4,5}|MĐ[1-9]\d{5})$")
 
 
 def held_out(name, pct=10):
@@ -35,7 +40,8 @@ def encode_label(s):
 
 
 def decode_probs(p):
-    """p: [9,37] -> string (argmax per slot, '_' dropped)."""
+    """p: [slots, classes] ([9,37] original / 9x37 fine-tunes, [10,38] widened) -> string
+    (argmax per slot, '_' dropped)."""
     return "".join(ALPHABET[i] for i in p.argmax(-1) if i != PAD)
 
 

@@ -7,6 +7,8 @@ Layouts (Circular 58/2020 style, simplified):
   * motorbike 2-line white square (190x140 mm): "59-KA" / "191.66", "59-X3" / "123.45"
   * car 1-line long (520x110 mm): "51G-123.45" (white, yellow or blue background)
   * car 2-line (330x165 mm): "51G" / "123.45"
+  * special series (session 3): electric motorbike "29-MĐ1" / "234.56" (label 29MĐ123456, 10 chars),
+    ~6 % of OCR samples; car "30TĐ-123.45" and "60LD-005.84", ~2 % each
 Font: DejaVu Sans Condensed Bold / Mono Bold / Condensed (Debian fonts-dejavu-core). Plates are
 drawn glyph by glyph in fixed-width cells, each glyph squeezed to height:width ~2:1 like the real
 (condensed, tall) VN plate font, with a random stroke weight (`render_plate`). The previous
@@ -61,9 +63,56 @@ def rand_letter():
     return random.choices(LETTERS, LETTER_W)[0]
 
 
+# Share of each layout's plates drawn with a special series: ocr_sample draws ~2/3 motorbike plates,
+# so 9 % of them = ~6 % of OCR samples are electric motorbikes (MĐ); 6 % of car plates = ~2 % TĐ and
+# ~2 % LD. FORCE_SPECIAL (None or True) makes every plate special (held-out synthetic Đ test set).
+P_MD, P_TD, P_LD = 0.09, 0.06, 0.06
+FORCE_SPECIAL = None
+
+
+def _serial(p5):
+    """4 or 5 digits: (label digits, as printed); a 5-digit serial prints as 123.45."""
+    if random.random() < p5:
+        num = "".join(random.choice(DIGITS) for _ in range(5))
+        return num, num[:3] + "." + num[3:]
+    num = "".join(random.choice(DIGITS) for _ in range(4))
+    return num, num
+
+
+def _car_text(kind, prov, series, num, numtxt):
+    """(lines, label) of a 1-line (car1) or 2-line (car2) car plate."""
+    if kind == "car1":
+        return [prov + series + "-" + numtxt], prov + series + num
+    return [prov + series + random.choice(["", "-"]), numtxt], prov + series + num
+
+
+def _special_text(kind, prov):
+    """MĐ (moto) / TĐ or LD (car) plates: (lines, label) or None."""
+    force = FORCE_SPECIAL
+    if kind == "moto":
+        if not (force or random.random() < P_MD):
+            return None
+        d = random.choice(DIGITS[1:])
+        num, bottom = _serial(0.8)
+        return [prov + "-MĐ" + d, bottom], prov + "MĐ" + d + num
+    r = random.random()
+    if force:
+        series = "TĐ" if r < 0.5 else "LD"
+    elif r < P_TD:
+        series = "TĐ"
+    elif r < P_TD + P_LD:
+        series = "LD"
+    else:
+        return None
+    return _car_text(kind, prov, series, *_serial(0.75))
+
+
 def rand_plate_text(kind):
     """Returns (lines, label). kind in moto, car1, car2."""
     prov = rand_province()
+    sp = _special_text(kind, prov)
+    if sp is not None:
+        return sp
     if kind == "moto":
         r = random.random()
         if r < 0.85:
@@ -72,26 +121,13 @@ def rand_plate_text(kind):
             series = rand_letter() + random.choice(LETTERS.replace("Z", ""))  # KA
         else:
             series = rand_letter() + random.choice(DIGITS)
-        if random.random() < 0.8:
-            num = "".join(random.choice(DIGITS) for _ in range(5))
-            bottom = num[:3] + "." + num[3:]
-        else:
-            num = "".join(random.choice(DIGITS) for _ in range(4))
-            bottom = num
+        num, bottom = _serial(0.8)
         top = prov + "-" + series
         return [top, bottom], prov + series + num
     series = rand_letter()
     if random.random() < 0.05:
         series += random.choice(LETTERS.replace("Z", ""))
-    if random.random() < 0.75:
-        num = "".join(random.choice(DIGITS) for _ in range(5))
-        numtxt = num[:3] + "." + num[3:]
-    else:
-        num = "".join(random.choice(DIGITS) for _ in range(4))
-        numtxt = num
-    if kind == "car1":
-        return [prov + series + "-" + numtxt], prov + series + num
-    return [prov + series + random.choice(["", "-"]), numtxt], prov + series + num
+    return _car_text(kind, prov, series, *_serial(0.75))
 
 
 def _colors(kind):
