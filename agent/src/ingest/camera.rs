@@ -523,8 +523,8 @@ mod tests {
     #[test]
     fn i420_is_copied_in_one_piece_and_row_by_row_alike() {
         crate::ingest::init_gstreamer().unwrap();
-        // 64 wide: planes back to back (read in place); 68 wide: the chroma
-        // rows (34) are padded to 36 (packed first).
+        // 64 wide: planes back to back (copied in one piece); 68 wide: the
+        // chroma rows (34) are padded to 36 (copied row by row).
         for (w, h) in [(64, 48), (68, 50)] {
             let (buffer, info) = red_blue(w, h);
             let img = i420_image(&buffer, &info).unwrap().to_bgr().unwrap();

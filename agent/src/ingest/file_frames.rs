@@ -62,6 +62,7 @@ pub fn for_each_frame(
     Ok(decoded)
 }
 
+/// The sample's frame, copied out as a camera's frame is.
 fn frame_of(sample: &gst::Sample) -> anyhow::Result<I420Image> {
     let caps = sample.caps().ok_or_else(|| anyhow!("no caps"))?;
     let info = gstreamer_video::VideoInfo::from_caps(caps)?;
