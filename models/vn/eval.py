@@ -83,6 +83,11 @@ def load_heldout_real():
             [lab for _, lab in val])
 
 
+def read_batched(s, x, batch=32):
+    """The reader's output for every crop of x, in batches."""
+    return np.concatenate([s.run(None, {"input": x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+
+
 def eval_ocr(models):
     heldout = load_heldout_real()
     rows = list(csv.DictReader(open(os.path.join(DATA, "vn_plate_crops_cctv", "truth.csv"))))
@@ -94,15 +99,13 @@ def eval_ocr(models):
     res = {}
     for tag, path in models:
         s = sess(path)
-        p = np.concatenate([s.run(None, {"input": x[i:i + 32]})[0] for i in range(0, len(x), 32)])
-        reads = [decode_probs(pp) for pp in p]
+        reads = [decode_probs(pp) for pp in read_batched(s, x)]
         ok = [rd == r["plate_text"] for rd, r in zip(reads, rows)]
         char_ok = sum(sum(a == b for a, b in zip(rd, r["plate_text"])) for rd, r in zip(reads, rows))
         res[tag] = {"n": len(rows), "exact": sum(ok), "exact_pct": round(100 * sum(ok) / len(rows), 1),
                     "char_pos_acc_pct": round(100 * char_ok / sum(len(r["plate_text"]) for r in rows), 1)}
         if heldout is not None:  # cleaned real crops held out from training (auto labels), same resize
-            ph = np.concatenate([s.run(None, {"input": heldout[0][i:i + 32]})[0] for i in range(0, len(heldout[0]), 32)])
-            hok = sum(decode_probs(pp) == lab for pp, lab in zip(ph, heldout[1]))
+            hok = sum(decode_probs(pp) == lab for pp, lab in zip(read_batched(s, heldout[0]), heldout[1]))
             res[tag].update({"heldout_real_n": len(heldout[1]), "heldout_real_exact": int(hok),
                              "heldout_real_exact_pct": round(100 * hok / len(heldout[1]), 1)})
         with open(os.path.join(WORK, "ocr_cctv_reads_%s.csv" % tag), "w") as f:
@@ -195,8 +198,7 @@ def eval_synth_d(models):
         s = sess(path)
         r = {}
         for name, (x, labs) in sets.items():
-            p = np.concatenate([s.run(None, {"input": x[i:i + 32]})[0] for i in range(0, len(x), 32)])
-            reads = [decode_probs(pp) for pp in p]
+            reads = [decode_probs(pp) for pp in read_batched(s, x)]
             st = {"n": len(labs), "exact": sum(a == b for a, b in zip(reads, labs)),
                   # the same with Đ read as D accepted (what a 37-class reader can do at best)
                   "exact_if_D_for_Đ": sum(a.replace("Đ", "D") == b.replace("Đ", "D") for a, b in zip(reads, labs))}
@@ -214,8 +216,7 @@ def check_contract(det_path, ocr_path):
     import onnx
     out = {}
     from train_ocr import BASE_OCR10
-    import onnx as _onnx
-    ocr_dims = [d.dim_value for d in _onnx.load(ocr_path).graph.output[0].type.tensor_type.shape.dim[1:]]
+    ocr_dims = [d.dim_value for d in onnx.load(ocr_path).graph.output[0].type.tensor_type.shape.dim[1:]]
     ocr_base = BASE_OCR10 if ocr_dims == [10, 38] else BASE_OCR  # compare a widened reader with the widened graph
     for tag, new, base, x in [("det", det_path, BASE_DET, np.random.rand(1, 3, 320, 320).astype(np.float32)),
                               ("ocr", ocr_path, ocr_base, np.random.randint(0, 255, (4, 64, 128, 3), np.uint8))]:
@@ -245,22 +246,21 @@ if __name__ == "__main__":
     ap.add_argument("--ocr-model", default=NEW_OCR)
     ap.add_argument("--step", type=int, default=3)
     ap.add_argument("--ocr-models", default="",
-                    help="ocr only: comma list TAG=PATH to compare instead of baseline/new "
+                    help="ocr and synthd: comma list TAG=PATH to compare instead of baseline/new "
                          "(reads go to work/ocr_cctv_reads_TAG.csv)")
     a = ap.parse_args()
     report = {}
+    # the readers that `ocr` and `synthd` compare
+    pairs = [tuple(kv.split("=", 1)) for kv in a.ocr_models.split(",")] if a.ocr_models else \
+        [("baseline", BASE_OCR), ("new", a.ocr_model)]
     if a.what in ("contract", "all"):
         report["contract"] = check_contract(a.det_model, a.ocr_model)
     if a.what in ("det", "all"):
         report["detection_heldout_iou0.3_conf%.2f" % a.conf] = eval_det(
             [("baseline", BASE_DET), ("new", a.det_model)], a.conf, a.nms)
     if a.what in ("ocr", "all"):
-        pairs = [tuple(kv.split("=", 1)) for kv in a.ocr_models.split(",")] if a.ocr_models else \
-            [("baseline", BASE_OCR), ("new", a.ocr_model)]
         report["ocr_cctv_exact"] = eval_ocr(pairs)
     if a.what == "synthd":
-        pairs = [tuple(kv.split("=", 1)) for kv in a.ocr_models.split(",")] if a.ocr_models else \
-            [("baseline", BASE_OCR), ("new", a.ocr_model)]
         report["synth_special_exact"] = eval_synth_d(pairs)
     if a.what in ("video", "all"):
         report["video_pipeline"] = eval_video([("baseline", BASE_DET, BASE_OCR), ("new", a.det_model, a.ocr_model)],
