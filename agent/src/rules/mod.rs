@@ -124,36 +124,53 @@ struct PlateTrack {
     switch_candidate: Option<(String, usize)>,
 }
 
-/// The full frames of a track's best reads, by read weight. A few, not
-/// one: the vote at the end may settle on a reading the single best frame
-/// does not show, and the event's frame must be one the evidence holds.
+/// The full frames of a track's best reads, one per reading, by read
+/// weight. A few, not one: the vote at the end may settle on a reading the
+/// single best frame does not show, and the event's frame must be one the
+/// evidence holds. One per reading, because a second frame of the same
+/// reading shows nothing the first does not, and each full frame held is
+/// megabytes of the gateway's memory.
 #[derive(Default)]
-struct KeptFrames(Vec<(f32, u64, Arc<I420Image>)>);
+struct KeptFrames(Vec<Kept>);
+
+struct Kept {
+    weight: f32,
+    number: u64,
+    chars: String,
+    image: Arc<I420Image>,
+}
 
 const KEPT_FRAMES: usize = 3;
 
 impl KeptFrames {
-    fn offer(&mut self, weight: f32, frame: &Frame) {
-        if self.0.len() == KEPT_FRAMES && self.0.iter().all(|(w, _, _)| *w >= weight) {
+    fn offer(&mut self, weight: f32, chars: &str, frame: &Frame) {
+        if let Some(i) = self.0.iter().position(|k| k.chars == chars) {
+            if self.0[i].weight >= weight {
+                return;
+            }
+            self.0.remove(i);
+        } else if self.0.len() == KEPT_FRAMES && self.0.iter().all(|k| k.weight >= weight) {
             return;
         }
-        self.0.push((weight, frame.number, frame.image.clone()));
-        self.0.sort_by(|a, b| b.0.total_cmp(&a.0));
+        self.0.push(Kept {
+            weight,
+            number: frame.number,
+            chars: chars.to_string(),
+            image: frame.image.clone(),
+        });
+        self.0.sort_by(|a, b| b.weight.total_cmp(&a.weight));
         self.0.truncate(KEPT_FRAMES);
     }
 
     fn get(&self, number: u64) -> Option<&Arc<I420Image>> {
-        self.0
-            .iter()
-            .find(|(_, n, _)| *n == number)
-            .map(|(_, _, f)| f)
+        self.0.iter().find(|k| k.number == number).map(|k| &k.image)
     }
 
     /// Moves the frames of `sightings` into a new set (a split pass).
     fn split_off(&mut self, sightings: &[PlateSighting]) -> KeptFrames {
         let (moved, kept) = std::mem::take(&mut self.0)
             .into_iter()
-            .partition(|(_, n, _)| sightings.iter().any(|s| s.at.frame_number == *n));
+            .partition(|k| sightings.iter().any(|s| s.at.frame_number == k.number));
         self.0 = kept;
         KeptFrames(moved)
     }
@@ -344,7 +361,7 @@ impl Passes {
             // A frame the motion gate passed over shows an older image: it
             // cannot stand as evidence under its own number.
             if !frame.unchanged {
-                track.frames.offer(weight, frame);
+                track.frames.offer(weight, &observation.chars, frame);
             }
             track.sightings.push(PlateSighting {
                 at: sighting(frame, p.bbox),

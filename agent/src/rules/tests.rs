@@ -369,3 +369,25 @@ fn the_dedup_memory_forgets_plates_older_than_the_window() {
         p.recent
     );
 }
+
+#[test]
+fn a_track_keeps_one_frame_per_reading_and_its_best_readings() {
+    let mut kept = KeptFrames::default();
+    // Ten frames of one reading: one frame held, the heaviest.
+    for n in 1..=10 {
+        kept.offer(n as f32, "59KA19166", &frame(n));
+    }
+    assert_eq!(kept.0.len(), 1);
+    assert!(kept.get(10).is_some());
+    // Other readings each keep their own heaviest frame, up to three readings.
+    kept.offer(4.0, "59KA19168", &frame(11));
+    kept.offer(5.0, "59KA19168", &frame(12));
+    kept.offer(3.0, "59K419166", &frame(13));
+    kept.offer(2.0, "59KA1916", &frame(14));
+    let held: Vec<u64> = kept.0.iter().map(|k| k.number).collect();
+    assert_eq!(held, [10, 12, 13]);
+    // A heavier frame of a held reading replaces it, never another reading's.
+    kept.offer(3.5, "59K419166", &frame(15));
+    let held: Vec<u64> = kept.0.iter().map(|k| k.number).collect();
+    assert_eq!(held, [10, 12, 15]);
+}
