@@ -41,6 +41,9 @@ pub struct StreamsRun {
     pub analysed_fps_achieved: f64,
     pub analysis_frames_dropped: u64,
     pub frames_unchanged: u64,
+    /// Pictures the decoders never decoded: not due, and no other picture
+    /// refers to them.
+    pub pictures_skipped: u64,
     pub frame_to_event_ms: Latency,
     pub cpu_cores_used: f64,
     pub rss_mb_peak: f64,
@@ -200,6 +203,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
         analysed_fps_achieved: super::round_to(handled / wall, 2),
         analysis_frames_dropped: delta("matthan_analysis_slots_missed_total{") as u64,
         frames_unchanged: delta("matthan_frames_unchanged_total{") as u64,
+        pictures_skipped: delta("matthan_pictures_skipped_total{") as u64,
         frame_to_event_ms: Latency {
             p50: quantile("0.5"),
             p99: quantile("0.99"),

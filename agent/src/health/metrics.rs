@@ -34,6 +34,8 @@ pub struct CameraMetrics {
     pub missed_slots: AtomicU64,
     /// Frames the motion gate found unchanged (not analysed).
     pub frames_unchanged: AtomicU64,
+    /// Pictures never decoded: not due, and no other picture needs them.
+    pub pictures_skipped: AtomicU64,
 }
 
 impl CameraMetrics {
@@ -98,7 +100,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let per_camera: [CameraSeries; 13] = [
+        let per_camera: [CameraSeries; 14] = [
             (
                 "matthan_frames_analysed_total",
                 "counter",
@@ -173,6 +175,12 @@ impl Metrics {
                 "counter",
                 "Frames due for analysis that the motion gate found unchanged (detections reused)",
                 |c| &c.frames_unchanged,
+            ),
+            (
+                "matthan_pictures_skipped_total",
+                "counter",
+                "Pictures left undecoded: not due for analysis, and no other picture refers to them",
+                |c| &c.pictures_skipped,
             ),
         ];
         for (name, kind, help, get) in per_camera {

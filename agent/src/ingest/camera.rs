@@ -22,6 +22,7 @@ use gstreamer_video::prelude::*;
 
 use super::motion::MotionGate;
 use super::pipeline::{APPSINK_NAME, ENCODED_SINK_NAME, pipeline_description};
+use super::skip::Schedule;
 use super::{
     EncodedSink, EncodedUnit, Frame, OwnedPipeline, append_rows, describe_error, first_error,
 };
@@ -188,16 +189,20 @@ impl CameraSupervisor {
         }
         let description = pipeline_description(&self.camera, self.encoded.is_some());
         let running = OwnedPipeline::launch(&description)?;
-        // One decoding thread per camera: cameras decode in parallel with
-        // each other, and libav's frame threads would each hold their own
-        // set of 1080p frames (about 20 MB apiece) for no gain in throughput.
-        running.connect("deep-element-added", false, |args| {
-            if let Some(element) = args.get(2).and_then(|v| v.get::<gst::Element>().ok())
-                && element.has_property("max-threads")
-                && element
-                    .factory()
-                    .is_some_and(|f| f.name().starts_with("avdec_"))
+        let schedule = Schedule::new(self.analysis_interval);
+        let decoder_schedule = schedule.clone();
+        running.connect("deep-element-added", false, move |args| {
+            let element = args.get(2)?.get::<gst::Element>().ok()?;
+            let factory = element.factory()?;
+            if factory
+                .has_type(gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO)
             {
+                decoder_schedule.skip_undue_non_reference(&element);
+            }
+            // One decoding thread per camera: cameras decode in parallel with
+            // each other, and libav's frame threads would each hold their own
+            // set of 1080p frames (about 20 MB apiece) for no gain in throughput.
+            if factory.name().starts_with("avdec_") && element.has_property("max-threads") {
                 element.set_property("max-threads", 1i32);
             }
             None
@@ -248,6 +253,7 @@ impl CameraSupervisor {
                     }
                     gst::MessageView::Eos(_) => match &self.camera.source {
                         Source::File(_) if self.camera.loop_file => {
+                            schedule.next_due(None);
                             running
                                 .0
                                 .seek_simple(
@@ -304,6 +310,7 @@ impl CameraSupervisor {
                     // A stream that jumps back (a camera restarting its clock) resets the schedule.
                     if next_due.is_some_and(|d| pts + interval * 2 < d) {
                         next_due = None;
+                        schedule.next_due(None);
                     }
                     if next_due.is_none_or(|d| pts >= d) {
                         if let Some(d) = next_due {
@@ -313,6 +320,7 @@ impl CameraSupervisor {
                             next_due.map_or(pts, |d| d.max(pts.saturating_sub(interval)))
                                 + interval,
                         );
+                        schedule.next_due(next_due);
                         true
                     } else {
                         false
@@ -370,6 +378,7 @@ impl CameraSupervisor {
             on_frame(Frame {
                 image,
                 missed_slots,
+                skipped: schedule.take_skipped(),
                 unchanged,
                 stream: self.streams.load(std::sync::atomic::Ordering::Relaxed),
                 stream_time: pts.map(|p| std::time::Duration::from_nanos(p.nseconds())),
@@ -538,5 +547,78 @@ mod tests {
                 assert!(near(right, [255, 0, 0]), "{w}x{h} right {right:?}");
             }
         }
+    }
+
+    /// A camera analysed at 5 fps of a 25 fps clip with B-frames: the
+    /// decoder never sees most non-reference pictures, yet the frames
+    /// analysed are exactly those a full decode gives (every fifth), and
+    /// the evidence branch still gets every picture.
+    #[test]
+    fn undue_non_reference_pictures_are_not_decoded() {
+        crate::ingest::init_gstreamer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("b_frames.mp4");
+        let make = format!(
+            "videotestsrc pattern=ball num-buffers=100 ! video/x-raw,width=320,height=240,framerate=25/1 \
+             ! videoconvert ! video/x-raw,format=I420 ! x264enc bframes=3 b-pyramid=true key-int-max=50 \
+             ! h264parse ! mp4mux ! filesink location={}",
+            clip.display()
+        );
+        let made = OwnedPipeline::launch(&make).unwrap();
+        made.set_state(gst::State::Playing).unwrap();
+        let bus = made.bus().unwrap();
+        let done = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        assert!(matches!(
+            done.map(|m| m.type_()),
+            Some(gst::MessageType::Eos)
+        ));
+        drop(made);
+
+        let camera: CameraConfig = toml::from_str(&format!(
+            "id = \"b\"\nsource = \"file://{}\"\nrealtime = false",
+            clip.display()
+        ))
+        .unwrap();
+        // Every picture the evidence branch gets: its time, and whether it is a non-reference one.
+        let encoded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = encoded.clone();
+        let (mut times, mut skipped) = (Vec::new(), 0);
+        CameraSupervisor::new(camera, 5.0, Shutdown::new())
+            .with_encoded_sink(std::sync::Arc::new(move |unit: EncodedUnit| {
+                let caps = unit.format.parse::<gst::Caps>().unwrap();
+                let format = super::super::skip::NalFormat::of_h264_caps(&caps).unwrap();
+                let non_ref = super::super::skip::is_non_reference(&unit.data, format);
+                seen.lock()
+                    .unwrap()
+                    .push((unit.pts.unwrap().as_millis(), non_ref));
+            }))
+            .run(
+                |frame| {
+                    times.push(frame.stream_time.unwrap().as_millis());
+                    skipped += frame.skipped;
+                },
+                |_| {},
+            );
+        // The file starts at its first picture's time (B-frames delay it).
+        let every_fifth: Vec<u128> = (0..20).map(|i| times[0] + i * 200).collect();
+        assert_eq!(times, every_fifth);
+        let encoded = encoded.lock().unwrap();
+        assert_eq!(encoded.len(), 100);
+        let undue_non_ref = encoded
+            .iter()
+            .filter(|(pts, non_ref)| *non_ref && !times.contains(pts))
+            .count() as u64;
+        assert!(
+            undue_non_ref >= 20,
+            "the clip has {undue_non_ref} undue B-frames"
+        );
+        // All of them, but for those the decoder took before the first slot was known.
+        assert!(
+            skipped <= undue_non_ref && skipped + 3 >= undue_non_ref,
+            "{skipped} of {undue_non_ref} undue non-reference pictures were left undecoded"
+        );
     }
 }

@@ -1,16 +1,18 @@
 //! Ingest: one GStreamer pipeline per camera, each run by its own
 //! supervisor thread, delivering decoded frames at the analysis rate.
 //!
-//! Frames that arrive while the previous one is still being analysed are
-//! dropped inside GStreamer (`appsink max-buffers=1 drop=true`), so the
-//! newest frame always wins and nothing queues without bound. Frames that
-//! are not due for analysis are never converted to BGR.
+//! A live camera's sink holds the few newest frames (`appsink
+//! max-buffers=4 drop=true`): older ones are dropped inside GStreamer, so
+//! nothing queues without bound. H.264 pictures that are not due for
+//! analysis and that no other picture refers to are never decoded
+//! ([`skip`]); frames that are not due are never copied out of the decoder.
 
 mod camera;
 pub mod decoder;
 pub mod file_frames;
 pub mod motion;
 mod pipeline;
+pub mod skip;
 
 pub use camera::{CameraStatus, CameraSupervisor, StatusReport};
 pub use pipeline::pipeline_description;
@@ -37,6 +39,9 @@ pub struct Frame {
     /// previous frame handed over without a frame being analysed: the
     /// analysis fell behind.
     pub missed_slots: u64,
+    /// Pictures left undecoded since the previous frame: not due, and no
+    /// other picture refers to them (see [`skip`]).
+    pub skipped: u64,
     /// The stream attempt the frame belongs to (as in [`EncodedUnit::stream`]):
     /// its timestamps only compare with that attempt's video.
     pub stream: u64,

@@ -26,6 +26,10 @@ video/x-h265,stream-format=hvc1,alignment=au;image/jpeg";
 /// Jitter buffer for RTSP, in milliseconds: enough to reorder UDP packets,
 /// small enough to keep events close to real time.
 pub const RTSP_LATENCY_MS: u32 = 200;
+/// Decoded frames a live camera's sink holds while the analysis is busy:
+/// about 160 ms of 25 fps video, the time one frame's analysis takes on a
+/// loaded gateway.
+const FRAMES_HELD_LIVE: u32 = 4;
 
 /// The pipeline for one camera; `encoded` adds the branch that hands the
 /// still-encoded access units to the evidence buffer.
@@ -52,13 +56,17 @@ pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
         ),
     };
     // A live source or a real-time file must not block on analysis: keep
-    // only the newest frame. A file played as fast as possible must not
-    // lose frames: let the sink push back on the decoder instead.
+    // only the newest few frames, those that arrive while one is analysed.
+    // Not just the newest: the decoder skips pictures on the assurance that
+    // an earlier one in the same slot reaches the analysis (see `skip`).
+    // A file played as fast as possible must not lose frames: let the sink
+    // push back on the decoder instead.
     let drop = live || camera.realtime;
     let sync = !live && camera.realtime;
+    let held = if drop { FRAMES_HELD_LIVE } else { 1 };
     let frames = format!(
         "decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name={APPSINK_NAME} \
-         max-buffers=1 drop={drop} sync={sync} enable-last-sample=false"
+         max-buffers={held} drop={drop} sync={sync} enable-last-sample=false"
     );
     if !encoded {
         return format!("{source} ! {frames}");
@@ -96,14 +104,14 @@ mod tests {
             d.starts_with("rtspsrc location=\"rtsp://10.0.0.5/stream1\""),
             "{d}"
         );
-        assert!(d.contains("drop=true sync=false"), "{d}");
+        assert!(d.contains("max-buffers=4 drop=true sync=false"), "{d}");
     }
 
     #[test]
     fn fast_file_playback_loses_no_frame() {
         let d = pipeline_description(&camera("file:///clips/a b.mp4", false), false);
         assert!(d.starts_with("filesrc location=\"/clips/a b.mp4\""), "{d}");
-        assert!(d.contains("drop=false sync=false"), "{d}");
+        assert!(d.contains("max-buffers=1 drop=false sync=false"), "{d}");
     }
 
     #[test]

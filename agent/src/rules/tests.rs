@@ -14,6 +14,7 @@ fn frame(n: u64) -> Frame {
         captured_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 500 * n),
         number: n,
         missed_slots: 0,
+        skipped: 0,
         unchanged: false,
         stream: 1,
     }

@@ -1,0 +1,326 @@
+//! Pictures the decoder never needs to see: H.264 pictures that no other
+//! picture refers to (every slice has `nal_ref_idc` 0), when they will not
+//! be due for analysis either.
+//!
+//! A camera analysed at 5 frames a second of a 25 fps stream throws most
+//! decoded frames away, and decoding is the largest cost a software-decoding
+//! gateway has. A reference picture must be decoded for the pictures that
+//! refer to it; a non-reference one (most B-frames, and the disposable
+//! frames of cameras with temporal layers) can simply not be decoded, as
+//! DeepStream's `skip-frames` and FFmpeg's `skip_frame=nonref` do. Streams
+//! without such pictures (most IP cameras send I and P frames only) lose
+//! nothing and gain nothing. The evidence clip is cut from the encoded
+//! stream before the decoder, so it keeps every frame.
+//!
+//! H.265 is left alone: its sub-layer non-reference pictures may still be
+//! referred to by higher temporal layers.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// How the NAL units of an access unit are delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NalFormat {
+    /// Start codes (`00 00 01`), as RTSP cameras send.
+    AnnexB,
+    /// Big-endian length prefixes of 1, 2 or 4 bytes, as MP4 stores them.
+    Avc { length_size: usize },
+}
+
+impl NalFormat {
+    /// The format of H.264 caps; None for any other codec, or caps that do
+    /// not say.
+    pub fn of_h264_caps(caps: &gst::CapsRef) -> Option<Self> {
+        let s = caps.structure(0)?;
+        if s.name() != "video/x-h264" {
+            return None;
+        }
+        match s.get::<&str>("stream-format").ok()? {
+            "byte-stream" => Some(NalFormat::AnnexB),
+            "avc" | "avc3" => {
+                let codec_data = s.get::<gst::Buffer>("codec_data").ok()?;
+                let map = codec_data.map_readable().ok()?;
+                // avcC: lengthSizeMinusOne in the low two bits of byte 4.
+                let length_size = usize::from(*map.get(4)? & 0x03) + 1;
+                (length_size != 3).then_some(NalFormat::Avc { length_size })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The first byte (the header) of each NAL unit of an access unit; None
+/// when the lengths do not add up.
+fn nal_headers(au: &[u8], format: NalFormat) -> Option<Vec<u8>> {
+    let mut headers = Vec::with_capacity(4);
+    match format {
+        // Emulation prevention keeps `00 00 01` out of NAL payloads, so
+        // every occurrence starts a unit.
+        NalFormat::AnnexB => {
+            let mut i = 0;
+            while i + 3 < au.len() {
+                if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+                    headers.push(au[i + 3]);
+                    i += 3;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        NalFormat::Avc { length_size } => {
+            let mut i = 0;
+            while i < au.len() {
+                let len = au
+                    .get(i..i + length_size)?
+                    .iter()
+                    .fold(0usize, |n, b| n << 8 | usize::from(*b));
+                let start = i + length_size;
+                if len == 0 || start + len > au.len() {
+                    return None;
+                }
+                headers.push(au[start]);
+                i = start + len;
+            }
+        }
+    }
+    Some(headers)
+}
+
+/// Whether an H.264 access unit is a picture no other picture refers to:
+/// it has slices, and none of them has a non-zero `nal_ref_idc`.
+pub fn is_non_reference(au: &[u8], format: NalFormat) -> bool {
+    let Some(headers) = nal_headers(au, format) else {
+        return false;
+    };
+    // Slice types 1 to 5: non-IDR slices, data partitions A to C, IDR slices.
+    let slices: Vec<u8> = headers
+        .into_iter()
+        .filter(|h| (1..=5).contains(&(h & 0x1f)))
+        .collect();
+    !slices.is_empty() && slices.iter().all(|h| h & 0x60 == 0)
+}
+
+/// The analysis schedule as the decoder's input sees it. Shared between
+/// the camera's loop, which moves it on as it takes due frames, and the
+/// probe at the decoder's input, which runs a few pictures ahead of it.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Nanoseconds of stream time of the next due slot; 0: not known, any
+    /// picture may be due.
+    next_due: Arc<AtomicU64>,
+    interval: u64,
+    /// Presentation times of the last pictures let through to the decoder.
+    passed: Arc<Mutex<VecDeque<u64>>>,
+    skipped: Arc<AtomicU64>,
+}
+
+/// Enough pictures to cover one analysis slot at any frame rate a camera sends.
+const PASSED_KEPT: usize = 32;
+
+impl Schedule {
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            next_due: Arc::default(),
+            interval: interval.as_nanos() as u64,
+            passed: Arc::default(),
+            skipped: Arc::default(),
+        }
+    }
+
+    /// The next slot is due at `pts`; None: the schedule starts again, any
+    /// picture may be due.
+    pub fn next_due(&self, pts: Option<gst::ClockTime>) {
+        self.next_due
+            .store(pts.map_or(0, gst::ClockTime::nseconds), Ordering::Relaxed);
+    }
+
+    /// Pictures left undecoded since the last call.
+    pub fn take_skipped(&self) -> u64 {
+        self.skipped.swap(0, Ordering::Relaxed)
+    }
+
+    /// Whether the camera's loop will surely not take a picture shown at
+    /// `pts`. The loop takes, for each slot, the first picture shown at or
+    /// after it; slots follow each other at the analysis interval. So a
+    /// picture is not due when it is shown before the next slot, or when a
+    /// picture already let through is shown in the same slot before it.
+    /// Nothing is guessed from frame rates or durations: live cameras'
+    /// timestamps jitter.
+    fn not_due(&self, pts: u64) -> bool {
+        let next = self.next_due.load(Ordering::Relaxed);
+        if next == 0 {
+            return false;
+        }
+        if pts < next {
+            return true;
+        }
+        let slot = next + (pts - next) / self.interval.max(1) * self.interval;
+        let passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
+        passed.iter().any(|&q| slot <= q && q < pts)
+    }
+
+    fn let_through(&self, pts: u64) {
+        let mut passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
+        if passed.len() == PASSED_KEPT {
+            passed.pop_front();
+        }
+        passed.push_back(pts);
+    }
+
+    /// Drops, at `decoder`'s input, the H.264 pictures that no other
+    /// picture refers to and that will not be due. Buffers without a
+    /// presentation time, other codecs and unreadable buffers all pass.
+    pub fn skip_undue_non_reference(&self, decoder: &gst::Element) {
+        let Some(pad) = decoder.static_pad("sink") else {
+            return;
+        };
+        let schedule = self.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(pts) = buffer.pts().map(gst::ClockTime::nseconds) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let skip = schedule.not_due(pts)
+                && pad
+                    .current_caps()
+                    .and_then(|caps| NalFormat::of_h264_caps(&caps))
+                    .zip(buffer.map_readable().ok())
+                    .is_some_and(|(format, map)| is_non_reference(&map, format));
+            if skip {
+                schedule.skipped.fetch_add(1, Ordering::Relaxed);
+                // Handled, not Drop: the bindings already own the buffer
+                // and free it here; GStreamer 1.22 would warn on Drop
+                // about the buffer it no longer holds.
+                gst::PadProbeReturn::Handled
+            } else {
+                schedule.let_through(pts);
+                gst::PadProbeReturn::Ok
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// NAL headers: nal_ref_idc in bits 5-6, type in bits 0-4.
+    const IDR: u8 = 0x65;
+    const REF_SLICE: u8 = 0x41;
+    const NONREF_SLICE: u8 = 0x01;
+    const SEI: u8 = 0x06;
+
+    fn annex_b(headers: &[u8]) -> Vec<u8> {
+        headers
+            .iter()
+            .flat_map(|h| [0, 0, 0, 1, *h, 0x88, 0x84, 0x00])
+            .collect()
+    }
+
+    fn avc(headers: &[u8], length_size: usize) -> Vec<u8> {
+        headers
+            .iter()
+            .flat_map(|h| {
+                let mut unit = vec![0; length_size - 1];
+                unit.extend([4, *h, 0x88, 0x84, 0x00]);
+                unit
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_pictures_with_no_reference_slice_are_non_reference() {
+        for (headers, non_ref) in [
+            (&[SEI, NONREF_SLICE][..], true),
+            (&[NONREF_SLICE, NONREF_SLICE], true),
+            (&[SEI, REF_SLICE], false),
+            (&[NONREF_SLICE, REF_SLICE], false),
+            (&[IDR], false),
+            // No slice at all (parameter sets, SEI only): never skipped.
+            (&[SEI], false),
+            (&[], false),
+        ] {
+            assert_eq!(
+                is_non_reference(&annex_b(headers), NalFormat::AnnexB),
+                non_ref,
+                "{headers:02x?} annex B"
+            );
+            for length_size in [1, 2, 4] {
+                assert_eq!(
+                    is_non_reference(&avc(headers, length_size), NalFormat::Avc { length_size }),
+                    non_ref,
+                    "{headers:02x?} avc {length_size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn units_whose_lengths_do_not_add_up_are_kept() {
+        let mut au = avc(&[NONREF_SLICE], 4);
+        au.push(0);
+        assert!(!is_non_reference(&au, NalFormat::Avc { length_size: 4 }));
+        au.truncate(6);
+        assert!(!is_non_reference(&au, NalFormat::Avc { length_size: 4 }));
+    }
+
+    #[test]
+    fn a_picture_is_not_due_before_the_slot_or_after_one_already_on_its_way() {
+        const MS: u64 = 1_000_000;
+        // 5 analysed frames a second; the next slot at 1 s.
+        let schedule = Schedule::new(std::time::Duration::from_millis(200));
+        assert!(!schedule.not_due(500 * MS), "no slot known yet");
+        schedule.next_due(Some(gst::ClockTime::from_mseconds(1000)));
+        // A 30 fps camera whose timestamps jitter by a few milliseconds,
+        // every picture a non-reference one: the first in each slot goes through.
+        let jitter = [0, 3, 7, 2, 9, 1];
+        let mut through = Vec::new();
+        for i in 0..45u64 {
+            let pts = i * 100 * MS / 3 + jitter[i as usize % jitter.len()] * MS;
+            if !schedule.not_due(pts) {
+                schedule.let_through(pts);
+                through.push(pts / MS);
+            }
+        }
+        assert_eq!(through, [1000, 1200, 1400]);
+        // In decode order a later picture may come first: an earlier one
+        // in the same slot still goes through, and is the one taken.
+        let schedule = Schedule::new(std::time::Duration::from_millis(200));
+        schedule.next_due(Some(gst::ClockTime::from_mseconds(1000)));
+        schedule.let_through(1120 * MS);
+        assert!(!schedule.not_due(1040 * MS));
+        schedule.let_through(1040 * MS);
+        assert!(schedule.not_due(1080 * MS));
+        assert!(schedule.not_due(960 * MS));
+    }
+
+    #[test]
+    fn the_format_comes_from_h264_caps_only() {
+        crate::ingest::init_gstreamer().unwrap();
+        let caps = |s: &str| s.parse::<gst::Caps>().unwrap();
+        assert_eq!(
+            NalFormat::of_h264_caps(&caps("video/x-h264,stream-format=byte-stream")),
+            Some(NalFormat::AnnexB)
+        );
+        assert_eq!(
+            NalFormat::of_h264_caps(&caps(
+                "video/x-h264,stream-format=avc,codec_data=(buffer)01640028ffe1"
+            )),
+            Some(NalFormat::Avc { length_size: 4 })
+        );
+        assert_eq!(
+            NalFormat::of_h264_caps(&caps("video/x-h265,stream-format=byte-stream")),
+            None
+        );
+        assert_eq!(
+            NalFormat::of_h264_caps(&caps("video/x-h264,stream-format=avc")),
+            None
+        );
+    }
+}
