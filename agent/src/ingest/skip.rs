@@ -7,7 +7,7 @@
 //! gateway has. A reference picture must be decoded for the pictures that
 //! refer to it; a non-reference one (most B-frames, and the disposable
 //! frames of cameras with temporal layers) can simply not be decoded, as
-//! DeepStream's `skip-frames` and FFmpeg's `skip_frame=nonref` do. Streams
+//! FFmpeg's `skip_frame=nonref` does for every such picture. Streams
 //! without such pictures (most IP cameras send I and P frames only) lose
 //! nothing and gain nothing. The evidence clip is cut from the encoded
 //! stream before the decoder, so it keeps every frame.
