@@ -555,6 +555,7 @@ mod tests {
     /// the evidence branch still gets every picture.
     #[test]
     fn undue_non_reference_pictures_are_not_decoded() {
+        use crate::ingest::skip::{NalFormat, is_non_reference};
         crate::ingest::init_gstreamer().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let clip = dir.path().join("b_frames.mp4");
@@ -589,8 +590,8 @@ mod tests {
         CameraSupervisor::new(camera, 5.0, Shutdown::new())
             .with_encoded_sink(std::sync::Arc::new(move |unit: EncodedUnit| {
                 let caps = unit.format.parse::<gst::Caps>().unwrap();
-                let format = super::super::skip::NalFormat::of_h264_caps(&caps).unwrap();
-                let non_ref = super::super::skip::is_non_reference(&unit.data, format);
+                let format = NalFormat::of_h264_caps(&caps).unwrap();
+                let non_ref = is_non_reference(&unit.data, format);
                 seen.lock()
                     .unwrap()
                     .push((unit.pts.unwrap().as_millis(), non_ref));
