@@ -131,9 +131,16 @@ impl Schedule {
         }
     }
 
-    /// The next slot is due at `pts`; None: the schedule starts again, any
-    /// picture may be due.
+    /// The next slot is due at `pts`; None: the schedule starts again (a
+    /// looped file, a camera that reset its clock), any picture may be due
+    /// and the pictures let through on the old timeline say nothing.
     pub fn next_due(&self, pts: Option<gst::ClockTime>) {
+        if pts.is_none() {
+            self.passed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
         self.next_due
             .store(pts.map_or(0, gst::ClockTime::nseconds), Ordering::Relaxed);
     }
@@ -298,6 +305,12 @@ mod tests {
         schedule.let_through(1040 * MS);
         assert!(schedule.not_due(1080 * MS));
         assert!(schedule.not_due(960 * MS));
+        // The timeline starts again (a looped file): the first slot's
+        // pictures are due again, whatever went through before.
+        schedule.next_due(None);
+        assert!(!schedule.not_due(1080 * MS));
+        schedule.next_due(Some(gst::ClockTime::from_mseconds(1000)));
+        assert!(!schedule.not_due(1080 * MS));
     }
 
     #[test]
