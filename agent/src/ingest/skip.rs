@@ -53,10 +53,10 @@ impl NalFormat {
     }
 }
 
-/// The first byte (the header) of each NAL unit of an access unit; None
-/// when the lengths do not add up.
-fn nal_headers(au: &[u8], format: NalFormat) -> Option<Vec<u8>> {
-    let mut headers = Vec::with_capacity(4);
+/// Calls `f` with the first byte (the header) of each NAL unit of an
+/// access unit, without allocating: this runs on every picture. None when
+/// the lengths do not add up.
+fn for_each_nal_header(au: &[u8], format: NalFormat, mut f: impl FnMut(u8)) -> Option<()> {
     match format {
         // Emulation prevention keeps `00 00 01` out of NAL payloads, so
         // every occurrence starts a unit.
@@ -64,7 +64,7 @@ fn nal_headers(au: &[u8], format: NalFormat) -> Option<Vec<u8>> {
             let mut i = 0;
             while i + 3 < au.len() {
                 if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
-                    headers.push(au[i + 3]);
+                    f(au[i + 3]);
                     i += 3;
                 } else {
                     i += 1;
@@ -82,26 +82,28 @@ fn nal_headers(au: &[u8], format: NalFormat) -> Option<Vec<u8>> {
                 if len == 0 || start + len > au.len() {
                     return None;
                 }
-                headers.push(au[start]);
+                f(au[start]);
                 i = start + len;
             }
         }
     }
-    Some(headers)
+    Some(())
 }
 
 /// Whether an H.264 access unit is a picture no other picture refers to:
 /// it has slices, and none of them has a non-zero `nal_ref_idc`.
 pub fn is_non_reference(au: &[u8], format: NalFormat) -> bool {
-    let Some(headers) = nal_headers(au, format) else {
-        return false;
-    };
-    // Slice types 1 to 5: non-IDR slices, data partitions A to C, IDR slices.
-    let slices: Vec<u8> = headers
-        .into_iter()
-        .filter(|h| (1..=5).contains(&(h & 0x1f)))
-        .collect();
-    !slices.is_empty() && slices.iter().all(|h| h & 0x60 == 0)
+    let (mut slices, mut referenced) = (0, 0);
+    let whole = for_each_nal_header(au, format, |header| {
+        // Slice types 1 to 5: non-IDR slices, data partitions A to C, IDR slices.
+        if (1..=5).contains(&(header & 0x1f)) {
+            slices += 1;
+            if header & 0x60 != 0 {
+                referenced += 1;
+            }
+        }
+    });
+    whole.is_some() && slices > 0 && referenced == 0
 }
 
 /// The analysis schedule as the decoder's input sees it. Shared between
