@@ -19,10 +19,10 @@ const CLIPS: &[(&str, &[&str])] = &[
     ("motorbike_close_1280x720.mp4", &["47AD15155"]),
 ];
 
-fn plate_events(clip: &Path) -> Vec<serde_json::Value> {
-    let out = tempfile::tempdir().unwrap();
-    let jsonl = out.path().join("events.jsonl");
-    let mut agent = Agent::start(&format!(
+/// The agent reading plates of one camera, `source` with its options,
+/// into `dir/events.jsonl`; `health` is the `[health]` table, if any.
+fn vn_agent(dir: &Path, source: &str, health: &str) -> Agent {
+    Agent::start(&format!(
         r#"
 [site]
 id = "vn"
@@ -32,22 +32,30 @@ fps = 5
 dir = "{models}"
 [storage]
 dir = "{state}"
+{health}
 [[camera]]
 id = "street"
-source = "file://{clip}"
-realtime = false
+{source}
 detect = ["plates"]
 [outputs.jsonl]
 path = "{jsonl}"
 "#,
         models = models_dir().display(),
-        state = out.path().display(),
-        clip = clip.display(),
-        jsonl = jsonl.display(),
-    ));
+        state = dir.join("state").display(),
+        jsonl = dir.join("events.jsonl").display(),
+    ))
+}
+
+fn plate_events(clip: &Path) -> Vec<serde_json::Value> {
+    let out = tempfile::tempdir().unwrap();
+    let mut agent = vn_agent(
+        out.path(),
+        &format!("source = \"file://{}\"\nrealtime = false", clip.display()),
+        "",
+    );
     let status = agent.process.wait_exit(Duration::from_secs(180));
     assert!(status.success(), "{}", agent.log_text());
-    read_jsonl(&jsonl)
+    read_jsonl(&out.path().join("events.jsonl"))
 }
 
 #[test]
@@ -139,31 +147,14 @@ fn a_live_camera_with_b_frames_is_read_with_pictures_left_undecoded() {
     let camera = TestCam::start(&[("bframes", &b_frames)]);
     let metrics = free_port();
     let jsonl = dir.path().join("events.jsonl");
-    let mut agent = Agent::start(&format!(
-        r#"
-[site]
-id = "vn"
-[analysis]
-fps = 5
-[models]
-dir = "{models}"
-[storage]
-dir = "{state}"
-[health]
-metrics_listen = "127.0.0.1:{metrics}"
-[[camera]]
-id = "street"
-source = "{url}"
-rtsp_transport = "tcp"
-detect = ["plates"]
-[outputs.jsonl]
-path = "{jsonl}"
-"#,
-        models = models_dir().display(),
-        state = dir.path().join("state").display(),
-        url = camera.url("bframes"),
-        jsonl = jsonl.display(),
-    ));
+    let mut agent = vn_agent(
+        dir.path(),
+        &format!(
+            "source = \"{}\"\nrtsp_transport = \"tcp\"",
+            camera.url("bframes")
+        ),
+        &format!("[health]\nmetrics_listen = \"127.0.0.1:{metrics}\""),
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     let read = loop {
         // Read while the agent writes: a line still being written is skipped.
