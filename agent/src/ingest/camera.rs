@@ -238,7 +238,6 @@ impl CameraSupervisor {
         let mut last_image: Option<std::sync::Arc<I420Image>> = None;
         let mut last_frame: Option<Instant> = None;
         let mut format: Option<(u32, u32, String)> = None;
-        let mut next_due: Option<gst::ClockTime> = None;
         let mut next_due_wall = Instant::now();
         loop {
             if self.shutdown.is_triggered() {
@@ -253,7 +252,7 @@ impl CameraSupervisor {
                     }
                     gst::MessageView::Eos(_) => match &self.camera.source {
                         Source::File(_) if self.camera.loop_file => {
-                            schedule.next_due(None);
+                            schedule.restart();
                             running
                                 .0
                                 .seek_simple(
@@ -261,7 +260,6 @@ impl CameraSupervisor {
                                     gst::ClockTime::ZERO,
                                 )
                                 .context("cannot seek to the start of the file to loop it")?;
-                            next_due = None;
                             // Timestamps start again: a new attempt for the evidence buffer.
                             self.streams
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -304,28 +302,13 @@ impl CameraSupervisor {
             let pts = buffer.pts();
             let mut missed_slots = 0;
             let due = match pts {
-                Some(pts) => {
-                    let interval =
-                        gst::ClockTime::from_nseconds(self.analysis_interval.as_nanos() as u64);
-                    // A stream that jumps back (a camera restarting its clock) resets the schedule.
-                    if next_due.is_some_and(|d| pts + interval * 2 < d) {
-                        next_due = None;
-                        schedule.next_due(None);
-                    }
-                    if next_due.is_none_or(|d| pts >= d) {
-                        if let Some(d) = next_due {
-                            missed_slots = (pts - d).nseconds() / interval.nseconds().max(1);
-                        }
-                        next_due = Some(
-                            next_due.map_or(pts, |d| d.max(pts.saturating_sub(interval)))
-                                + interval,
-                        );
-                        schedule.next_due(next_due);
+                Some(pts) => match schedule.take(pts) {
+                    Some(missed) => {
+                        missed_slots = missed;
                         true
-                    } else {
-                        false
                     }
-                }
+                    None => false,
+                },
                 None => {
                     let now = Instant::now();
                     if now >= next_due_wall {

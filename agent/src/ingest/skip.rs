@@ -133,18 +133,41 @@ impl Schedule {
         }
     }
 
-    /// The next slot is due at `pts`; None: the schedule starts again (a
-    /// looped file, a camera that reset its clock), any picture may be due
-    /// and the pictures let through on the old timeline say nothing.
-    pub fn next_due(&self, pts: Option<gst::ClockTime>) {
-        if pts.is_none() {
-            self.passed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
+    /// Whether the picture shown at `pts` is due for analysis: the first
+    /// at or after the next slot. If it is, returns how many slots passed
+    /// without a picture and moves on to the next slot. A stream that jumps
+    /// back (a camera restarting its clock) starts the schedule again.
+    pub fn take(&self, pts: gst::ClockTime) -> Option<u64> {
+        let (pts, interval) = (pts.nseconds(), self.interval.max(1));
+        let mut next = self.next_due.load(Ordering::Relaxed);
+        if next != 0 && pts + interval * 2 < next {
+            self.restart();
+            next = 0;
         }
-        self.next_due
-            .store(pts.map_or(0, gst::ClockTime::nseconds), Ordering::Relaxed);
+        if next != 0 && pts < next {
+            return None;
+        }
+        let (missed, from) = if next == 0 {
+            (0, pts)
+        } else {
+            (
+                (pts - next) / interval,
+                next.max(pts.saturating_sub(interval)),
+            )
+        };
+        self.next_due.store(from + interval, Ordering::Relaxed);
+        Some(missed)
+    }
+
+    /// The schedule starts again (a looped file, a camera that reset its
+    /// clock): any picture may be due, and the pictures let through on the
+    /// old timeline say nothing.
+    pub fn restart(&self) {
+        self.passed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.next_due.store(0, Ordering::Relaxed);
     }
 
     /// Pictures left undecoded since the last call.
@@ -280,12 +303,28 @@ mod tests {
     }
 
     #[test]
+    fn the_first_picture_at_or_after_each_slot_is_taken() {
+        let ms = gst::ClockTime::from_mseconds;
+        let schedule = Schedule::new(std::time::Duration::from_millis(200));
+        assert_eq!(schedule.take(ms(1000)), Some(0));
+        assert_eq!(schedule.take(ms(1100)), None);
+        assert_eq!(schedule.take(ms(1250)), Some(0));
+        // The slots at 1.4 and 1.6 s passed without a picture.
+        assert_eq!(schedule.take(ms(1850)), Some(2));
+        // A camera that restarted its clock: the schedule starts again.
+        assert_eq!(schedule.take(ms(100)), Some(0));
+        assert_eq!(schedule.take(ms(200)), None);
+        assert_eq!(schedule.take(ms(300)), Some(0));
+    }
+
+    #[test]
     fn a_picture_is_not_due_before_the_slot_or_after_one_already_on_its_way() {
         const MS: u64 = 1_000_000;
         // 5 analysed frames a second; the next slot at 1 s.
         let schedule = Schedule::new(std::time::Duration::from_millis(200));
         assert!(!schedule.not_due(500 * MS), "no slot known yet");
-        schedule.next_due(Some(gst::ClockTime::from_mseconds(1000)));
+        // A picture at 0.8 s taken: the next slot at 1 s.
+        assert_eq!(schedule.take(gst::ClockTime::from_mseconds(800)), Some(0));
         // A 30 fps camera whose timestamps jitter by a few milliseconds,
         // every picture a non-reference one: the first in each slot goes through.
         let jitter = [0, 3, 7, 2, 9, 1];
@@ -301,7 +340,8 @@ mod tests {
         // In decode order a later picture may come first: an earlier one
         // in the same slot still goes through, and is the one taken.
         let schedule = Schedule::new(std::time::Duration::from_millis(200));
-        schedule.next_due(Some(gst::ClockTime::from_mseconds(1000)));
+        // A picture at 0.8 s taken: the next slot at 1 s.
+        assert_eq!(schedule.take(gst::ClockTime::from_mseconds(800)), Some(0));
         schedule.let_through(1120 * MS);
         assert!(!schedule.not_due(1040 * MS));
         schedule.let_through(1040 * MS);
@@ -309,9 +349,10 @@ mod tests {
         assert!(schedule.not_due(960 * MS));
         // The timeline starts again (a looped file): the first slot's
         // pictures are due again, whatever went through before.
-        schedule.next_due(None);
+        schedule.restart();
         assert!(!schedule.not_due(1080 * MS));
-        schedule.next_due(Some(gst::ClockTime::from_mseconds(1000)));
+        // A picture at 0.8 s taken: the next slot at 1 s.
+        assert_eq!(schedule.take(gst::ClockTime::from_mseconds(800)), Some(0));
         assert!(!schedule.not_due(1080 * MS));
     }
 
