@@ -107,6 +107,15 @@ pub fn readings(chars: &str) -> Vec<Plate> {
     out
 }
 
+/// Whether [`readings`] of the canonical characters `c` would find any,
+/// without building one.
+fn is_valid(c: &[char]) -> bool {
+    is_military(c)
+        || foreign_parts(c).is_some()
+        || domestic_parts(c, 5).is_some()
+        || domestic_parts(c, 4).is_some()
+}
+
 fn normalise(chars: &str) -> String {
     chars
         .chars()
@@ -123,13 +132,16 @@ fn text(c: &[char]) -> String {
     c.iter().collect()
 }
 
+fn same(c: &[char], s: &str) -> bool {
+    c.iter().copied().eq(s.chars())
+}
+
 /// The province of two leading digits, if they are a code in use.
 fn province_of(c: &[char]) -> Option<&'static Province> {
-    let c = c.get(..2)?;
-    if !all_digits(c) {
+    let [tens, units] = *c.get(..2)? else {
         return None;
-    }
-    province(text(c).parse().ok()?)
+    };
+    province(u8::try_from(tens.to_digit(10)? * 10 + units.to_digit(10)?).ok()?)
 }
 
 /// `12345` → `123.45`; four digits stay as they are.
@@ -150,10 +162,9 @@ fn classify_series(series: &[char]) -> Option<(PlateKind, Option<&'static str>)>
         [a] if letter(a) => Some((PlateKind::Car, None)),
         [a, b] if letter(a) && nonzero(b) => Some((PlateKind::Motorbike, None)),
         [_, _] => {
-            let s = text(series);
-            if FOREIGN_SERIES.contains(&s.as_str()) {
+            if FOREIGN_SERIES.iter().any(|f| same(series, f)) {
                 None // a foreign plate, or a misread one
-            } else if let Some(special) = SPECIAL_PAIRS.iter().find(|&&p| p == s) {
+            } else if let Some(special) = SPECIAL_PAIRS.iter().find(|p| same(series, p)) {
                 Some((PlateKind::Special, Some(*special)))
             } else if series.iter().all(|&c| letter(c)) {
                 Some((PlateKind::Motorbike, None))
@@ -162,8 +173,7 @@ fn classify_series(series: &[char]) -> Option<(PlateKind, Option<&'static str>)>
             }
         }
         [_, _, d] if nonzero(d) => {
-            let s = text(&series[..2]);
-            let special = SPECIAL_WITH_DIGIT.iter().find(|&&p| p == s)?;
+            let special = SPECIAL_WITH_DIGIT.iter().find(|p| same(&series[..2], p))?;
             let kind = if *special == "MĐ" {
                 PlateKind::Motorbike
             } else {
@@ -175,8 +185,17 @@ fn classify_series(series: &[char]) -> Option<(PlateKind, Option<&'static str>)>
     }
 }
 
+/// What makes `c` a domestic plate, found without building its strings:
+/// validity is checked for every candidate of every plate read.
+struct Domestic {
+    province: &'static Province,
+    series_len: usize,
+    kind: PlateKind,
+    special_series: Option<&'static str>,
+}
+
 /// Province, series, and a serial of `serial_len` digits.
-fn domestic(c: &[char], serial_len: usize) -> Option<Plate> {
+fn domestic_parts(c: &[char], serial_len: usize) -> Option<Domestic> {
     let series_len = c.len().checked_sub(2 + serial_len)?;
     if !(1..=3).contains(&series_len) {
         return None;
@@ -187,6 +206,22 @@ fn domestic(c: &[char], serial_len: usize) -> Option<Plate> {
         return None;
     }
     let (kind, special_series) = classify_series(series)?;
+    Some(Domestic {
+        province,
+        series_len,
+        kind,
+        special_series,
+    })
+}
+
+fn domestic(c: &[char], serial_len: usize) -> Option<Plate> {
+    let Domestic {
+        province,
+        series_len,
+        kind,
+        special_series,
+    } = domestic_parts(c, serial_len)?;
+    let (series, serial) = c[2..].split_at(series_len);
     let (code, series, serial) = (text(&c[..2]), text(series), text(serial));
     // Cars, and the special series that are mostly on cars, write the
     // series against the province on one line (`60LD-005.84`);
@@ -214,22 +249,19 @@ fn domestic(c: &[char], serial_len: usize) -> Option<Plate> {
 /// cars (`41291NG01`, `41-291-NG-01`); province, NG/QT/NN/CV, owner code,
 /// 2 or 3 digits on motorbikes (`51NG16633`, `51-NG 166-33`).
 fn foreign(c: &[char]) -> Option<Plate> {
-    if !(9..=10).contains(&c.len()) {
-        return None;
-    }
-    let province = province_of(c)?;
-    let (series_at, owner_at, car) = if all_digits(&c[2..5]) {
-        (5, 2, true)
-    } else {
-        (2, 4, false)
-    };
+    let Foreign {
+        province,
+        series_at,
+        owner_at,
+        car,
+        special,
+    } = foreign_parts(c)?;
     let series = text(&c[series_at..series_at + 2]);
-    let special = *FOREIGN_SERIES.iter().find(|&&s| s == series)?;
-    let (owner, serial) = (&c[owner_at..owner_at + 3], &c[7..]);
-    if !all_digits(owner) || !all_digits(serial) {
-        return None;
-    }
-    let (code, owner, serial) = (text(&c[..2]), text(owner), text(serial));
+    let (code, owner, serial) = (
+        text(&c[..2]),
+        text(&c[owner_at..owner_at + 3]),
+        text(&c[7..]),
+    );
     let display = if car {
         format!("{code}-{owner}-{series}-{serial}")
     } else {
@@ -247,13 +279,50 @@ fn foreign(c: &[char]) -> Option<Plate> {
     })
 }
 
+/// Where the parts of a foreign plate lie in `c` (see [`Domestic`]).
+struct Foreign {
+    province: &'static Province,
+    series_at: usize,
+    owner_at: usize,
+    car: bool,
+    special: &'static str,
+}
+
+fn foreign_parts(c: &[char]) -> Option<Foreign> {
+    if !(9..=10).contains(&c.len()) {
+        return None;
+    }
+    let province = province_of(c)?;
+    let (series_at, owner_at, car) = if all_digits(&c[2..5]) {
+        (5, 2, true)
+    } else {
+        (2, 4, false)
+    };
+    let special = *FOREIGN_SERIES
+        .iter()
+        .find(|s| same(&c[series_at..series_at + 2], s))?;
+    if !all_digits(&c[owner_at..owner_at + 3]) || !all_digits(&c[7..]) {
+        return None;
+    }
+    Some(Foreign {
+        province,
+        series_at,
+        owner_at,
+        car,
+        special,
+    })
+}
+
 /// `AA1234`: unit letters and four digits.
+fn is_military(c: &[char]) -> bool {
+    c.len() == 6
+        && MILITARY_FIRST.contains(c[0])
+        && MILITARY_SECOND.contains(c[1])
+        && all_digits(&c[2..])
+}
+
 fn military(c: &[char]) -> Option<Plate> {
-    if c.len() != 6
-        || !MILITARY_FIRST.contains(c[0])
-        || !MILITARY_SECOND.contains(c[1])
-        || !all_digits(&c[2..])
-    {
+    if !is_military(c) {
         return None;
     }
     let (series, serial) = (text(&c[..2]), text(&c[2..]));
@@ -396,14 +465,21 @@ pub fn correct(raw: &str, probs: &[f32], k: usize) -> Vec<Candidate> {
         })
         .unzip();
     let mut found: Vec<Candidate> = Vec::new();
+    let mut beam = Vec::with_capacity(BEAM * 4);
+    let mut next = Vec::with_capacity(BEAM * 4);
     for shape in SHAPES.iter().filter(|s| s.len() == read.len()) {
-        for (chars, score) in fill(shape, &read, &conf) {
-            if parse(&chars).is_none() {
+        fill(shape, &read, &conf, &mut beam, &mut next);
+        for (chars, score) in &beam {
+            let chars = chars.as_slice();
+            if !is_valid(chars) {
                 continue;
             }
-            match found.iter_mut().find(|c| c.chars == chars) {
-                Some(c) => c.score = c.score.max(score),
-                None => found.push(Candidate { chars, score }),
+            match found.iter_mut().find(|c| same(chars, &c.chars)) {
+                Some(c) => c.score = c.score.max(*score),
+                None => found.push(Candidate {
+                    chars: chars.iter().collect(),
+                    score: *score,
+                }),
             }
         }
     }
@@ -413,31 +489,62 @@ pub fn correct(raw: &str, probs: &[f32], k: usize) -> Vec<Candidate> {
     found
 }
 
-/// The best ways to fill `shape` from the read, with their scores.
-fn fill(shape: Shape, read: &[char], conf: &[f32]) -> Vec<(String, f32)> {
-    let mut beam = vec![(String::new(), 1.0f32)];
+/// A partial plate in the beam: fixed-size, so that filling the shapes
+/// of every read allocates nothing once the beam buffers have grown.
+#[derive(Clone, Copy)]
+struct Partial {
+    chars: [char; MAX_CHARS],
+    len: usize,
+}
+
+/// The longest shape.
+const MAX_CHARS: usize = 10;
+
+impl Partial {
+    fn as_slice(&self) -> &[char] {
+        &self.chars[..self.len]
+    }
+
+    fn with(mut self, c: char) -> Self {
+        self.chars[self.len] = c;
+        self.len += 1;
+        self
+    }
+}
+
+/// The best ways to fill `shape` from the read, with their scores, left
+/// in `beam` (`next` is scratch space).
+fn fill(
+    shape: Shape,
+    read: &[char],
+    conf: &[f32],
+    beam: &mut Vec<(Partial, f32)>,
+    next: &mut Vec<(Partial, f32)>,
+) {
+    beam.clear();
+    beam.push((
+        Partial {
+            chars: ['\0'; MAX_CHARS],
+            len: 0,
+        },
+        1.0,
+    ));
     for ((allowed, &r), &p) in shape.iter().zip(read).zip(conf) {
-        let options: Vec<(char, f32)> = std::iter::once((r, 1.0))
-            .chain(confusions(r))
-            .filter(|&(c, _)| allowed.contains(c))
-            .map(|(c, f)| (c, p * f))
-            .collect();
-        if options.is_empty() {
-            return Vec::new();
+        let options = || {
+            std::iter::once((r, 1.0))
+                .chain(confusions(r))
+                .filter(|&(c, _)| allowed.contains(c))
+                .map(move |(c, f)| (c, p * f))
+        };
+        next.clear();
+        for (prefix, score) in beam.iter() {
+            next.extend(options().map(|(c, s)| (prefix.with(c), score * s)));
         }
-        let mut next = Vec::with_capacity(beam.len() * options.len());
-        for (prefix, score) in &beam {
-            for &(c, s) in &options {
-                let mut chars = prefix.clone();
-                chars.push(c);
-                next.push((chars, score * s));
-            }
-        }
+        // Stable, as before: equal scores keep the order they were made in.
         next.sort_by(|a, b| b.1.total_cmp(&a.1));
         next.truncate(BEAM);
-        beam = next;
+        std::mem::swap(beam, next);
     }
-    beam
 }
 
 #[cfg(test)]
@@ -781,6 +888,49 @@ mod tests {
         assert!(chars.contains(&"18A12345"), "{chars:?}");
         assert!(chars.contains(&"73A12345"), "{chars:?}");
         assert!(!chars.contains(&"13A12345"), "{chars:?}");
+    }
+
+    #[test]
+    fn the_quick_validity_check_agrees_with_readings() {
+        // Plate-like strings from every shape, with noise: a character from
+        // anywhere, one too many or too few.
+        let noise: Vec<char> = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZĐ".chars().collect();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut valid, mut invalid) = (0, 0);
+        for _ in 0..20_000 {
+            let shape = SHAPES[next(SHAPES.len())];
+            assert!(shape.len() <= MAX_CHARS);
+            let mut c: Vec<char> = shape
+                .iter()
+                .map(|allowed| {
+                    let allowed: Vec<char> = allowed.chars().collect();
+                    if next(10) == 0 {
+                        noise[next(noise.len())]
+                    } else {
+                        allowed[next(allowed.len())]
+                    }
+                })
+                .collect();
+            match next(20) {
+                0 => c.push(noise[next(noise.len())]),
+                1 => drop(c.pop()),
+                _ => {}
+            }
+            let text: String = c.iter().collect();
+            let expected = !readings(&text).is_empty();
+            assert_eq!(is_valid(&c), expected, "{text}");
+            if expected { valid += 1 } else { invalid += 1 }
+        }
+        assert!(
+            valid > 2_000 && invalid > 2_000,
+            "{valid} valid, {invalid} invalid"
+        );
     }
 
     #[test]
