@@ -163,12 +163,41 @@ GLYPH_FONTS = [  # (path, weight): condensed bold is closest to the plate font; 
     ("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed.ttf", 0.15),
 ]
 GLYPH_FONTS = [(p, w) for p, w in GLYPH_FONTS if os.path.exists(p)] or [(FONT_PATH, 1.0)]
+# Glyphs cut from the real training crops (`real_glyphs.py harvest`): the real plate font, worn and
+# printed as it is. Off unless asked for (`train_ocr.py train --real-glyphs 0.5`): tried in session 6
+# and not kept (models/vn/README.md).
+REAL = "real"
+REAL_GLYPHS_NPZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "work", "real_glyphs.npz")
 _glyph_cache = {}
+_real = {}
+
+
+def use_real_glyphs(share):
+    """Draw `share` of the glyph-by-glyph plates from the harvested real glyphs."""
+    global GLYPH_FONTS
+    if share > 0:
+        GLYPH_FONTS = [(p, w * (1 - share)) for p, w in GLYPH_FONTS if p != REAL] + [(REAL, share)]
+
+
+def _real_glyph(ch):
+    """A random real bitmap of `ch` and the median real '0' box, or None for characters never cut
+    (letters outside motorbike series, Đ)."""
+    if not _real:
+        z = np.load(REAL_GLYPHS_NPZ, allow_pickle=True)
+        for c, g in zip(z["chars"], z["glyphs"]):
+            _real.setdefault(str(c), []).append(g)
+        zeros = _real["0"]
+        _real["ref"] = (int(np.median([g.shape[1] for g in zeros])), int(np.median([g.shape[0] for g in zeros])))
+    if ch not in _real:
+        return None
+    return (random.choice(_real[ch]),) + _real["ref"]
 
 
 def _glyph(ch, fpath):
     """Ink-tight bitmap (L, 255 = ink) of one character at ~100 px cap height, plus the font's
     reference digit box (w, h of '0') so that all glyphs of a font are squeezed by the same factor."""
+    if fpath == REAL:
+        return _real_glyph(ch) or _glyph(ch, FONT_PATH)
     key = (ch, fpath)
     if key not in _glyph_cache:
         f = font(128, fpath)
@@ -231,9 +260,9 @@ def _draw_line_cells(text, lh, max_w, fpath, aspect, morph, square_two=False, su
             line[lh - t:lh, max(0, cx - t // 2):cx - t // 2 + t] = 255
         else:
             g, rw, rh = _glyph(c, fpath)
-            if c == "2" and square_two:
+            if c == "2" and square_two and fpath != REAL:
                 g = _angular_two(rw, rh, fpath)
-            if morph:
+            if morph and fpath != REAL:  # real glyphs come in their own weights
                 k = np.ones((1, abs(morph) + 1), np.uint8)
                 g = cv2.dilate(g, k) if morph > 0 else cv2.erode(g, k)
             # same squeeze for every glyph: the reference '0' maps to gw x lh, narrower glyphs stay narrower

@@ -253,6 +253,7 @@ def train(args):
     real = load_real()
     print("real train %d val %d" % (len(real["train"]), len(real["val"])), flush=True)
     pool = bg_pool()
+    synth.use_real_glyphs(args.real_glyphs)
     model = make_model(BASE_OCR10)
     params = []
     for n, p_ in model.named_parameters():
@@ -395,6 +396,8 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="train: torch device (cuda on a GPU machine)")
     ap.add_argument("--workers", type=int, default=0, help="train: processes drawing batches (0 = this one)")
+    ap.add_argument("--real-glyphs", type=float, default=0.0, help="train: share of glyph-by-glyph synthetic "
+                    "plates drawn from glyphs cut from the real crops (real_glyphs.py harvest first)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--snapshot-min", type=float, default=0, help="also save <ckpt without _ckpt>_snap_STEP.pt (work/ocr10_snap_STEP.pt) every N minutes")
