@@ -465,11 +465,10 @@ pub fn correct(raw: &str, probs: &[f32], k: usize) -> Vec<Candidate> {
         })
         .unzip();
     let mut found: Vec<Candidate> = Vec::new();
-    let mut beam = Vec::with_capacity(BEAM * 4);
-    let mut next = Vec::with_capacity(BEAM * 4);
+    let mut beams = Beams::default();
     for shape in SHAPES.iter().filter(|s| s.len() == read.len()) {
-        fill(shape, &read, &conf, &mut beam, &mut next);
-        for (chars, score) in &beam {
+        beams.fill(shape, &read, &conf);
+        for (chars, score) in &beams.beam {
             let chars = chars.as_slice();
             if !is_valid(chars) {
                 continue;
@@ -512,38 +511,50 @@ impl Partial {
     }
 }
 
-/// The best ways to fill `shape` from the read, with their scores, left
-/// in `beam` (`next` is scratch space).
-fn fill(
-    shape: Shape,
-    read: &[char],
-    conf: &[f32],
-    beam: &mut Vec<(Partial, f32)>,
-    next: &mut Vec<(Partial, f32)>,
-) {
-    beam.clear();
-    beam.push((
-        Partial {
-            chars: ['\0'; MAX_CHARS],
-            len: 0,
-        },
-        1.0,
-    ));
-    for ((allowed, &r), &p) in shape.iter().zip(read).zip(conf) {
-        let options = || {
-            std::iter::once((r, 1.0))
-                .chain(confusions(r))
-                .filter(|&(c, _)| allowed.contains(c))
-                .map(move |(c, f)| (c, p * f))
-        };
-        next.clear();
-        for (prefix, score) in beam.iter() {
-            next.extend(options().map(|(c, s)| (prefix.with(c), score * s)));
+/// The buffers of the beam search, reused from shape to shape.
+#[derive(Default)]
+struct Beams {
+    /// The best ways to fill the shape so far, with their scores.
+    beam: Vec<(Partial, f32)>,
+    next: Vec<(Partial, f32)>,
+    /// The characters one position may take, with their factors.
+    options: Vec<(char, f32)>,
+}
+
+impl Beams {
+    /// Leaves in `beam` the best ways to fill `shape` from the read.
+    fn fill(&mut self, shape: Shape, read: &[char], conf: &[f32]) {
+        self.beam.clear();
+        self.beam.push((
+            Partial {
+                chars: ['\0'; MAX_CHARS],
+                len: 0,
+            },
+            1.0,
+        ));
+        for ((allowed, &r), &p) in shape.iter().zip(read).zip(conf) {
+            self.options.clear();
+            self.options.extend(
+                std::iter::once((r, 1.0))
+                    .chain(confusions(r))
+                    .filter(|&(c, _)| allowed.contains(c))
+                    .map(|(c, f)| (c, p * f)),
+            );
+            if self.options.is_empty() {
+                self.beam.clear();
+                return;
+            }
+            self.next.clear();
+            for (prefix, score) in &self.beam {
+                for &(c, s) in &self.options {
+                    self.next.push((prefix.with(c), score * s));
+                }
+            }
+            // Stable: equal scores keep the order they were made in.
+            self.next.sort_by(|a, b| b.1.total_cmp(&a.1));
+            self.next.truncate(BEAM);
+            std::mem::swap(&mut self.beam, &mut self.next);
         }
-        // Stable, as before: equal scores keep the order they were made in.
-        next.sort_by(|a, b| b.1.total_cmp(&a.1));
-        next.truncate(BEAM);
-        std::mem::swap(beam, next);
     }
 }
 
