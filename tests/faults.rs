@@ -308,6 +308,33 @@ fn camera_server_restart_resumes_within_seconds() {
     assert!(!agent.log_text().contains("panicked"));
 }
 
+/// Many IP cameras also send their microphone, and may list it first: the
+/// agent must pick the video track, whichever track's packets come first.
+#[test]
+fn a_camera_that_also_sends_audio_gives_events() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let broker = Mosquitto::start();
+    let cam_port = free_port();
+    let _camera = TestCam::start_with(cam_port, &[("gate", &clip)], &["--with-audio"]);
+    let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
+    let cfg = config(&clip, &broker.url(), work.path())
+        .replace(
+            &format!("file://{}", clip.display()),
+            &format!("rtsp://127.0.0.1:{cam_port}/gate"),
+        )
+        .replace("loop = true\n", "rtsp_transport = \"tcp\"\n");
+    let mut agent = Agent::start(&cfg);
+    sub.wait_until(
+        Duration::from_secs(60),
+        "plate events from the camera",
+        |m| m.iter().any(|r| r.topic.ends_with("/event/plate")),
+    );
+    assert!(agent.process.terminate().success());
+    let log = agent.log_text();
+    assert!(!log.contains("camera failed"), "{log}");
+}
+
 #[test]
 fn a_garbage_stream_is_reported_and_retried_without_panic() {
     let work = tempfile::tempdir().unwrap();

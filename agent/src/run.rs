@@ -185,6 +185,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                                 cam_metrics.record(&passes.counters);
                             }
                             Err(e) => {
+                                // The motion gate took this frame as its reference: the
+                                // older detections no longer describe what it compares to.
+                                last_detections = None;
                                 cam_metrics.analysis_errors.fetch_add(1, Ordering::Relaxed);
                                 tracing::error!(camera = %id, frame = frame.number, "analysis failed: {e:#}");
                             }

@@ -180,8 +180,13 @@ impl TestCam {
     }
 
     pub fn start_on(port: u16, mounts: &[(&str, &Path)]) -> TestCam {
+        Self::start_with(port, mounts, &[])
+    }
+
+    /// As [`TestCam::start_on`], with more options for the server.
+    pub fn start_with(port: u16, mounts: &[(&str, &Path)], options: &[&str]) -> TestCam {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_matthan-testcam"));
-        cmd.args(["--port", &port.to_string()]);
+        cmd.args(["--port", &port.to_string()]).args(options);
         for (mount, file) in mounts {
             cmd.arg("--mount")
                 .arg(format!("/{mount}={}", file.display()));

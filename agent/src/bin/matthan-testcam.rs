@@ -33,6 +33,10 @@ struct Args {
     /// Decode and re-encode to H.264 even when the file is H.264 already.
     #[arg(long)]
     reencode: bool,
+    /// Also send an audio track (G.711 A-law test tone), listed before the
+    /// video as many IP cameras with a microphone list it.
+    #[arg(long)]
+    with_audio: bool,
 }
 
 fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
@@ -45,20 +49,29 @@ fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
     Ok((path.to_string(), PathBuf::from(file)))
 }
 
-fn launch_line(file: &std::path::Path, reencode: bool) -> String {
+fn launch_line(file: &std::path::Path, reencode: bool, with_audio: bool) -> String {
     let location = format!("\"{}\"", file.display().to_string().replace('"', "\\\""));
     let is_mp4 = file
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("mp4"));
+    // Payloaders are numbered in the order the stream description lists them.
+    let (audio, video_pay) = if with_audio {
+        (
+            "audiotestsrc is-live=true ! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay0 pt=8 ",
+            "pay1",
+        )
+    } else {
+        ("", "pay0")
+    };
     if is_mp4 && !reencode {
         format!(
-            "( filesrc location={location} ! qtdemux ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )"
+            "( {audio}filesrc location={location} ! qtdemux ! h264parse config-interval=-1 ! rtph264pay name={video_pay} pt=96 )"
         )
     } else {
         // x264enc would pick 4:4:4 10-bit for some inputs; I420 keeps it decodable everywhere.
         format!(
-            "( filesrc location={location} ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
-             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! rtph264pay name=pay0 pt=96 )"
+            "( {audio}filesrc location={location} ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
+             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! rtph264pay name={video_pay} pt=96 )"
         )
     }
 }
@@ -77,7 +90,7 @@ fn main() -> anyhow::Result<()> {
             return Err(anyhow!("{} does not exist", file.display()));
         }
         let factory = rtsp::RTSPMediaFactory::new();
-        factory.set_launch(&launch_line(file, args.reencode));
+        factory.set_launch(&launch_line(file, args.reencode, args.with_audio));
         // Each client gets its own pipeline from the start of the file, as a
         // camera restarted by a reconnect would.
         factory.set_shared(false);

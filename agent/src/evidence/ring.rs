@@ -62,7 +62,11 @@ impl Span {
         let (Some(min), Some(max)) = (pts.clone().min(), pts.max()) else {
             return true;
         };
-        let slot = (last - first) / (n as u32 - 1);
+        // Open-GOP streams may end a span on a unit shown before its first.
+        let Some(spread) = last.checked_sub(first) else {
+            return false;
+        };
+        let slot = spread / (n as u32 - 1);
         max - min <= slot * (n as u32 - 1) + slot / 2
     }
 

@@ -253,6 +253,13 @@ impl CameraSupervisor {
                     gst::MessageView::Eos(_) => match &self.camera.source {
                         Source::File(_) if self.camera.loop_file => {
                             schedule.restart();
+                            gate = MotionGate::default();
+                            last_image = None;
+                            // Timestamps start again: a new attempt for the
+                            // evidence buffer, counted before the seek lets
+                            // the first units of the new round through.
+                            self.streams
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             running
                                 .0
                                 .seek_simple(
@@ -260,9 +267,6 @@ impl CameraSupervisor {
                                     gst::ClockTime::ZERO,
                                 )
                                 .context("cannot seek to the start of the file to loop it")?;
-                            // Timestamps start again: a new attempt for the evidence buffer.
-                            self.streams
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         Source::File(_) => return Ok(StreamEnd::Finished),
                         Source::Rtsp(_) => return Err(anyhow!("the camera ended the stream")),

@@ -24,8 +24,11 @@ pub fn for_each_frame(
 ) -> anyhow::Result<u64> {
     super::init_gstreamer()?;
     let description = format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false",
-        source.display()
+        // A bounded sink: the decoder waits for `each` (the models) instead
+        // of queueing a whole clip of decoded frames in memory.
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
+         appsink name=sink sync=false max-buffers=2 drop=false",
+        super::pipeline::quote(&source.display().to_string())
     );
     let pipeline = OwnedPipeline::launch(&description)?;
     let sink = pipeline

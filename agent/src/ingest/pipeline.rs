@@ -42,9 +42,12 @@ pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
                 RtspTransport::Tcp => "tcp",
                 RtspTransport::Udp => "udp",
             };
+            // Only the video track: a camera that also sends its microphone
+            // would otherwise have whichever track's packets come first linked.
             (
                 format!(
-                    "rtspsrc location={} latency={RTSP_LATENCY_MS} protocols={protocols}",
+                    "rtspsrc location={} latency={RTSP_LATENCY_MS} protocols={protocols} ! \
+                     application/x-rtp,media=video",
                     quote(url)
                 ),
                 true,
@@ -82,7 +85,7 @@ pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
 }
 
 /// Quotes a value for `gst_parse_launch`.
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
@@ -105,6 +108,7 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("max-buffers=4 drop=true sync=false"), "{d}");
+        assert!(d.contains("! application/x-rtp,media=video !"), "{d}");
     }
 
     #[test]

@@ -147,13 +147,15 @@ impl Schedule {
         if next != 0 && pts < next {
             return None;
         }
+        // Slots keep their grid: the picture taken fills the slot it falls
+        // in, and the next one due is the slot after that one. (Moving the
+        // grid to this picture would make the very next picture due: after
+        // a stretch of overload, two analyses 40 ms apart.)
         let (missed, from) = if next == 0 {
             (0, pts)
         } else {
-            (
-                (pts - next) / interval,
-                next.max(pts.saturating_sub(interval)),
-            )
+            let missed = (pts - next) / interval;
+            (missed, next + missed * interval)
         };
         self.next_due.store(from + interval, Ordering::Relaxed);
         Some(missed)
@@ -311,6 +313,10 @@ mod tests {
         assert_eq!(schedule.take(ms(1250)), Some(0));
         // The slots at 1.4 and 1.6 s passed without a picture.
         assert_eq!(schedule.take(ms(1850)), Some(2));
+        // That picture fills the 1.8 s slot: the next due is at 2 s, not
+        // the picture right after it.
+        assert_eq!(schedule.take(ms(1900)), None);
+        assert_eq!(schedule.take(ms(2010)), Some(0));
         // A camera that restarted its clock: the schedule starts again.
         assert_eq!(schedule.take(ms(100)), Some(0));
         assert_eq!(schedule.take(ms(200)), None);

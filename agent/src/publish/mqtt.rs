@@ -33,6 +33,11 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the broker to acknowledge what was sent.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest MQTT packet sent or taken. rumqttc's own default, 10 KiB, is
+/// small enough for one long event or one IOC acknowledgement of a few
+/// hundred packages to break the connection, and the same record would
+/// then break every new connection in turn. Mosquitto takes up to 256 MB.
+pub const MAX_PACKET_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerAddress {
@@ -374,6 +379,7 @@ impl Connection {
             self.addr.port,
         );
         options.set_keep_alive(KEEP_ALIVE);
+        options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         options.set_clean_session(true);
         options.set_last_will(LastWill::new(
             &self.status_topic,

@@ -270,15 +270,21 @@ impl Outbox {
             self.writer_len = 0;
         }
         let offset = self.writer_len;
-        self.writer
+        if let Err(e) = self
+            .writer
             .write_all(&rec)
             .and_then(|()| self.writer.sync_data())
-            .with_context(|| {
-                format!(
-                    "cannot write to the outbox in {} (disk full or read-only?)",
-                    self.config.dir.display()
-                )
-            })?;
+        {
+            // A record half written (disk full) or written but not synced
+            // (an I/O error) must not stay: the offsets of every later record,
+            // and a retry of this one under the same id, assume the segment
+            // ends where the last whole record does.
+            let _ = self.writer.set_len(self.writer_len);
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot write to the outbox in {} (disk full or read-only?)",
+                self.config.dir.display()
+            )));
+        }
         self.writer_len += rec.len() as u64;
         self.next_id += 1;
         let segment = *self.segments.back().expect("one segment");
