@@ -308,6 +308,60 @@ fn camera_server_restart_resumes_within_seconds() {
     assert!(!agent.log_text().contains("panicked"));
 }
 
+/// An event names its evidence package before the package is sealed (the
+/// clip needs the seconds after the frame). Killed in between, the agent
+/// tells the IOC at its next start that the package was lost, instead of
+/// leaving the IOC waiting for it.
+#[test]
+fn a_package_cut_short_by_a_kill_is_reported_at_the_next_start() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let port = free_port();
+    let cfg = config(&clip, &format!("mqtt://127.0.0.1:{port}"), work.path())
+        + "[evidence]\npost_seconds = 30\n";
+    let jsonl = work.path().join("events.jsonl");
+    let mut agent = Agent::start(&cfg);
+    let first = wait_for_written(&jsonl, 1, &agent)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    agent.process.child.kill().unwrap(); // SIGKILL, 30 s before the package is due
+    agent.process.child.wait().unwrap();
+    let promise = work
+        .path()
+        .join("evidence/.pending")
+        .join(format!("{first}.json"));
+    assert!(promise.is_file(), "no record of the pending package");
+    assert!(
+        read_notices(&jsonl).iter().all(|n| n["event_id"] != first),
+        "a notice came before the kill"
+    );
+
+    let mut again = Agent::start(&cfg);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let notice = loop {
+        if let Some(n) = read_notices(&jsonl)
+            .into_iter()
+            .find(|n| n["event_id"] == first)
+        {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notice for {first} after the restart: {}",
+            again.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(notice["status"], "failed", "{notice}");
+    assert!(
+        notice["error"].as_str().unwrap().contains("stopped"),
+        "{notice}"
+    );
+    assert!(!promise.exists(), "the promise was kept after its notice");
+    assert!(again.process.terminate().success());
+}
+
 /// Many IP cameras also send their microphone, and may list it first: the
 /// agent must pick the video track, whichever track's packets come first.
 #[test]

@@ -22,6 +22,7 @@ pub mod custody;
 pub mod export;
 pub mod keys;
 pub mod package;
+pub mod promises;
 pub mod ring;
 pub mod store;
 pub mod verify;
@@ -193,6 +194,7 @@ impl Evidence {
                 .with_context(|| format!("cannot write into {}", settings.dir.display()))?,
         }
         store::remove_partials(&settings.dir);
+        let left_over = promises::left_over(&settings.dir);
         tracing::info!(dir = %settings.dir.display(), key = %key.fingerprint(), "evidence packages on");
 
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
@@ -209,6 +211,7 @@ impl Evidence {
             pending: Vec::new(),
             index: store::Index::default(),
             early_acks: HashSet::new(),
+            left_over,
         };
         let thread = std::thread::Builder::new()
             .name("evidence".into())
@@ -328,10 +331,13 @@ struct Worker {
     /// Acknowledgements that arrived while their package was still being
     /// recorded (the IOC has the event at once, the package seconds later).
     early_acks: HashSet<String>,
+    /// Packages a previous run promised and never announced.
+    left_over: Vec<promises::LeftOver>,
 }
 
 impl Worker {
     fn run(mut self, rx: Receiver<Command>) {
+        self.announce_left_over();
         let mut open = true;
         let mut last_retention: Option<Instant> = None;
         while open || !self.pending.is_empty() {
@@ -359,7 +365,55 @@ impl Worker {
         self.rings.lock().ok()?.get(camera).cloned()
     }
 
+    /// Tells the IOC what became of the packages a previous run promised
+    /// (its events named them) but stopped before announcing.
+    fn announce_left_over(&mut self) {
+        let dir = self.settings.dir.clone();
+        for left in std::mem::take(&mut self.left_over) {
+            let mut notice = EvidenceNotice::new(&self.settings, &left.id, &left.camera, "failed");
+            match left.sealed {
+                Some(sealed) => {
+                    let logged = custody::entries(&dir).is_ok_and(|entries| {
+                        entries
+                            .iter()
+                            .any(|e| e.action == Action::Created && e.package == left.id)
+                    });
+                    if !logged
+                        && let Err(e) = custody::append(
+                            &dir,
+                            &self.key,
+                            Action::Created,
+                            &left.id,
+                            Some(&sealed.manifest_sha256),
+                            "plate event; logged at the next start (the agent stopped between sealing and logging)",
+                        )
+                    {
+                        tracing::error!(package = %left.id, "cannot log a package sealed before a stop: {e:#}");
+                    }
+                    tracing::warn!(event = %left.id, "announcing a package sealed before the agent stopped");
+                    notice.status = "sealed";
+                    notice.manifest_sha256 = Some(sealed.manifest_sha256);
+                    notice.files = sealed.files;
+                    notice.clip_complete = sealed.clip_complete;
+                }
+                None => {
+                    tracing::error!(event = %left.id, camera = %left.camera, "evidence package lost: the agent stopped before sealing it");
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    notice.error = Some(
+                        "the agent stopped (crash or power cut) before the package was sealed"
+                            .into(),
+                    );
+                }
+            }
+            (self.on_notice)(notice);
+            promises::settle(&dir, &left.id);
+        }
+    }
+
     fn accept(&mut self, req: PackageRequest) {
+        if let Err(e) = promises::record(&self.settings.dir, &req.id, &req.camera) {
+            tracing::warn!(event = %req.id, "cannot record the package as pending, so a crash before it is sealed would go unreported: {e:#}");
+        }
         let window = req
             .frame_time
             .map(|t| (t.saturating_sub(self.settings.pre), t + self.settings.post));
@@ -427,20 +481,29 @@ impl Worker {
             pre: self.settings.pre,
             post: self.settings.post,
         };
-        let result = package::write_package(&self.settings.dir, &cx, &p.req, &p.span, short)
-            .and_then(|sealed| {
-                custody::append(
-                    &self.settings.dir,
-                    &self.key,
-                    Action::Created,
-                    &sealed.id,
-                    Some(&sealed.manifest_sha256),
-                    "plate event",
-                )?;
-                Ok(sealed)
-            });
+        let result = package::write_package(&self.settings.dir, &cx, &p.req, &p.span, short);
+        // A package on disk is sealed, whether or not its custody entry
+        // could be written; an entry that could not is written at the next
+        // start, from the promise kept for it.
+        let unlogged = result.as_ref().ok().and_then(|sealed| {
+            custody::append(
+                &self.settings.dir,
+                &self.key,
+                Action::Created,
+                &sealed.id,
+                Some(&sealed.manifest_sha256),
+                "plate event",
+            )
+            .err()
+        });
         let sealed = result.is_ok();
         let mut notice = EvidenceNotice::new(&self.settings, &p.req.id, &p.req.camera, "sealed");
+        if let Some(e) = &unlogged {
+            tracing::error!(event = %p.req.id, "evidence sealed, but not yet in the custody log: {e:#}; it is logged at the next start");
+            notice.error = Some(format!(
+                "sealed, but its custody log entry could not be written yet ({e:#})"
+            ));
+        }
         match result {
             Ok(Sealed {
                 manifest_sha256,
@@ -463,6 +526,9 @@ impl Worker {
             }
         }
         (self.on_notice)(notice);
+        if unlogged.is_none() {
+            promises::settle(&self.settings.dir, &p.req.id);
+        }
         if self.early_acks.remove(&p.req.id) {
             if sealed {
                 self.acknowledge(&p.req.id);

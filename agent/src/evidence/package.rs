@@ -287,14 +287,14 @@ fn write_jpeg(img: &BgrImage, path: &Path) -> anyhow::Result<()> {
     write_synced(path, &out)
 }
 
-fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync the folder {}", dir.display()))
 }
 
 /// Evidence must survive a power cut once it is reported sealed.
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut f =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;

@@ -261,11 +261,22 @@ impl Outbox {
         self.enforce_bounds(rec.len() as u64)?;
         if self.writer_len > 0 && self.writer_len + rec.len() as u64 > self.config.segment_bytes {
             let path = segment_path(&self.config.dir, id);
-            self.writer = OpenOptions::new()
+            let writer = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .with_context(|| format!("cannot create outbox segment {}", path.display()))?;
+            // The new file's name must survive a power cut with the records
+            // synced into it, or they would go with it.
+            File::open(&self.config.dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| {
+                    format!(
+                        "cannot sync the outbox folder {}",
+                        self.config.dir.display()
+                    )
+                })?;
+            self.writer = writer;
             self.segments.push_back(id);
             self.writer_len = 0;
         }
