@@ -129,11 +129,14 @@ metrics_listen = "127.0.0.1:{metrics}"
         .find(|id| *id != early)
         .unwrap();
     publish(broker.port, "matthan/v1/test-site/evidence/ack", "not json");
-    publish(
-        broker.port,
-        "matthan/v1/test-site/evidence/ack",
-        &format!(r#"{{"id": "{acked}"}}"#),
-    );
+    // An IOC acknowledges in batches: one of 301 ids is a 12 KB message,
+    // more than an MQTT client takes by default (rumqttc: 10 KiB).
+    let batch: Vec<String> = std::iter::once(acked.clone())
+        .chain((0..300).map(|i| format!("00000000-0000-7000-8000-{i:012}")))
+        .collect();
+    let batch = serde_json::json!({ "ids": batch }).to_string();
+    assert!(batch.len() > 10 * 1024);
+    publish(broker.port, "matthan/v1/test-site/evidence/ack", &batch);
     // The camera replays the clip after it ends (a reconnect): the same
     // cars again within the dedup window must not make new events.
     std::thread::sleep(Duration::from_secs(12));

@@ -349,7 +349,10 @@ impl Subscriber {
 /// Publishes one message at QoS 1 and waits for the broker's PUBACK, as
 /// the IOC would.
 pub fn publish(port: u16, topic: &str, payload: &str) {
-    let opts = rumqttc::MqttOptions::new(format!("ioc-{}", std::process::id()), "127.0.0.1", port);
+    let mut opts =
+        rumqttc::MqttOptions::new(format!("ioc-{}", std::process::id()), "127.0.0.1", port);
+    // Room for an IOC's batch acknowledgements.
+    opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut connection) = rumqttc::Client::new(opts, 10);
     client
         .publish(
