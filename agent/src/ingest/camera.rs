@@ -3,7 +3,7 @@
 //! stops the others.
 //!
 //! ```text
-//!            ┌────────────── error / stall / end of RTSP stream ──────────┐
+//!            ┌────── error / stall / panic / end of RTSP stream ──────────┐
 //!            ▼                                                             │
 //! Starting ──► Streaming ──(file ends, no loop)──► Finished                │
 //!    ▲                                                                     │
@@ -131,7 +131,19 @@ impl CameraSupervisor {
             }
             on_status(CameraStatus::Starting);
             let started = Instant::now();
-            match self.stream_once(&mut on_frame, &mut on_status) {
+            // A panic in the work on a frame (a bug) fails this stream like
+            // any other failure: the camera reconnects, and says why, instead
+            // of its thread ending in silence while the others go on.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.stream_once(&mut on_frame, &mut on_status)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(anyhow!(
+                    "the analysis panicked ({}): a bug, please report it with the log",
+                    panic_message(panic.as_ref())
+                ))
+            });
+            match outcome {
                 Ok(StreamEnd::Shutdown) => break,
                 Ok(StreamEnd::Finished) => {
                     tracing::info!(camera = %self.camera.id, "file source finished");
@@ -376,6 +388,14 @@ impl CameraSupervisor {
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// Turns each sample of the encoded branch into an [`EncodedUnit`]. The
 /// caps string is shared between units until the stream renegotiates.
 fn encoded_callbacks(
@@ -540,6 +560,54 @@ mod tests {
     /// decoder never sees most non-reference pictures, yet the frames
     /// analysed are exactly those a full decode gives (every fifth), and
     /// the evidence branch still gets every picture.
+    #[test]
+    fn a_panic_in_the_analysis_restarts_the_stream_and_says_why() {
+        crate::ingest::init_gstreamer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("ball.mp4");
+        let make = OwnedPipeline::launch(&format!(
+            "videotestsrc pattern=ball num-buffers=50 ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! x264enc ! h264parse ! mp4mux ! filesink location={}",
+            clip.display()
+        ))
+        .unwrap();
+        make.set_state(gst::State::Playing).unwrap();
+        let bus = make.bus().unwrap();
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos])
+            .expect("clip made");
+        drop(make);
+        let camera: CameraConfig = toml::from_str(&format!(
+            "id = \"p\"\nsource = \"file://{}\"\nrealtime = false",
+            clip.display()
+        ))
+        .unwrap();
+        let (mut frames, mut statuses) = (0, Vec::new());
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        CameraSupervisor::new(camera, 5.0, Shutdown::new()).run(
+            |_| {
+                frames += 1;
+                if frames == 3 {
+                    panic!("frame 3 is cursed");
+                }
+            },
+            |s| statuses.push(s),
+        );
+        std::panic::set_hook(default_hook);
+        let reason = statuses
+            .iter()
+            .find_map(|s| match s {
+                CameraStatus::Reconnecting { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .expect("the camera reconnected");
+        assert!(reason.contains("frame 3 is cursed"), "{reason}");
+        // The file was read again from its start, to its end: 10 frames at
+        // 5 of its 25 a second, after the 3 before the panic.
+        assert_eq!(frames, 13);
+        assert_eq!(statuses.last(), Some(&CameraStatus::Finished));
+    }
+
     #[test]
     fn undue_non_reference_pictures_are_not_decoded() {
         use crate::ingest::skip::{NalFormat, is_non_reference};
