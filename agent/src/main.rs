@@ -101,6 +101,12 @@ enum Command {
         /// Turn each camera's motion gate on.
         #[arg(long)]
         motion_gate: bool,
+        /// Spread the cameras' starting points evenly over this many seconds
+        /// of the clip, as independent cameras are never all in the same
+        /// scene at once (0: all start together). The bench clip's cycle of
+        /// moving and still scenes is 47 s.
+        #[arg(long, default_value_t = 0.0)]
+        spread: f64,
         /// Folder with the ONNX models.
         #[arg(long, default_value = matthan::config::DEFAULT_MODELS_DIR)]
         models: PathBuf,
@@ -309,9 +315,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             seconds,
             analysis_fps,
             motion_gate,
+            spread,
             models,
         } => {
             use matthan::bench;
+            if !(spread >= 0.0 && spread.is_finite()) {
+                anyhow::bail!(
+                    "--spread {spread}: give the seconds (0 or more) to spread the cameras over"
+                );
+            }
             if !source.is_file() {
                 anyhow::bail!(
                     "--source {} is not a file; scripts/make-bench-clip makes the benchmark clip",
@@ -329,6 +341,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 seconds,
                 analysis_fps,
                 motion_gate,
+                spread,
             };
             let out = if limits {
                 let l = bench::limits::measure(&source, &models_config)?;

@@ -72,6 +72,7 @@ pub fn max_streams(
         "limits": limits,
         "analysis_fps": setup.analysis_fps,
         "motion_gate": setup.motion_gate,
+        "spread_s": setup.spread,
         "limit_streams": round_to(limit, 2),
         "max_streams": best,
         "ratio": round_to(best as f64 / limit, 2),

@@ -20,6 +20,9 @@ pub struct Setup {
     pub seconds: f64,
     pub analysis_fps: f64,
     pub motion_gate: bool,
+    /// Seconds of the clip over which the cameras' starting points are
+    /// spread evenly (0: every camera starts at the start, all in step).
+    pub spread: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +36,8 @@ pub struct Latency {
 pub struct StreamsRun {
     pub streams: usize,
     pub motion_gate: bool,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spread_s: f64,
     pub seconds: f64,
     /// Analysed frames per second, all cameras together.
     pub analysed_fps_target: f64,
@@ -47,6 +52,10 @@ pub struct StreamsRun {
     pub frame_to_event_ms: Latency,
     pub cpu_cores_used: f64,
     pub rss_mb_peak: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl StreamsRun {
@@ -119,9 +128,28 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
     wait_for_port(broker_port, "mosquitto")?;
 
     let cam_port = free_port()?;
-    let testcam = Command::new(sibling("matthan-testcam")?)
-        .args(["--port", &cam_port.to_string(), "--mount"])
-        .arg(format!("/bench={}", setup.source.display()))
+    // In step, every camera shares one mount; spread, each has its own,
+    // starting its share of `spread` seconds further into the clip.
+    let mount = |i: usize| {
+        if setup.spread > 0.0 {
+            format!("/bench{i}")
+        } else {
+            "/bench".to_string()
+        }
+    };
+    let mut testcam = Command::new(sibling("matthan-testcam")?);
+    testcam.args(["--port", &cam_port.to_string()]);
+    let mounts = if setup.spread > 0.0 { setup.streams } else { 1 };
+    for i in 0..mounts {
+        testcam
+            .arg("--mount")
+            .arg(format!("{}={}", mount(i), setup.source.display()));
+        if setup.spread > 0.0 {
+            let start = setup.spread * i as f64 / setup.streams as f64;
+            testcam.arg("--start").arg(format!("{}={start}", mount(i)));
+        }
+    }
+    let testcam = testcam
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -140,7 +168,8 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
     );
     for i in 0..setup.streams {
         config.push_str(&format!(
-            "[[camera]]\nid = \"cam-{i}\"\nsource = \"rtsp://127.0.0.1:{cam_port}/bench\"\nrtsp_transport = \"tcp\"\nmotion_gate = {}\n",
+            "[[camera]]\nid = \"cam-{i}\"\nsource = \"rtsp://127.0.0.1:{cam_port}{}\"\nrtsp_transport = \"tcp\"\nmotion_gate = {}\n",
+            mount(i),
             setup.motion_gate
         ));
     }
@@ -198,6 +227,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
     let run = StreamsRun {
         streams: setup.streams,
         motion_gate: setup.motion_gate,
+        spread_s: setup.spread,
         seconds: super::round_to(wall, 1),
         analysed_fps_target: setup.streams as f64 * setup.analysis_fps,
         analysed_fps_achieved: super::round_to(handled / wall, 2),

@@ -37,6 +37,59 @@ struct Args {
     /// video as many IP cameras with a microphone list it.
     #[arg(long)]
     with_audio: bool,
+    /// `/path=SECONDS`: the stream at that mount starts this far into its
+    /// MP4 file (from the keyframe there), so that cameras serving the same
+    /// clip are not all in the same scene at once. Repeatable.
+    #[arg(long = "start", value_parser = parse_start)]
+    starts: Vec<(String, f64)>,
+}
+
+fn parse_start(s: &str) -> Result<(String, f64), String> {
+    let (path, seconds) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not /path=SECONDS"))?;
+    match seconds.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok((path.to_string(), v)),
+        _ => Err(format!("`{seconds}` is not a number of seconds")),
+    }
+}
+
+/// Starts the stream `offset` into the file: the parsed video's buffers
+/// before the first keyframe at or after it are dropped, and the rest
+/// shifted back by that keyframe's decode time, so the server paces them
+/// from the start at once (a seek would need the media prepared first).
+fn start_at(media: &rtsp::RTSPMedia, offset: gst::ClockTime) {
+    let Some(parse) = media
+        .element()
+        .downcast::<gst::Bin>()
+        .ok()
+        .and_then(|bin| bin.by_name("parse"))
+    else {
+        return;
+    };
+    let Some(pad) = parse.static_pad("src") else {
+        return;
+    };
+    // The probe runs on the streaming thread only; the mutex is for the type.
+    let shift = std::sync::Mutex::new(None::<gst::ClockTime>);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(buffer) = info.buffer_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut shift = shift.lock().unwrap_or_else(|e| e.into_inner());
+        if shift.is_none() {
+            let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            match (buffer.pts(), buffer.dts()) {
+                (Some(pts), dts) if keyframe && pts >= offset => *shift = Some(dts.unwrap_or(pts)),
+                _ => return gst::PadProbeReturn::Drop,
+            }
+        }
+        let by = shift.expect("set above");
+        let buffer = buffer.make_mut();
+        buffer.set_pts(buffer.pts().map(|t| t.saturating_sub(by)));
+        buffer.set_dts(buffer.dts().map(|t| t.saturating_sub(by)));
+        gst::PadProbeReturn::Ok
+    });
 }
 
 fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
@@ -65,7 +118,7 @@ fn launch_line(file: &std::path::Path, reencode: bool, with_audio: bool) -> Stri
     };
     if is_mp4 && !reencode {
         format!(
-            "( {audio}filesrc location={location} ! qtdemux ! h264parse config-interval=-1 ! rtph264pay name={video_pay} pt=96 )"
+            "( {audio}filesrc location={location} ! qtdemux ! h264parse name=parse config-interval=-1 ! rtph264pay name={video_pay} pt=96 )"
         )
     } else {
         // x264enc would pick 4:4:4 10-bit for some inputs; I420 keeps it decodable everywhere.
@@ -94,6 +147,10 @@ fn main() -> anyhow::Result<()> {
         // Each client gets its own pipeline from the start of the file, as a
         // camera restarted by a reconnect would.
         factory.set_shared(false);
+        if let Some((_, seconds)) = args.starts.iter().find(|(p, _)| p == path) {
+            let offset = gst::ClockTime::from_nseconds((seconds * 1e9) as u64);
+            factory.connect_media_configure(move |_, media| start_at(media, offset));
+        }
         mounts.add_factory(path, factory);
         eprintln!(
             "serving {} at rtsp://{}:{}{}",
