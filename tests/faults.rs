@@ -63,6 +63,16 @@ path = "{state}/events.jsonl"
     )
 }
 
+/// [`config`] with the camera on the test camera's `/gate` mount.
+fn rtsp_config(clip: &Path, mqtt: &str, state: &Path, cam_port: u16) -> String {
+    config(clip, mqtt, state)
+        .replace(
+            &format!("file://{}", clip.display()),
+            &format!("rtsp://127.0.0.1:{cam_port}/gate"),
+        )
+        .replace("loop = true\n", "rtsp_transport = \"tcp\"\n")
+}
+
 /// Plate events received, by seq (duplicates with the same id collapse).
 fn by_seq(messages: &[Received]) -> BTreeMap<u64, serde_json::Value> {
     let mut out: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
@@ -82,20 +92,38 @@ fn by_seq(messages: &[Received]) -> BTreeMap<u64, serde_json::Value> {
 /// Waits until the agent has written `n` events to its JSON-lines file;
 /// returns them.
 fn wait_for_written(jsonl: &Path, n: usize, agent: &Agent) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    poll(
+        Duration::from_secs(60),
+        &format!("fewer than {n} events written"),
+        agent,
+        || {
+            let events: Vec<serde_json::Value> = std::fs::read_to_string(jsonl)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["kind"] != "evidence")
+                .collect();
+            (events.len() >= n).then_some(events)
+        },
+    )
+}
+
+/// Asks `found` every 200 ms until it gives something; after `timeout`,
+/// fails with `what` and the agent's log.
+fn poll<T>(
+    timeout: Duration,
+    what: &str,
+    agent: &Agent,
+    mut found: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
     loop {
-        let events: Vec<serde_json::Value> = std::fs::read_to_string(jsonl)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["kind"] != "evidence")
-            .collect();
-        if events.len() >= n {
-            return events;
+        if let Some(v) = found() {
+            return v;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "fewer than {n} events written: {}",
+            "{what}: {}",
             agent.log_text()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -262,12 +290,7 @@ fn camera_server_restart_resumes_within_seconds() {
     let cam_port = free_port();
     let camera = TestCam::start_on(cam_port, &[("gate", &clip)]);
     let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
-    let cfg = config(&clip, &broker.url(), work.path())
-        .replace(
-            &format!("file://{}", clip.display()),
-            &format!("rtsp://127.0.0.1:{cam_port}/gate"),
-        )
-        .replace("loop = true\n", "rtsp_transport = \"tcp\"\n");
+    let cfg = rtsp_config(&clip, &broker.url(), work.path(), cam_port);
     let mut agent = Agent::start(&cfg);
     let plate_events = |m: &[Received]| {
         m.iter()
@@ -338,21 +361,16 @@ fn a_package_cut_short_by_a_kill_is_reported_at_the_next_start() {
     );
 
     let mut again = Agent::start(&cfg);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let notice = loop {
-        if let Some(n) = read_notices(&jsonl)
-            .into_iter()
-            .find(|n| n["event_id"] == first)
-        {
-            break n;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no notice for {first} after the restart: {}",
-            again.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let notice = poll(
+        Duration::from_secs(30),
+        &format!("no notice for {first} after the restart"),
+        &again,
+        || {
+            read_notices(&jsonl)
+                .into_iter()
+                .find(|n| n["event_id"] == first)
+        },
+    );
     assert_eq!(notice["status"], "failed", "{notice}");
     assert!(
         notice["error"].as_str().unwrap().contains("stopped"),
@@ -372,12 +390,7 @@ fn a_camera_that_also_sends_audio_gives_events() {
     let cam_port = free_port();
     let _camera = TestCam::start_with(cam_port, &[("gate", &clip)], &["--with-audio"]);
     let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
-    let cfg = config(&clip, &broker.url(), work.path())
-        .replace(
-            &format!("file://{}", clip.display()),
-            &format!("rtsp://127.0.0.1:{cam_port}/gate"),
-        )
-        .replace("loop = true\n", "rtsp_transport = \"tcp\"\n");
+    let cfg = rtsp_config(&clip, &broker.url(), work.path(), cam_port);
     let mut agent = Agent::start(&cfg);
     sub.wait_until(
         Duration::from_secs(60),
