@@ -556,10 +556,6 @@ mod tests {
         }
     }
 
-    /// A camera analysed at 5 fps of a 25 fps clip with B-frames: the
-    /// decoder never sees most non-reference pictures, yet the frames
-    /// analysed are exactly those a full decode gives (every fifth), and
-    /// the evidence branch still gets every picture.
     #[test]
     fn a_panic_in_the_analysis_restarts_the_stream_and_says_why() {
         crate::ingest::init_gstreamer().unwrap();
@@ -608,6 +604,10 @@ mod tests {
         assert_eq!(statuses.last(), Some(&CameraStatus::Finished));
     }
 
+    /// A camera analysed at 5 fps of a 25 fps clip with B-frames: the
+    /// decoder never sees most non-reference pictures, yet the frames
+    /// analysed are exactly those a full decode gives (every fifth), and
+    /// the evidence branch still gets every picture.
     #[test]
     fn undue_non_reference_pictures_are_not_decoded() {
         use crate::ingest::skip::{NalFormat, is_non_reference};

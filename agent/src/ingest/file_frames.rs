@@ -23,9 +23,9 @@ pub fn for_each_frame(
     mut each: impl FnMut(u64, I420Image) -> anyhow::Result<ControlFlow<()>>,
 ) -> anyhow::Result<u64> {
     super::init_gstreamer()?;
+    // A bounded sink: the decoder waits for `each` (the models) instead of
+    // queueing a whole clip of decoded frames in memory.
     let description = format!(
-        // A bounded sink: the decoder waits for `each` (the models) instead
-        // of queueing a whole clip of decoded frames in memory.
         "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
          appsink name=sink sync=false max-buffers=2 drop=false",
         super::pipeline::quote(&source.display().to_string())
