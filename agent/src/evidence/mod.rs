@@ -306,6 +306,33 @@ impl CameraEvidence {
     }
 }
 
+/// How far apart in wall-clock time the frame and the video at its stream
+/// time may have reached the agent. Further apart, the timestamps jumped in
+/// between (a camera that reset its clock within one connection), and the
+/// video at the frame's time is other video: sealing it as the footage
+/// around the frame would be false evidence.
+const SAME_TIMELINE: Duration = Duration::from_secs(10);
+const OTHER_TIMELINE: &str =
+    "the camera's timestamps jumped between the frame and its clip: no clip";
+
+fn other_timeline(span: &Span, req: &PackageRequest) -> bool {
+    let Some(frame_time) = req.frame_time else {
+        return false;
+    };
+    let unit = span
+        .units
+        .iter()
+        .find(|u| u.time().is_some_and(|t| t >= frame_time))
+        .or(span.units.last());
+    unit.is_some_and(|u| {
+        let apart = u
+            .arrived
+            .duration_since(req.captured_at)
+            .unwrap_or_else(|e| e.duration());
+        apart > SAME_TIMELINE
+    })
+}
+
 /// Where a package lives on the gateway, as the IOC is told.
 fn package_uri(dir: &std::path::Path, id: &str) -> String {
     let path = std::path::absolute(dir.join(id)).unwrap_or_else(|_| dir.join(id));
@@ -315,6 +342,8 @@ fn package_uri(dir: &std::path::Path, id: &str) -> String {
 struct Pending {
     req: PackageRequest,
     span: Span,
+    /// Why the package gets no clip at all, decided before it is due.
+    no_clip: Option<&'static str>,
     window: Option<(Duration, Duration)>,
     deadline: Instant,
 }
@@ -426,9 +455,15 @@ impl Worker {
                 .unwrap_or_default(),
             _ => Span::default(),
         };
+        let no_clip = other_timeline(&span, &req).then_some(OTHER_TIMELINE);
         self.pending.push(Pending {
+            span: if no_clip.is_some() {
+                Span::default()
+            } else {
+                span
+            },
+            no_clip,
             req,
-            span,
             window,
             deadline: Instant::now() + self.settings.post + LATE_VIDEO,
         });
@@ -437,6 +472,9 @@ impl Worker {
     /// Collects video that arrived since; `Some(note)` when the package
     /// should be sealed now (`note` says why the clip may be short).
     fn ready(&self, p: &mut Pending, closing: bool) -> Option<Option<String>> {
+        if let Some(why) = p.no_clip {
+            return Some(Some(why.into()));
+        }
         let Some((from, to)) = p.window else {
             return Some(Some(
                 "the stream gives no timestamps: no clip can be cut".into(),
@@ -455,6 +493,10 @@ impl Worker {
         }
         if p.span.units.is_empty() {
             p.span = ring.cut(from, to);
+            if other_timeline(&p.span, &p.req) {
+                p.span = Span::default();
+                return Some(Some(OTHER_TIMELINE.into()));
+            }
         } else {
             ring.extend(&mut p.span, to);
         }
@@ -603,4 +645,58 @@ fn camera_of(dir: &std::path::Path, id: &str) -> String {
         .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m).ok())
         .and_then(|m| m["camera"].as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::EncodedUnit;
+
+    fn request(frame_time_ms: u64, captured_at: SystemTime) -> PackageRequest {
+        PackageRequest {
+            id: "e".into(),
+            camera: "c".into(),
+            event: serde_json::Value::Null,
+            frame: Arc::new(crate::frame::I420Image::new(2, 2, vec![0; 6])),
+            frame_number: 1,
+            stream: 1,
+            frame_time: Some(Duration::from_millis(frame_time_ms)),
+            captured_at,
+            corners: [[0.0; 2]; 4],
+            bbox: [0.0; 4],
+        }
+    }
+
+    #[test]
+    fn video_that_reached_the_agent_long_after_the_frame_is_another_timeline() {
+        let now = SystemTime::now();
+        let mut ring = Ring::new(Duration::from_secs(30), 1 << 20);
+        // 4 s of 25 fps video, a keyframe a second, all arriving now.
+        for i in 0..100u64 {
+            ring.push(EncodedUnit {
+                stream: 1,
+                format: "video/x-h264".into(),
+                data: vec![0u8; 10].into(),
+                pts: Some(Duration::from_millis(i * 40)),
+                dts: Some(Duration::from_millis(i * 40)),
+                duration: Some(Duration::from_millis(40)),
+                keyframe: i % 25 == 0,
+                arrived: now,
+            });
+        }
+        let span = ring.cut(Duration::from_millis(1000), Duration::from_millis(3000));
+        assert!(!span.units.is_empty());
+        // The frame at 2 s arrived with this video: the same timeline.
+        assert!(!other_timeline(&span, &request(2000, now)));
+        assert!(!other_timeline(
+            &span,
+            &request(2000, now - Duration::from_secs(3))
+        ));
+        // A frame stamped 2 s that arrived a minute earlier: the camera's
+        // clock went back since, and this video is not the frame's.
+        assert!(other_timeline(
+            &span,
+            &request(2000, now - Duration::from_secs(60))
+        ));
+    }
 }

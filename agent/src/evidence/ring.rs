@@ -219,6 +219,7 @@ mod tests {
             dts: Some(Duration::from_millis(ms)),
             duration: Some(Duration::from_millis(40)),
             keyframe,
+            arrived: std::time::SystemTime::now(),
         }
     }
 

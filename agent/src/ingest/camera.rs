@@ -424,6 +424,7 @@ fn encoded_callbacks(
                 dts: ns(buffer.dts()),
                 duration: ns(buffer.duration()),
                 keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                arrived: SystemTime::now(),
             });
             Ok(gst::FlowSuccess::Ok)
         })

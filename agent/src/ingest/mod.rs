@@ -67,6 +67,8 @@ pub struct EncodedUnit {
     pub duration: Option<Duration>,
     /// A unit a decoder can start from (IDR or intra frame).
     pub keyframe: bool,
+    /// Wall-clock time at which the unit reached the agent.
+    pub arrived: SystemTime,
 }
 
 impl EncodedUnit {
