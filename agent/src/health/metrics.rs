@@ -293,6 +293,13 @@ impl Metrics {
                 "Events dropped by the outbox bounds",
                 o.stats.dropped_for_bounds,
             );
+            series(
+                &mut out,
+                "matthan_outbox_corrupt_total",
+                "counter",
+                "Events dropped because their stored record failed its checksum when read back",
+                o.stats.dropped_corrupt,
+            );
         }
         out
     }

@@ -421,7 +421,7 @@ impl Connection {
                     let records = self
                         .outbox
                         .lock()
-                        .map(|o| o.read_pending(last_sent, room))
+                        .map(|mut o| o.read_pending(last_sent, room))
                         .unwrap_or_else(|_| Ok(Vec::new()));
                     match records {
                         Ok(records) => {

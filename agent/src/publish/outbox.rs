@@ -90,6 +90,10 @@ pub struct OutboxStats {
     pub torn_bytes_discarded: u64,
     pub dropped_for_bounds: u64,
     pub acknowledged: u64,
+    /// Records that failed their check when read back to be sent (the
+    /// storage changed them since they were written): dropped, so that the
+    /// records after them still go out.
+    pub dropped_corrupt: u64,
 }
 
 pub struct Outbox {
@@ -100,8 +104,9 @@ pub struct Outbox {
     writer_len: u64,
     pending: VecDeque<Pending>,
     pending_bytes: u64,
-    /// Acknowledged out of order, waiting for their predecessors.
-    acked_ahead: Vec<u64>,
+    /// Done out of order, waiting for their predecessors: acknowledged by
+    /// the broker (true) or dropped as corrupt (false).
+    acked_ahead: Vec<(u64, bool)>,
     watermark: u64,
     next_id: u64,
     pub stats: OutboxStats,
@@ -312,8 +317,9 @@ impl Outbox {
 
     /// Reads pending records in order, starting after `after` (0: from the
     /// oldest), at most `limit` of them.
-    pub fn read_pending(&self, after: u64, limit: usize) -> anyhow::Result<Vec<Record>> {
+    pub fn read_pending(&mut self, after: u64, limit: usize) -> anyhow::Result<Vec<Record>> {
         let mut out = Vec::new();
+        let mut corrupt = Vec::new();
         for p in self.pending.iter().filter(|p| p.id > after).take(limit) {
             let path = segment_path(&self.config.dir, p.segment);
             let mut buf = vec![0; p.len as usize];
@@ -321,10 +327,22 @@ impl Outbox {
                 File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
             f.seek(SeekFrom::Start(p.offset))?;
             f.read_exact(&mut buf)?;
-            let (rec, _) = parse_record(&buf).ok_or_else(|| {
-                anyhow!("outbox record {} in {} is corrupt", p.id, path.display())
-            })?;
-            out.push(rec);
+            match parse_record(&buf) {
+                Some((rec, _)) if rec.id == p.id => out.push(rec),
+                // Read errors above are worth retrying; a record that no
+                // longer matches its checksum never will be right again, and
+                // must not hold back every record after it.
+                _ => corrupt.push((p.id, path)),
+            }
+        }
+        for (id, path) in corrupt {
+            tracing::error!(
+                record = id,
+                segment = %path.display(),
+                "an outbox record failed its checksum when read back (failing storage?); it is dropped, the others still go out"
+            );
+            self.stats.dropped_corrupt += 1;
+            self.done(id, false)?;
         }
         Ok(out)
     }
@@ -332,17 +350,22 @@ impl Outbox {
     /// The broker acknowledged `id`. Acks may arrive out of order; the
     /// watermark only moves past ids all of whose predecessors are acked.
     pub fn ack(&mut self, id: u64) -> anyhow::Result<()> {
-        if id <= self.watermark || self.acked_ahead.contains(&id) {
+        self.done(id, true)
+    }
+
+    /// `id` needs sending no more: acknowledged, or dropped.
+    fn done(&mut self, id: u64, acknowledged: bool) -> anyhow::Result<()> {
+        if id <= self.watermark || self.acked_ahead.iter().any(|&(a, _)| a == id) {
             return Ok(());
         }
-        self.acked_ahead.push(id);
+        self.acked_ahead.push((id, acknowledged));
         let before = self.watermark;
         while let Some(front) = self.pending.front() {
-            match self.acked_ahead.iter().position(|&a| a == front.id) {
+            match self.acked_ahead.iter().position(|&(a, _)| a == front.id) {
                 Some(i) => {
-                    self.acked_ahead.swap_remove(i);
+                    let (_, acknowledged) = self.acked_ahead.swap_remove(i);
                     self.watermark = front.id;
-                    self.stats.acknowledged += 1;
+                    self.stats.acknowledged += u64::from(acknowledged);
                     self.pending_bytes -= front.len as u64;
                     self.pending.pop_front();
                 }
@@ -490,7 +513,7 @@ mod tests {
         o.ack(1).unwrap();
         o.ack(3).unwrap(); // out of order: 2 is still pending
         drop(o);
-        let o = open(dir.path());
+        let mut o = open(dir.path());
         let ids: Vec<u64> = o
             .read_pending(0, 100)
             .unwrap()
@@ -578,7 +601,7 @@ mod tests {
         let n = data.len();
         data[n - 2] ^= 0xff;
         std::fs::write(&seg, data).unwrap();
-        let o = Outbox::open(OutboxConfig::new(dir.path().to_path_buf())).unwrap();
+        let mut o = Outbox::open(OutboxConfig::new(dir.path().to_path_buf())).unwrap();
         assert_eq!(
             o.read_pending(0, 10)
                 .unwrap()
@@ -587,6 +610,36 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![b"first".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_record_spoiled_on_disk_after_start_is_dropped_and_the_rest_go_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(OutboxConfig::new(dir.path().to_path_buf())).unwrap();
+        for payload in [&b"first"[..], b"second", b"third"] {
+            o.append("t", payload).unwrap();
+        }
+        // The storage flips a bit in the second record while the agent runs.
+        let seg = the_segment(dir.path());
+        let mut data = std::fs::read(&seg).unwrap();
+        let at = data.windows(6).position(|w| w == b"second").unwrap();
+        data[at] ^= 0x01;
+        std::fs::write(&seg, data).unwrap();
+        let ids: Vec<u64> = o
+            .read_pending(0, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, [1, 3]);
+        assert_eq!(o.stats.dropped_corrupt, 1);
+        o.ack(3).unwrap();
+        o.ack(1).unwrap();
+        assert!(
+            o.read_pending(0, 10).unwrap().is_empty(),
+            "nothing held back"
+        );
+        assert_eq!(o.stats.acknowledged, 2);
     }
 
     #[test]
