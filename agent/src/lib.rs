@@ -21,6 +21,7 @@
 pub mod bench;
 pub mod config;
 pub mod digest;
+pub mod durable;
 pub mod eval;
 pub mod event;
 pub mod evidence;

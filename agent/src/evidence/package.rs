@@ -8,6 +8,7 @@
 //! so a power cut leaves either a whole package or a `.partial-` folder
 //! that the next start reports and removes.
 
+use crate::durable::{sync_dir, write_synced};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -285,22 +286,6 @@ fn write_jpeg(img: &BgrImage, path: &Path) -> anyhow::Result<()> {
         .encode(&img.data, w, h, jpeg_encoder::ColorType::Bgr)
         .with_context(|| format!("cannot encode {}", path.display()))?;
     write_synced(path, &out)
-}
-
-pub(super) fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync the folder {}", dir.display()))
-}
-
-/// Evidence must survive a power cut once it is reported sealed.
-pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut f =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

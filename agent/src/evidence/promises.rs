@@ -15,6 +15,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::package::{self, FileEntry};
+use crate::durable;
 
 pub const DIR: &str = ".pending";
 
@@ -34,11 +35,11 @@ pub fn record(root: &Path, id: &str, camera: &str) -> anyhow::Result<()> {
     let promise = Promise {
         camera: camera.to_string(),
     };
-    package::write_synced(
+    durable::write_synced(
         &path(root, id),
         &serde_json::to_vec(&promise).expect("promises serialise"),
     )?;
-    package::sync_dir(&dir)
+    durable::sync_dir(&dir)
 }
 
 /// The package `id` has been announced (sealed or failed).
