@@ -273,14 +273,7 @@ impl Outbox {
                 .with_context(|| format!("cannot create outbox segment {}", path.display()))?;
             // The new file's name must survive a power cut with the records
             // synced into it, or they would go with it.
-            File::open(&self.config.dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| {
-                    format!(
-                        "cannot sync the outbox folder {}",
-                        self.config.dir.display()
-                    )
-                })?;
+            crate::durable::sync_dir(&self.config.dir)?;
             self.writer = writer;
             self.segments.push_back(id);
             self.writer_len = 0;
@@ -322,11 +315,10 @@ impl Outbox {
         let mut corrupt = Vec::new();
         // Records already done out of order (acknowledged, or dropped
         // here) wait only for their predecessors.
-        let waiting = |id: u64| self.acked_ahead.iter().any(|&(a, _)| a == id);
         for p in self
             .pending
             .iter()
-            .filter(|p| p.id > after && !waiting(p.id))
+            .filter(|p| p.id > after && !self.done_ahead(p.id))
             .take(limit)
         {
             let path = segment_path(&self.config.dir, p.segment);
@@ -361,9 +353,14 @@ impl Outbox {
         self.done(id, true)
     }
 
+    /// Whether `id` is done but waits for a predecessor to be.
+    fn done_ahead(&self, id: u64) -> bool {
+        self.acked_ahead.iter().any(|&(a, _)| a == id)
+    }
+
     /// `id` needs sending no more: acknowledged, or dropped.
     fn done(&mut self, id: u64, acknowledged: bool) -> anyhow::Result<()> {
-        if id <= self.watermark || self.acked_ahead.iter().any(|&(a, _)| a == id) {
+        if id <= self.watermark || self.done_ahead(id) {
             return Ok(());
         }
         self.acked_ahead.push((id, acknowledged));
@@ -500,6 +497,15 @@ mod tests {
             .unwrap()
     }
 
+    /// The ids `read_pending` gives from the start, up to 100.
+    fn pending_ids(o: &mut Outbox) -> Vec<u64> {
+        o.read_pending(0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
     fn open(dir: &Path) -> Outbox {
         Outbox::open(OutboxConfig {
             segment_bytes: 256,
@@ -522,13 +528,7 @@ mod tests {
         o.ack(3).unwrap(); // out of order: 2 is still pending
         drop(o);
         let mut o = open(dir.path());
-        let ids: Vec<u64> = o
-            .read_pending(0, 100)
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, (2..=10).collect::<Vec<_>>());
+        assert_eq!(pending_ids(&mut o), (2..=10).collect::<Vec<_>>());
         assert_eq!(o.read_pending(0, 1).unwrap()[0].payload, b"event 1");
         assert_eq!(o.stats.recovered, 9);
     }
@@ -633,13 +633,7 @@ mod tests {
         let at = data.windows(6).position(|w| w == b"second").unwrap();
         data[at] ^= 0x01;
         std::fs::write(&seg, data).unwrap();
-        let ids: Vec<u64> = o
-            .read_pending(0, 10)
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, [1, 3]);
+        assert_eq!(pending_ids(&mut o), [1, 3]);
         // Read again before 1 is acknowledged: the spoiled one is not
         // counted twice.
         assert_eq!(o.read_pending(0, 10).unwrap().len(), 2);
