@@ -557,27 +557,46 @@ mod tests {
         }
     }
 
+    /// Encodes `frames` of a moving ball at 25 fps into an H.264 MP4 in
+    /// `dir`, with `x264` options, and returns a file camera reading it as
+    /// fast as it can.
+    fn ball_clip_camera(
+        dir: &std::path::Path,
+        frames: u32,
+        (width, height): (u32, u32),
+        x264: &str,
+    ) -> CameraConfig {
+        crate::ingest::init_gstreamer().unwrap();
+        let clip = dir.join("ball.mp4");
+        let made = OwnedPipeline::launch(&format!(
+            "videotestsrc pattern=ball num-buffers={frames} \
+             ! video/x-raw,width={width},height={height},framerate=25/1 \
+             ! videoconvert ! video/x-raw,format=I420 ! x264enc {x264} \
+             ! h264parse ! mp4mux ! filesink location={}",
+            clip.display()
+        ))
+        .unwrap();
+        made.set_state(gst::State::Playing).unwrap();
+        let bus = made.bus().unwrap();
+        let done = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        assert!(matches!(
+            done.map(|m| m.type_()),
+            Some(gst::MessageType::Eos)
+        ));
+        toml::from_str(&format!(
+            "id = \"ball\"\nsource = \"file://{}\"\nrealtime = false",
+            clip.display()
+        ))
+        .unwrap()
+    }
+
     #[test]
     fn a_panic_in_the_analysis_restarts_the_stream_and_says_why() {
-        crate::ingest::init_gstreamer().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let clip = dir.path().join("ball.mp4");
-        let make = OwnedPipeline::launch(&format!(
-            "videotestsrc pattern=ball num-buffers=50 ! video/x-raw,width=160,height=120,framerate=25/1 \
-             ! x264enc ! h264parse ! mp4mux ! filesink location={}",
-            clip.display()
-        ))
-        .unwrap();
-        make.set_state(gst::State::Playing).unwrap();
-        let bus = make.bus().unwrap();
-        bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos])
-            .expect("clip made");
-        drop(make);
-        let camera: CameraConfig = toml::from_str(&format!(
-            "id = \"p\"\nsource = \"file://{}\"\nrealtime = false",
-            clip.display()
-        ))
-        .unwrap();
+        let camera = ball_clip_camera(dir.path(), 50, (160, 120), "");
         let (mut frames, mut statuses) = (0, Vec::new());
         let default_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
@@ -612,33 +631,13 @@ mod tests {
     #[test]
     fn undue_non_reference_pictures_are_not_decoded() {
         use crate::ingest::skip::{NalFormat, is_non_reference};
-        crate::ingest::init_gstreamer().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let clip = dir.path().join("b_frames.mp4");
-        let make = format!(
-            "videotestsrc pattern=ball num-buffers=100 ! video/x-raw,width=320,height=240,framerate=25/1 \
-             ! videoconvert ! video/x-raw,format=I420 ! x264enc bframes=3 b-pyramid=true key-int-max=50 \
-             ! h264parse ! mp4mux ! filesink location={}",
-            clip.display()
+        let camera = ball_clip_camera(
+            dir.path(),
+            100,
+            (320, 240),
+            "bframes=3 b-pyramid=true key-int-max=50",
         );
-        let made = OwnedPipeline::launch(&make).unwrap();
-        made.set_state(gst::State::Playing).unwrap();
-        let bus = made.bus().unwrap();
-        let done = bus.timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        );
-        assert!(matches!(
-            done.map(|m| m.type_()),
-            Some(gst::MessageType::Eos)
-        ));
-        drop(made);
-
-        let camera: CameraConfig = toml::from_str(&format!(
-            "id = \"b\"\nsource = \"file://{}\"\nrealtime = false",
-            clip.display()
-        ))
-        .unwrap();
         // Every picture the evidence branch gets: its time, and whether it is a non-reference one.
         let encoded = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = encoded.clone();
