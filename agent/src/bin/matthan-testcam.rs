@@ -45,9 +45,7 @@ struct Args {
 }
 
 fn parse_start(s: &str) -> Result<(String, f64), String> {
-    let (path, seconds) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not /path=SECONDS"))?;
+    let (path, seconds) = mount_and(s, "SECONDS")?;
     match seconds.parse::<f64>() {
         Ok(v) if v >= 0.0 && v.is_finite() => Ok((path.to_string(), v)),
         _ => Err(format!("`{seconds}` is not a number of seconds")),
@@ -93,13 +91,19 @@ fn start_at(media: &rtsp::RTSPMedia, offset: gst::ClockTime) {
 }
 
 fn parse_mount(s: &str) -> Result<(String, PathBuf), String> {
-    let (path, file) = s
+    let (path, file) = mount_and(s, "FILE")?;
+    Ok((path, PathBuf::from(file)))
+}
+
+/// Splits `/path=VALUE`; `value` names VALUE in the error.
+fn mount_and<'a>(s: &'a str, value: &str) -> Result<(String, &'a str), String> {
+    let (path, rest) = s
         .split_once('=')
-        .ok_or_else(|| format!("`{s}` is not /path=FILE"))?;
+        .ok_or_else(|| format!("`{s}` is not /path={value}"))?;
     if !path.starts_with('/') {
         return Err(format!("mount path `{path}` must start with /"));
     }
-    Ok((path.to_string(), PathBuf::from(file)))
+    Ok((path.to_string(), rest))
 }
 
 fn launch_line(file: &std::path::Path, reencode: bool, with_audio: bool) -> String {
@@ -124,7 +128,7 @@ fn launch_line(file: &std::path::Path, reencode: bool, with_audio: bool) -> Stri
         // x264enc would pick 4:4:4 10-bit for some inputs; I420 keeps it decodable everywhere.
         format!(
             "( {audio}filesrc location={location} ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
-             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! rtph264pay name={video_pay} pt=96 )"
+             x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse name=parse ! rtph264pay name={video_pay} pt=96 )"
         )
     }
 }
@@ -138,6 +142,13 @@ fn main() -> anyhow::Result<()> {
     let mounts = server
         .mount_points()
         .ok_or_else(|| anyhow!("RTSP server has no mount points"))?;
+    if let Some((path, _)) = args
+        .starts
+        .iter()
+        .find(|(p, _)| !args.mounts.iter().any(|(m, _)| m == p))
+    {
+        return Err(anyhow!("--start {path}: no --mount serves {path}"));
+    }
     for (path, file) in &args.mounts {
         if !file.is_file() {
             return Err(anyhow!("{} does not exist", file.display()));
