@@ -18,7 +18,9 @@
 //! topic_len u16 | topic | payload` (little-endian; `len` and the CRC cover
 //! everything after the CRC). A record torn by a power cut fails its length
 //! or CRC check; the tail from there is cut off at start-up and counted,
-//! never a reason to refuse to start.
+//! never a reason to refuse to start. A record damaged at rest (a worn SD
+//! card) also fails its check, but whole records follow it: start-up finds
+//! the next one, and only the damaged record is lost, logged and counted.
 //!
 //! **fsync policy:** every append is followed by `fdatasync` on the segment
 //! before `append` returns, and `acked` is replaced atomically (write,
@@ -90,9 +92,9 @@ pub struct OutboxStats {
     pub torn_bytes_discarded: u64,
     pub dropped_for_bounds: u64,
     pub acknowledged: u64,
-    /// Records that failed their check when read back to be sent (the
-    /// storage changed them since they were written): dropped, so that the
-    /// records after them still go out.
+    /// Records the storage changed after they were written, found at
+    /// start-up (damaged with whole records after them) or when read back
+    /// to be sent: dropped, so that the records after them still go out.
     pub dropped_corrupt: u64,
 }
 
@@ -165,9 +167,12 @@ impl Outbox {
                 .and_then(|mut f| f.read_to_end(&mut data))
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let mut offset = 0usize;
+            // Ids follow each other within a segment, from the one it is named by.
+            let mut expected = first;
             while offset < data.len() {
                 match parse_record(&data[offset..]) {
                     Some((rec, size)) => {
+                        expected = rec.id + 1;
                         if rec.id >= next_id || rec.id > watermark {
                             next_id = next_id.max(rec.id + 1);
                         }
@@ -184,6 +189,20 @@ impl Outbox {
                         offset += size;
                     }
                     None => {
+                        if let Some((at, id)) = next_whole_record(&data, offset, expected) {
+                            // Those acknowledged before the damage are no loss.
+                            let lost = id.saturating_sub(expected.max(watermark + 1));
+                            if lost > 0 {
+                                tracing::error!(
+                                    segment = %path.display(), offset, bytes = at - offset, records = lost,
+                                    first = id - lost,
+                                    "outbox: records damaged on disk since they were written (failing storage?) are lost; the records after them are kept"
+                                );
+                            }
+                            stats.dropped_corrupt += lost;
+                            offset = at;
+                            continue;
+                        }
                         // A torn tail (power cut mid-write): keep every complete record before it.
                         let torn = data.len() - offset;
                         tracing::warn!(segment = %path.display(), offset, bytes = torn, "outbox: discarding a torn or corrupt record tail");
@@ -453,6 +472,28 @@ impl Outbox {
     }
 }
 
+/// How far past the id expected a record found after damage may be: the
+/// damaged bytes may have held several records, but an id much further on
+/// is a chance match in a payload, not a record.
+const RESYNC_IDS: u64 = 4096;
+
+/// The first whole record after the damaged bytes at `from`, and its id:
+/// a record whose id is the one expected there or a little later and which
+/// passes its check. None when no whole record follows (a torn tail).
+fn next_whole_record(data: &[u8], from: usize, expected: u64) -> Option<(usize, u64)> {
+    let last_start = data.len().checked_sub(HEADER + FIXED)?;
+    (from + 1..=last_start).find_map(|at| {
+        // The id is read before the checksum is computed: it rules out
+        // almost every offset for the price of one comparison.
+        let id = u64::from_le_bytes(data[at + HEADER..at + HEADER + 8].try_into().ok()?);
+        if !(expected..expected + RESYNC_IDS).contains(&id) {
+            return None;
+        }
+        let (rec, _) = parse_record(&data[at..])?;
+        Some((at, rec.id))
+    })
+}
+
 fn parse_record(data: &[u8]) -> Option<(Record, usize)> {
     if data.len() < HEADER + FIXED {
         return None;
@@ -618,6 +659,56 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![b"first".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_record_damaged_at_rest_loses_only_itself() {
+        // Damage in the payload (the checksum fails) and in the length
+        // (the record's end is unknown): either way the next record is found.
+        let payload_byte = HEADER + FIXED + 1 + 2;
+        for (what, at) in [("payload", payload_byte), ("length", 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut o = Outbox::open(OutboxConfig::new(dir.path().to_path_buf())).unwrap();
+            for p in ["first", "second", "third"] {
+                o.append("t", p.as_bytes()).unwrap();
+            }
+            drop(o);
+            let seg = the_segment(dir.path());
+            let mut data = std::fs::read(&seg).unwrap();
+            let (_, first_len) = parse_record(&data).unwrap();
+            data[first_len + at] ^= 0x5a;
+            std::fs::write(&seg, data).unwrap();
+
+            let mut o = Outbox::open(OutboxConfig::new(dir.path().to_path_buf())).unwrap();
+            let payloads = |o: &mut Outbox| {
+                o.read_pending(0, 10)
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| (r.id, String::from_utf8(r.payload).unwrap()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                payloads(&mut o),
+                [(1, "first".into()), (3, "third".into())],
+                "damaged {what}"
+            );
+            assert_eq!(o.stats.dropped_corrupt, 1, "damaged {what}");
+            assert_eq!(o.stats.torn_bytes_discarded, 0, "damaged {what}");
+            assert_eq!(o.append("t", b"fourth").unwrap(), 4, "damaged {what}");
+            o.ack(1).unwrap();
+            o.ack(3).unwrap();
+            drop(o);
+            let mut o = Outbox::open(OutboxConfig::new(dir.path().to_path_buf())).unwrap();
+            assert_eq!(
+                payloads(&mut o),
+                [(4, "fourth".into())],
+                "damaged {what}: the damaged record is not waited for"
+            );
+            assert_eq!(
+                o.stats.dropped_corrupt, 0,
+                "damaged {what}: a loss is counted once, not at every start"
+            );
+        }
     }
 
     #[test]
