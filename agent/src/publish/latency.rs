@@ -3,17 +3,23 @@
 //! the last samples, so the metrics endpoint (and the benchmark that reads
 //! it) can report medians and tails of the present load.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// Samples kept for the quantiles.
 const SAMPLES: usize = 4096;
 
+/// Records waiting for their acknowledgement that are timed. Some never
+/// will be acknowledged (dropped by the outbox's bounds, or damaged on
+/// disk), and a long broker outage piles up many that will: beyond this
+/// the oldest go untimed rather than memory growing with the outage.
+const WAITING: usize = 4 * SAMPLES;
+
 #[derive(Default)]
 pub struct Latency {
     /// Outbox record id → when its deciding frame arrived.
-    waiting: Mutex<HashMap<u64, SystemTime>>,
+    waiting: Mutex<BTreeMap<u64, SystemTime>>,
     seconds: Mutex<VecDeque<f64>>,
 }
 
@@ -21,6 +27,9 @@ impl Latency {
     pub fn stored(&self, record: u64, decided_at: SystemTime) {
         if let Ok(mut w) = self.waiting.lock() {
             w.insert(record, decided_at);
+            if w.len() > WAITING {
+                w.pop_first();
+            }
         }
     }
 
@@ -70,6 +79,10 @@ mod tests {
             l.acknowledged(i);
         }
         l.acknowledged(500); // never stored: ignored
+        for i in 1000..1000 + WAITING as u64 * 2 {
+            l.stored(i, SystemTime::now()); // never acknowledged
+        }
+        assert_eq!(l.waiting.lock().unwrap().len(), WAITING);
         let (q, n) = l.quantiles([0.5, 0.99]);
         assert_eq!(n, 100);
         let [p50, p99] = q.unwrap();
