@@ -133,12 +133,22 @@ impl Schedule {
         }
     }
 
+    /// Where a picture shown at `pts` stands against the slots, which
+    /// start from a picture's own time. Pictures are seen an eighth of an
+    /// interval late: a camera's timestamps jitter by a few milliseconds,
+    /// and a camera analysed at its own frame rate would otherwise see every
+    /// picture shown a little early miss its slot, then count it missed.
+    fn seen_at(&self, pts: u64) -> u64 {
+        pts + self.interval / 8
+    }
+
     /// Whether the picture shown at `pts` is due for analysis: the first
     /// at or after the next slot. If it is, returns how many slots passed
     /// without a picture and moves on to the next slot. A stream that jumps
     /// back (a camera restarting its clock) starts the schedule again.
     pub fn take(&self, pts: gst::ClockTime) -> Option<u64> {
-        let (pts, interval) = (pts.nseconds(), self.interval.max(1));
+        let (shown, interval) = (pts.nseconds(), self.interval.max(1));
+        let pts = self.seen_at(shown);
         let mut next = self.next_due.load(Ordering::Relaxed);
         if next != 0 && pts + interval * 2 < next {
             self.restart();
@@ -152,7 +162,7 @@ impl Schedule {
         // grid to this picture would make the very next picture due: after
         // a stretch of overload, two analyses 40 ms apart.)
         let (missed, from) = if next == 0 {
-            (0, pts)
+            (0, shown)
         } else {
             let missed = (pts - next) / interval;
             (missed, next + missed * interval)
@@ -185,6 +195,7 @@ impl Schedule {
     /// Nothing is guessed from frame rates or durations: live cameras'
     /// timestamps jitter.
     fn not_due(&self, pts: u64) -> bool {
+        let pts = self.seen_at(pts);
         let next = self.next_due.load(Ordering::Relaxed);
         if next == 0 {
             return false;
@@ -198,6 +209,7 @@ impl Schedule {
     }
 
     fn let_through(&self, pts: u64) {
+        let pts = self.seen_at(pts);
         let mut passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
         if passed.len() == PASSED_KEPT {
             passed.pop_front();
@@ -321,6 +333,25 @@ mod tests {
         assert_eq!(schedule.take(ms(100)), Some(0));
         assert_eq!(schedule.take(ms(200)), None);
         assert_eq!(schedule.take(ms(300)), Some(0));
+    }
+
+    #[test]
+    fn a_camera_analysed_at_its_own_rate_misses_nothing_for_jitter() {
+        const MS: u64 = 1_000_000;
+        // 25 fps analysed at 25 fps, timestamps a few milliseconds off.
+        let schedule = Schedule::new(std::time::Duration::from_millis(40));
+        let early_or_late_ms = [0, -3, 2, -1, 3, -2];
+        for i in 0..100u64 {
+            let off = early_or_late_ms[i as usize % early_or_late_ms.len()];
+            let pts = (1000 + i * 40).saturating_add_signed(off) * MS;
+            assert!(!schedule.not_due(pts), "picture {i} is due");
+            schedule.let_through(pts);
+            assert_eq!(
+                schedule.take(gst::ClockTime::from_nseconds(pts)),
+                Some(0),
+                "picture {i}"
+            );
+        }
     }
 
     #[test]
