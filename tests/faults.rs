@@ -73,6 +73,31 @@ fn rtsp_config(clip: &Path, mqtt: &str, state: &Path, cam_port: u16) -> String {
         .replace("loop = true\n", "rtsp_transport = \"tcp\"\n")
 }
 
+/// How many plate events have been received.
+fn plate_events(messages: &[Received]) -> usize {
+    messages
+        .iter()
+        .filter(|r| r.topic.ends_with("/event/plate"))
+        .count()
+}
+
+/// Waits for plate events after the `before` already counted.
+fn wait_for_more_events(sub: &Subscriber, before: usize, within: Duration, what: &str) {
+    sub.wait_until(within, what, |m| plate_events(m) > before);
+}
+
+/// Waits for the `gate` camera's retained status to say `state`.
+fn wait_for_camera_state(sub: &Subscriber, state: &str) {
+    sub.wait_until(
+        Duration::from_secs(30),
+        &format!("the camera reported {state}"),
+        |m| {
+            m.iter()
+                .any(|r| r.topic == "matthan/v1/s/gate/status" && r.text().contains(state))
+        },
+    );
+}
+
 /// Plate events received, by seq (duplicates with the same id collapse).
 fn by_seq(messages: &[Received]) -> BTreeMap<u64, serde_json::Value> {
     let mut out: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
@@ -292,32 +317,19 @@ fn camera_server_restart_resumes_within_seconds() {
     let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
     let cfg = rtsp_config(&clip, &broker.url(), work.path(), cam_port);
     let mut agent = Agent::start(&cfg);
-    let plate_events = |m: &[Received]| {
-        m.iter()
-            .filter(|r| r.topic.ends_with("/event/plate"))
-            .count()
-    };
-    sub.wait_until(Duration::from_secs(60), "events from the camera", |m| {
-        plate_events(m) >= 1
-    });
+    wait_for_more_events(&sub, 0, Duration::from_secs(60), "events from the camera");
 
     drop(camera);
-    sub.wait_until(
-        Duration::from_secs(30),
-        "camera reported reconnecting",
-        |m| {
-            m.iter()
-                .any(|r| r.topic == "matthan/v1/s/gate/status" && r.text().contains("reconnecting"))
-        },
-    );
+    wait_for_camera_state(&sub, "reconnecting");
     std::thread::sleep(Duration::from_secs(6));
     let before = plate_events(&sub.messages.lock().unwrap());
     let _camera = TestCam::start_on(cam_port, &[("gate", &clip)]);
     let back = std::time::Instant::now();
-    sub.wait_until(
+    wait_for_more_events(
+        &sub,
+        before,
         Duration::from_secs(30),
         "events after the camera came back",
-        |m| plate_events(m) > before,
     );
     // Frames resume within the reconnect backoff (at most 5 s) plus connection set-up;
     // the first event needs one car's pass (about 1 s) on top.
@@ -392,10 +404,11 @@ fn a_camera_that_also_sends_audio_gives_events() {
     let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
     let cfg = rtsp_config(&clip, &broker.url(), work.path(), cam_port);
     let mut agent = Agent::start(&cfg);
-    sub.wait_until(
+    wait_for_more_events(
+        &sub,
+        0,
         Duration::from_secs(60),
         "plate events from the camera",
-        |m| m.iter().any(|r| r.topic.ends_with("/event/plate")),
     );
     assert!(agent.process.terminate().success());
     let log = agent.log_text();
@@ -480,7 +493,7 @@ fn an_unusable_outbox_folder_degrades_but_delivers() {
         Duration::from_secs(60),
         "the event and a degraded status",
         |m| {
-            m.iter().any(|r| r.topic.ends_with("/event/plate"))
+            plate_events(m) > 0
                 && m.iter()
                     .any(|r| r.topic == "matthan/v1/s/status" && r.text().contains("degraded"))
         },
@@ -509,38 +522,21 @@ fn a_camera_that_goes_silent_is_reported_stalled_and_recovers() {
     let broker = Mosquitto::start();
     let camera = TestCam::start(&[("gate", &clip)]);
     let sub = Subscriber::connect(broker.port, "matthan/v1/s/#");
-    let cfg = config(&clip, &broker.url(), work.path())
-        .replace(&format!("file://{}", clip.display()), &camera.url("gate"))
-        .replace(
-            "loop = true\n",
-            "rtsp_transport = \"tcp\"\nstall_seconds = 3\n",
-        );
+    let cfg = rtsp_config(&clip, &broker.url(), work.path(), camera.port)
+        .replace("rtsp_transport", "stall_seconds = 3\nrtsp_transport");
     let mut agent = Agent::start(&cfg);
-    let plate_events = |m: &[Received]| {
-        m.iter()
-            .filter(|r| r.topic.ends_with("/event/plate"))
-            .count()
-    };
-    sub.wait_until(Duration::from_secs(60), "events from the camera", |m| {
-        plate_events(m) >= 1
-    });
+    wait_for_more_events(&sub, 0, Duration::from_secs(60), "events from the camera");
 
     // Frozen: the connection stays open, nothing more arrives.
     camera.signal("STOP");
-    sub.wait_until(
-        Duration::from_secs(30),
-        "the camera reported stalled",
-        |m| {
-            m.iter()
-                .any(|r| r.topic == "matthan/v1/s/gate/status" && r.text().contains("stalled"))
-        },
-    );
+    wait_for_camera_state(&sub, "stalled");
     camera.signal("CONT");
     let before = plate_events(&sub.messages.lock().unwrap());
-    sub.wait_until(
+    wait_for_more_events(
+        &sub,
+        before,
         Duration::from_secs(60),
         "events after the camera woke up",
-        |m| plate_events(m) > before,
     );
     agent.process.terminate();
     assert!(!agent.log_text().contains("panicked"));
