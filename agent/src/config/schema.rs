@@ -342,6 +342,14 @@ impl Source {
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(format!("`{}` has no host", redact(s)));
             }
+            if s.contains('@') && url.username().is_empty() && url.password().is_none() {
+                return Err(format!(
+                    "in `{}` the part before `@` is not read as a user and password, so the host is wrong: \
+                     a password holding `/`, `?` or `#` ends the host early; write those characters \
+                     percent-encoded (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40)",
+                    redact(s)
+                ));
+            }
             return Ok(Source::Rtsp(s.to_string()));
         }
         Err(format!(
@@ -360,19 +368,16 @@ impl Source {
 }
 
 /// Camera URLs carry passwords (`rtsp://admin:secret@…`); they must never
-/// reach a log or an error message.
+/// reach a log or an error message. Everything between the scheme and the
+/// last `@` goes, however a URL parser would read it: a password holding
+/// `/` makes a parser take the user and password for the host.
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("***");
-            let _ = u.set_password(None);
-            u.to_string()
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url.rfind('@') {
+        Some(at) if at >= after_scheme => {
+            format!("{}***{}", &url[..after_scheme], &url[at..])
         }
-        Ok(u) => u.to_string(),
-        Err(_) => match url.rfind('@') {
-            Some(at) => format!("***{}", &url[at..]),
-            None => url.to_string(),
-        },
+        _ => url.to_string(),
     }
 }
 

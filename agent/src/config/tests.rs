@@ -55,6 +55,16 @@ fn credentials_never_reach_messages() {
         "rtp://user:secret@h/x",
     ));
     assert!(!e.contains("secret"), "{e}");
+    // A password holding `/` makes a URL parser take user and password for
+    // the host: refused, with the fix, and still never shown.
+    let e = error(&MINIMAL.replace(
+        "rtsp://user:secret@10.1.2.3:554/live",
+        "rtsp://admin:1234/secret@10.0.0.9/live",
+    ));
+    assert!(
+        e.contains("percent-encoded") && !e.contains("secret") && !e.contains("1234"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -78,6 +88,31 @@ fn errors_name_file_key_and_fix() {
         ),
         ("id = \"s1\"", "id = \"\"", "`site.id`"),
         ("[site]", "[analysis]\nfps = 0\n[site]", "`analysis.fps`"),
+        (
+            "[site]",
+            "[analysis]\nfps = 1e-300\n[site]",
+            "`analysis.fps`",
+        ),
+        (
+            "[site]",
+            "[analysis]\nplate_threshold = 0\n[site]",
+            "`analysis.plate_threshold`: 0 would report every patch of noise",
+        ),
+        (
+            "[site]",
+            "[analysis]\nface_threshold = 0.01\n[site]",
+            "`analysis.face_threshold`",
+        ),
+        (
+            "[site]",
+            "[storage]\noutbox_max_age_hours = 1e16\n[site]",
+            "`storage.outbox_max_age_hours`",
+        ),
+        (
+            "[site]",
+            "[storage]\noutbox_max_mb = 17592186044416\n[site]",
+            "`storage.outbox_max_mb`",
+        ),
         (
             "[site]",
             "[analysis]\nplate_threshold = 1.5\n[site]",

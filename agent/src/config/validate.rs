@@ -11,7 +11,7 @@ type Failure = (String, String);
 pub(super) fn validate(c: &Config) -> Result<(), Failure> {
     check_id("site.id", &c.site.id)?;
     check_fps("analysis.fps", c.analysis.fps)?;
-    check_unit("analysis.plate_threshold", c.analysis.plate_threshold)?;
+    check_detection_threshold("analysis.plate_threshold", c.analysis.plate_threshold)?;
     check_unit(
         "analysis.plate_read_threshold",
         c.analysis.plate_read_threshold,
@@ -20,7 +20,7 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
         "analysis.plate_unreadable_threshold",
         c.analysis.plate_unreadable_threshold,
     )?;
-    check_unit("analysis.face_threshold", c.analysis.face_threshold)?;
+    check_detection_threshold("analysis.face_threshold", c.analysis.face_threshold)?;
     for (key, v, max) in [
         (
             "events.max_delay_seconds",
@@ -51,12 +51,24 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
             "0 would keep no undelivered event; use at least 1 (MiB)".into(),
         );
     }
-    if !(c.storage.outbox_max_age_hours.is_finite() && c.storage.outbox_max_age_hours > 0.0) {
+    // Sizes become bytes: a number of MiB past a pebibyte would wrap.
+    for (key, mb) in [
+        ("evidence.max_mb", c.evidence.max_mb),
+        ("storage.outbox_max_mb", c.storage.outbox_max_mb),
+    ] {
+        if mb > MAX_MB {
+            return fail(
+                key,
+                format!("{mb} MiB is more than any disk; use at most {MAX_MB} (1 PiB)"),
+            );
+        }
+    }
+    let hours = c.storage.outbox_max_age_hours;
+    if !(hours.is_finite() && hours > 0.0 && hours <= MAX_OUTBOX_HOURS) {
         return fail(
             "storage.outbox_max_age_hours",
             format!(
-                "{} is not a duration; use hours above 0",
-                c.storage.outbox_max_age_hours
+                "{hours} is not a duration; use hours above 0 and at most {MAX_OUTBOX_HOURS} (ten years)"
             ),
         );
     }
@@ -240,17 +252,40 @@ fn check_id(key: &str, id: &str) -> Result<(), Failure> {
     }
 }
 
+const MAX_MB: u64 = 1 << 30;
+const MAX_OUTBOX_HOURS: f64 = 87_600.0;
+
+/// The slowest analysis rate: one frame every 100 seconds.
+const MIN_FPS: f64 = 0.01;
+
 fn check_fps(key: &str, fps: f64) -> Result<(), Failure> {
-    if fps.is_finite() && fps > 0.0 && fps <= 60.0 {
+    if fps.is_finite() && (MIN_FPS..=60.0).contains(&fps) {
         Ok(())
     } else {
         fail(
             key,
             format!(
-                "{fps} is not an analysis rate; use frames per second between 0 and 60, e.g. 2"
+                "{fps} is not an analysis rate; use frames per second between {MIN_FPS} and 60, e.g. 2"
             ),
         )
     }
+}
+
+/// Below this a detector's score says nothing: every patch of noise
+/// becomes a detection, and one frame takes seconds to analyse.
+const MIN_DETECTION_THRESHOLD: f32 = 0.05;
+
+fn check_detection_threshold(key: &str, v: f32) -> Result<(), Failure> {
+    check_unit(key, v)?;
+    if v < MIN_DETECTION_THRESHOLD {
+        return fail(
+            key,
+            format!(
+                "{v} would report every patch of noise as a detection and slow analysis to seconds a frame; use at least {MIN_DETECTION_THRESHOLD} (the default is right for most cameras)"
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn check_unit(key: &str, v: f32) -> Result<(), Failure> {
