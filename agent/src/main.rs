@@ -445,6 +445,31 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    // Every model file is there: load them, as `run` would, so that a
+    // truncated file or a model named for the wrong role shows here too.
+    if problems.is_empty()
+        && let Err(e) = Models::load(&config.models)
+    {
+        problems.push(format!("{}: {e:#}", path.display()));
+    }
+    if let Some(mqtt) = &config.outputs.mqtt {
+        for (key, file) in [
+            ("ca_file", &mqtt.ca_file),
+            ("client_cert_file", &mqtt.client_cert_file),
+            ("client_key_file", &mqtt.client_key_file),
+            ("password_file", &mqtt.password_file),
+        ] {
+            if let Some(file) = file
+                && let Err(e) = std::fs::File::open(file)
+            {
+                problems.push(format!(
+                    "{}: `outputs.mqtt.{key}`: cannot read {}: {e}",
+                    path.display(),
+                    file.display()
+                ));
+            }
+        }
+    }
     for (i, cam) in config.cameras.iter().enumerate() {
         if let matthan::config::Source::File(p) = &cam.source
             && !p.is_file()

@@ -9,11 +9,12 @@ use std::sync::Mutex;
 
 use anyhow::{Context, anyhow};
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef};
 use serde::Serialize;
 
 use super::geometry::{BBox, nms};
 use super::image_ops::{resize_i420, to_nchw};
+use super::runtime::tensor_shape;
 use crate::frame::{BgrImage, I420Image};
 
 /// Frames are scaled so their long side is at most this, which keeps a
@@ -35,11 +36,34 @@ pub struct FaceDetector {
 }
 
 impl FaceDetector {
-    pub fn new(session: Session) -> Self {
-        Self {
+    pub fn new(session: Session) -> anyhow::Result<Self> {
+        const LAYOUT: &str = "a YuNet face detector takes float32 [1,3,H,W] and gives \
+                              cls_, obj_, bbox_ and kps_ outputs for strides 8, 16 and 32";
+        let input = tensor_shape(
+            session.inputs().first(),
+            "input",
+            TensorElementType::Float32,
+        )
+        .context(LAYOUT)?;
+        if !matches!(input[..], [_, 3, _, _]) {
+            return Err(anyhow!("its input is {input:?}; {LAYOUT}"));
+        }
+        for stride in STRIDES {
+            for head in ["cls", "obj", "bbox", "kps"] {
+                let name = format!("{head}_{stride}");
+                let outlet = session.outputs().iter().find(|o| o.name() == name);
+                tensor_shape(
+                    outlet,
+                    &format!("output `{name}`"),
+                    TensorElementType::Float32,
+                )
+                .context(LAYOUT)?;
+            }
+        }
+        Ok(Self {
             session: Mutex::new(session),
             long_side: DEFAULT_LONG_SIDE,
-        }
+        })
     }
 
     pub fn detect(&self, img: &I420Image, threshold: f32) -> anyhow::Result<Vec<Face>> {
@@ -76,6 +100,17 @@ impl FaceDetector {
             let obj = get(format!("obj_{stride}"))?;
             let bbox = get(format!("bbox_{stride}"))?;
             let kps = get(format!("kps_{stride}"))?;
+            let anchors = (pw as usize / stride) * (ph as usize / stride);
+            if [cls.len(), obj.len(), bbox.len() / 4, kps.len() / 10] != [anchors; 4] {
+                return Err(anyhow!(
+                    "face model outputs for stride {stride} do not have YuNet's sizes \
+                     ({anchors} anchors: cls {}, obj {}, bbox {}, kps {})",
+                    cls.len(),
+                    obj.len(),
+                    bbox.len(),
+                    kps.len()
+                ));
+            }
             decode(
                 stride,
                 pw as usize / stride,
@@ -124,11 +159,15 @@ fn decode(
     let s = stride as f32;
     for i in 0..cls.len() {
         let score = (cls[i].clamp(0.0, 1.0) * obj[i].clamp(0.0, 1.0)).sqrt();
-        if score < threshold {
+        if score.is_nan() || score < threshold {
             continue;
         }
         let (col, row) = ((i % cols) as f32, (i / cols) as f32);
         let b = &bbox[i * 4..i * 4 + 4];
+        // A broken model's NaN or infinite values make no face.
+        if !b.iter().all(|v| v.is_finite()) {
+            continue;
+        }
         let (cx, cy) = ((col + b[0]) * s, (row + b[1]) * s);
         let (w, h) = (b[2].exp() * s, b[3].exp() * s);
         let k = &kps[i * 10..i * 10 + 10];

@@ -14,6 +14,7 @@ pub mod runtime;
 
 use std::path::Path;
 
+use anyhow::Context;
 use serde::Serialize;
 
 pub use face_yunet::{Face, FaceDetector};
@@ -87,9 +88,12 @@ impl Models {
             config.threads,
         )?;
         Ok(Self {
-            faces: FaceDetector::new(face),
-            plates: PlateDetector::new(plate)?,
-            reader: PlateReader::new(reader)?,
+            faces: FaceDetector::new(face)
+                .with_context(|| unfit("face_detector", &config.face_detector))?,
+            plates: PlateDetector::new(plate)
+                .with_context(|| unfit("plate_detector", &config.plate_detector))?,
+            reader: PlateReader::new(reader)
+                .with_context(|| unfit("plate_reader", &config.plate_reader))?,
             ids: vec![face_id, plate_id, reader_id],
         })
     }
@@ -135,6 +139,14 @@ impl Models {
         }
         Ok(out)
     }
+}
+
+/// What to do about a model file that loads but does not fit its role.
+fn unfit(role: &str, file: &str) -> String {
+    format!(
+        "models.{role} = `{file}` does not fit the role; set models.{role} to a model of \
+         the layout that follows (models/README.md lists them), or remove the line for the default"
+    )
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use std::sync::Mutex;
 
 use anyhow::{Context, anyhow};
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef};
 
 use super::geometry::{BBox, nms};
 use super::image_ops::{letterbox, to_nchw};
+use super::runtime::tensor_shape;
 use crate::frame::I420Image;
 
 pub const NMS_IOU: f32 = 0.5;
@@ -32,14 +33,28 @@ pub struct PlateDetector {
 
 impl PlateDetector {
     pub fn new(session: Session) -> anyhow::Result<Self> {
-        // The input size is part of the model ([1,3,S,S]); read it rather than assume it.
-        let size = session
-            .inputs()
-            .first()
-            .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
-            .and_then(|s| s.get(3).copied())
-            .filter(|&s| s > 0)
-            .ok_or_else(|| anyhow!("plate detector input is not [1,3,S,S]"))?;
+        const LAYOUT: &str = "a plate detector of HyperLPR3's y5fu layout takes float32 [1,3,S,S] \
+                              and gives float32 [1,N,15]";
+        // The input size is part of the model; read it rather than assume it.
+        let input = tensor_shape(
+            session.inputs().first(),
+            "input",
+            TensorElementType::Float32,
+        )
+        .context(LAYOUT)?;
+        let size = match input[..] {
+            [1, 3, h, w] if h == w && w > 0 => w,
+            _ => return Err(anyhow!("its input is {input:?}; {LAYOUT}")),
+        };
+        let output = tensor_shape(
+            session.outputs().first(),
+            "output",
+            TensorElementType::Float32,
+        )
+        .context(LAYOUT)?;
+        if output.len() != 3 || output[2] != 15 {
+            return Err(anyhow!("its output is {output:?}; {LAYOUT}"));
+        }
         Ok(Self {
             session: Mutex::new(session),
             size: size as u32,
@@ -66,12 +81,13 @@ impl PlateDetector {
         let mut plates = Vec::new();
         for row in data.chunks_exact(15) {
             let obj = row[4];
-            if obj < threshold {
+            if obj.is_nan() || obj < threshold {
                 continue;
             }
             let (one, two) = (row[13] * obj, row[14] * obj);
             let score = one.max(two);
-            if score < threshold {
+            // A broken model's NaN or infinite values make no plate.
+            if score.is_nan() || score < threshold || !row.iter().all(|v| v.is_finite()) {
                 continue;
             }
             let (cx, cy, w, h) = (row[0], row[1], row[2], row[3]);
@@ -99,6 +115,8 @@ impl PlateDetector {
                 ];
                 p
             })
+            // Wholly in the letterbox's padding: nothing of the picture to read.
+            .filter(|p| p.bbox[2] > p.bbox[0] && p.bbox[3] > p.bbox[1])
             .collect())
     }
 }

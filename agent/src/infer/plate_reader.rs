@@ -9,9 +9,10 @@ use std::sync::Mutex;
 
 use anyhow::{Context, anyhow};
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef};
 
 use super::image_ops::{region_i420, warp_quad};
+use super::runtime::tensor_shape;
 use crate::frame::{BgrImage, I420Image};
 
 /// The alphabets a reader may have, known by their length. `Đ` comes
@@ -51,17 +52,23 @@ pub struct PlateReader {
 
 impl PlateReader {
     pub fn new(session: Session) -> anyhow::Result<Self> {
-        let shape = session
-            .inputs()
-            .first()
-            .and_then(|i| i.dtype().tensor_shape().map(|s| s.to_vec()))
-            .filter(|s| s.len() == 4 && s[1] > 0 && s[2] > 0 && s[3] == 3)
-            .ok_or_else(|| anyhow!("plate reader input is not [N,H,W,3] uint8"))?;
-        let classes = session
-            .outputs()
-            .first()
-            .and_then(|o| o.dtype().tensor_shape().and_then(|s| s.last().copied()))
-            .unwrap_or(0);
+        const LAYOUT: &str = "a plate reader of fast-plate-ocr's layout takes uint8 [N,H,W,3] \
+                              and gives float32 [N,slots,classes]";
+        let shape = tensor_shape(session.inputs().first(), "input", TensorElementType::Uint8)
+            .context(LAYOUT)?;
+        if !matches!(shape[..], [_, h, w, 3] if h > 0 && w > 0) {
+            return Err(anyhow!("its input is {shape:?}; {LAYOUT}"));
+        }
+        let output = tensor_shape(
+            session.outputs().first(),
+            "output",
+            TensorElementType::Float32,
+        )
+        .context(LAYOUT)?;
+        let classes = match output[..] {
+            [_, slots, classes] if slots > 0 => classes,
+            _ => return Err(anyhow!("its output is {output:?}; {LAYOUT}")),
+        };
         let alphabet = alphabet_of(classes)?;
         Ok(Self {
             session: Mutex::new(session),

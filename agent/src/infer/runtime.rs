@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, anyhow};
 use ort::environment::Environment;
 use ort::session::Session;
+use ort::value::{Outlet, TensorElementType};
 
 pub const ORT_VERSION: &str = "1.32.0";
 pub const ORT_LIBRARY: &str = "libonnxruntime.so.1.32.0";
@@ -75,6 +76,27 @@ pub struct ModelId {
     pub role: &'static str,
     pub name: String,
     pub sha256: String,
+}
+
+/// The shape of the tensor at `outlet` (the model's input or output
+/// named by `what`), when its elements are `ty`. The model families check
+/// their models with it when loaded, so that a wrong file named in the
+/// configuration stops the start with its name instead of failing every
+/// frame of every camera.
+pub fn tensor_shape(
+    outlet: Option<&Outlet>,
+    what: &str,
+    ty: TensorElementType,
+) -> anyhow::Result<Vec<i64>> {
+    let outlet = outlet.ok_or_else(|| anyhow!("it has no {what}"))?;
+    match (outlet.dtype().tensor_type(), outlet.dtype().tensor_shape()) {
+        (Some(t), Some(shape)) if t == ty => Ok(shape.to_vec()),
+        _ => Err(anyhow!(
+            "its {what} `{}` is {}, not a tensor of {ty}",
+            outlet.name(),
+            outlet.dtype()
+        )),
+    }
 }
 
 pub fn load_session(

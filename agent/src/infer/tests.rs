@@ -168,6 +168,42 @@ fn a_corrupt_model_file_is_named_in_the_error() {
     assert!(e.contains("scripts/setup"), "{e}");
 }
 
+/// A real model named for the wrong role (each default model put in each
+/// other role) is refused when loaded, naming the key and the file, rather
+/// than failing every frame of every camera.
+#[test]
+fn a_model_named_for_the_wrong_role_is_refused_at_load() {
+    let defaults = ModelsConfig::default();
+    let files = [
+        defaults.face_detector.clone(),
+        defaults.plate_detector.clone(),
+        defaults.plate_reader.clone(),
+    ];
+    for (role, wrong) in [
+        ("face_detector", &files[1]),
+        ("face_detector", &files[2]),
+        ("plate_detector", &files[0]),
+        ("plate_detector", &files[2]),
+        ("plate_reader", &files[0]),
+        ("plate_reader", &files[1]),
+    ] {
+        let mut config = ModelsConfig {
+            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fetched"),
+            ..Default::default()
+        };
+        match role {
+            "face_detector" => config.face_detector = wrong.clone(),
+            "plate_detector" => config.plate_detector = wrong.clone(),
+            _ => config.plate_reader = wrong.clone(),
+        }
+        let e = format!("{:#}", Models::load(&config).err().unwrap());
+        assert!(
+            e.contains(&format!("models.{role} = `{wrong}` does not fit")) && e.contains("layout"),
+            "{role} = {wrong}: {e}"
+        );
+    }
+}
+
 /// The agent's pre- and post-processing against an independent reference
 /// implementation (tests/reference/make_reference.py, numpy + OpenCV +
 /// onnxruntime in Python) on real images. JPEG decoders differ slightly

@@ -98,12 +98,12 @@ impl Tracker {
         }
         let mut assigned: Vec<Option<TrackId>> = vec![None; detections.len()];
         let mut matched = vec![false; self.tracks.len()];
-        let high: Vec<usize> = (0..detections.len())
-            .filter(|&i| detections[i].1 >= self.config.high_score)
-            .collect();
-        let low: Vec<usize> = (0..detections.len())
-            .filter(|&i| detections[i].1 < self.config.high_score)
-            .collect();
+        // A score that is not a number (a broken model) is weak: it must
+        // neither start a track nor be left out of both groups.
+        let high_score = self.config.high_score;
+        let strong = |score: f32| score >= high_score;
+        let (high, low): (Vec<usize>, Vec<usize>) =
+            (0..detections.len()).partition(|&i| strong(detections[i].1));
         for group in [high, low] {
             self.associate(detections, &group, &mut assigned, &mut matched);
         }
@@ -115,7 +115,7 @@ impl Tracker {
                 let id = self.next_id;
                 self.next_id += 1;
                 assigned[i] = Some(id);
-                if *score >= self.config.high_score {
+                if strong(*score) {
                     self.tracks.push(Track {
                         id,
                         kalman: KalmanBox::new(b),
@@ -140,7 +140,7 @@ impl Tracker {
         // Weak detections that matched nothing were one-frame tracks: they end now.
         for (i, (_, score)) in detections.iter().enumerate() {
             let id = assigned[i].expect("every detection is assigned");
-            if *score < self.config.high_score && !self.tracks.iter().any(|t| t.id == id) {
+            if !strong(*score) && !self.tracks.iter().any(|t| t.id == id) {
                 ended.push(id);
             }
         }
