@@ -237,7 +237,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
         frame_to_event_ms: Latency {
             p50: quantile("0.5"),
             p99: quantile("0.99"),
-            events: value(&after, "matthan_frame_to_event_seconds_count").unwrap_or(0.0) as u64,
+            events: delta("matthan_frame_to_event_seconds_count") as u64,
         },
         cpu_cores_used: super::round_to((cpu_after - cpu_before) / wall, 2),
         rss_mb_peak: super::round_to(rss_mb_peak, 1),

@@ -236,14 +236,15 @@ impl Metrics {
             let name = "matthan_frame_to_event_seconds";
             let _ = writeln!(
                 out,
-                "# HELP {name} From the arrival of the frame that decided an event to the broker's acknowledgement (last 4096 events)\n# TYPE {name} summary"
+                "# HELP {name} From the arrival of the frame that decided an event to the broker's acknowledgement (quantiles of the last 4096 events; count and sum since start)\n# TYPE {name} summary"
             );
             const QUANTILES: [f64; 2] = [0.5, 0.99];
-            let (values, count) = l.quantiles(QUANTILES);
-            for (q, v) in QUANTILES.iter().zip(values.iter().flatten()) {
+            let summary = l.summary(QUANTILES);
+            for (q, v) in QUANTILES.iter().zip(summary.quantiles.iter().flatten()) {
                 let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v:.4}");
             }
-            let _ = writeln!(out, "{name}_count {count}");
+            let _ = writeln!(out, "{name}_sum {:.4}", summary.sum);
+            let _ = writeln!(out, "{name}_count {}", summary.count);
         }
         if let Some(r) = &self.mqtt_reconnects {
             series(

@@ -20,7 +20,25 @@ const WAITING: usize = 4 * SAMPLES;
 pub struct Latency {
     /// Outbox record id → when its deciding frame arrived.
     waiting: Mutex<BTreeMap<u64, SystemTime>>,
-    seconds: Mutex<VecDeque<f64>>,
+    acknowledged: Mutex<Acknowledged>,
+}
+
+#[derive(Default)]
+struct Acknowledged {
+    /// The last [`SAMPLES`], for the quantiles.
+    seconds: VecDeque<f64>,
+    /// Since start, for a summary's `_count` and `_sum`, which only grow.
+    count: u64,
+    sum: f64,
+}
+
+/// The latencies acknowledged since start and the quantiles of the last ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary<const N: usize> {
+    /// None while nothing has been acknowledged.
+    pub quantiles: Option<[f64; N]>,
+    pub count: u64,
+    pub sum: f64,
 }
 
 impl Latency {
@@ -41,28 +59,36 @@ impl Latency {
             .duration_since(at)
             .unwrap_or_default()
             .as_secs_f64();
-        if let Ok(mut q) = self.seconds.lock() {
-            if q.len() == SAMPLES {
-                q.pop_front();
+        if let Ok(mut a) = self.acknowledged.lock() {
+            if a.seconds.len() == SAMPLES {
+                a.seconds.pop_front();
             }
-            q.push_back(s);
+            a.seconds.push_back(s);
+            a.count += 1;
+            a.sum += s;
         }
     }
 
     /// The quantiles `qs` of the samples kept (nearest rank, from one
-    /// sort), and their count; no quantiles while there are no samples.
-    pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> (Option<[f64; N]>, usize) {
-        let Ok(samples) = self.seconds.lock() else {
-            return (None, 0);
+    /// sort), with the count and sum since start.
+    pub fn summary<const N: usize>(&self, qs: [f64; N]) -> Summary<N> {
+        let Ok(a) = self.acknowledged.lock() else {
+            return Summary {
+                quantiles: None,
+                count: 0,
+                sum: 0.0,
+            };
         };
-        let mut v: Vec<f64> = samples.iter().copied().collect();
-        drop(samples);
-        if v.is_empty() {
-            return (None, 0);
-        }
+        let (count, sum) = (a.count, a.sum);
+        let mut v: Vec<f64> = a.seconds.iter().copied().collect();
+        drop(a);
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        (Some(qs.map(at)), v.len())
+        Summary {
+            quantiles: (!v.is_empty()).then(|| qs.map(at)),
+            count,
+            sum,
+        }
     }
 }
 
@@ -83,9 +109,9 @@ mod tests {
             l.stored(i, SystemTime::now()); // never acknowledged
         }
         assert_eq!(l.waiting.lock().unwrap().len(), WAITING);
-        let (q, n) = l.quantiles([0.5, 0.99]);
-        assert_eq!(n, 100);
-        let [p50, p99] = q.unwrap();
+        let summary = l.summary([0.5, 0.99]);
+        assert_eq!(summary.count, 100);
+        let [p50, p99] = summary.quantiles.unwrap();
         assert!((0.49..0.55).contains(&p50), "{p50}");
         assert!((0.98..1.05).contains(&p99), "{p99}");
     }
