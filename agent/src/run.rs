@@ -123,7 +123,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Sequencer::in_memory()
         });
         let factory = EventFactory::new(&config.site, camera, &models.ids, sequence);
-        let mut passes = Passes::new(config.pass_config());
+        // The frame and status callbacks both end passes, on one thread.
+        let passes = std::cell::RefCell::new(Passes::new(config.pass_config()));
         let mut supervisor = CameraSupervisor::new(
             camera.clone(),
             config.analysis_fps(camera),
@@ -180,6 +181,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         };
                         match result {
                             Ok(detections) => {
+                                let mut passes = passes.borrow_mut();
                                 passes.on_frame(&frame, &detections).into_iter().for_each(|p| publish(p, frame.captured_at));
                                 last_detections = Some(detections);
                                 cam_metrics.record(&passes.counters);
@@ -194,10 +196,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                         }
                     },
                     |status| {
-                        if let Some(e) = &status_evidence
-                            && !matches!(status, CameraStatus::Starting | CameraStatus::Streaming)
-                        {
-                            e.stream_ended();
+                        if !matches!(status, CameraStatus::Starting | CameraStatus::Streaming) {
+                            // The stream is gone: the passes in view are reported now, not
+                            // when (if) the camera comes back, and a vehicle standing in
+                            // the same place after an outage is not taken for them.
+                            let mut passes = passes.borrow_mut();
+                            passes.finish().into_iter().for_each(|p| publish(p, SystemTime::now()));
+                            status_metrics.record(&passes.counters);
+                            if let Some(e) = &status_evidence {
+                                e.stream_ended();
+                            }
                         }
                         status_metrics.streaming.store(u64::from(status == CameraStatus::Streaming), Ordering::Relaxed);
                         if matches!(status, CameraStatus::Reconnecting { .. }) {
@@ -211,6 +219,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     },
                 );
                 // The camera has stopped: every open pass is reported, none is lost.
+                let mut passes = passes.borrow_mut();
                 passes.finish().into_iter().for_each(|p| publish(p, SystemTime::now()));
                 cam_metrics.record(&passes.counters);
             })

@@ -4,9 +4,12 @@
 //! Per camera, [`Passes`] tracks plates and faces, collects each plate
 //! track's reads for voting, and reports a pass when its track ends, or
 //! once when it has been visible for `max_delay` (so a car parked in view
-//! still produces its event in time). A plate read again by the same camera
-//! within `dedup_window` of its last sighting is the same pass, not a new
-//! event. Line, zone and watchlist rules come here later.
+//! still produces its event in time). A plate reported unreadable that way
+//! is reported again when it is read after all. A plate read again by the
+//! same camera within `dedup_window` of its last sighting is the same pass,
+//! not a new event. A new stream (a reconnected camera, a looped file)
+//! ends every track of the old one. Line, zone and watchlist rules come
+//! here later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,8 +118,13 @@ struct PlateTrack {
     frames: KeptFrames,
     first_clock: Duration,
     /// Set once the pass was reported at `max_delay`: the reading it was
-    /// reported as. Later sightings only keep the dedup window fresh.
-    reported: Option<String>,
+    /// reported as. Later sightings only keep the dedup window fresh, unless
+    /// it was reported unreadable: then they are kept, to be reported again
+    /// if they read as a plate.
+    reported: Option<Reported>,
+    /// Sightings since the last report whose read is confident enough to
+    /// vote and is a valid plate as it stands.
+    readable_reads: usize,
     /// The latest confident reading consistent with the track.
     anchor: Option<String>,
     /// A confident reading unlike the anchor, and on how many consecutive
@@ -134,7 +142,8 @@ struct PlateTrack {
 struct KeptFrames(Vec<Kept>);
 
 struct Kept {
-    weight: f32,
+    /// Reads that vote first (the event's frame is chosen among them), then by weight.
+    rank: (bool, f32),
     number: u64,
     chars: String,
     image: Arc<I420Image>,
@@ -143,22 +152,24 @@ struct Kept {
 const KEPT_FRAMES: usize = 3;
 
 impl KeptFrames {
-    fn offer(&mut self, weight: f32, chars: &str, frame: &Frame) {
+    fn offer(&mut self, rank: (bool, f32), chars: &str, frame: &Frame) {
+        let at_least = |k: &Kept| k.rank >= rank;
         if let Some(i) = self.0.iter().position(|k| k.chars == chars) {
-            if self.0[i].weight >= weight {
+            if at_least(&self.0[i]) {
                 return;
             }
             self.0.remove(i);
-        } else if self.0.len() == KEPT_FRAMES && self.0.iter().all(|k| k.weight >= weight) {
+        } else if self.0.len() == KEPT_FRAMES && self.0.iter().all(at_least) {
             return;
         }
         self.0.push(Kept {
-            weight,
+            rank,
             number: frame.number,
             chars: chars.to_string(),
             image: frame.image.clone(),
         });
-        self.0.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        self.0
+            .sort_by(|a, b| b.rank.0.cmp(&a.rank.0).then(b.rank.1.total_cmp(&a.rank.1)));
         self.0.truncate(KEPT_FRAMES);
     }
 
@@ -175,6 +186,31 @@ impl KeptFrames {
         KeptFrames(moved)
     }
 }
+
+struct Reported {
+    chars: String,
+    readable: bool,
+}
+
+impl PlateTrack {
+    /// Whether the pass is decided for good: reported as a plate.
+    fn settled(&self) -> bool {
+        self.reported.as_ref().is_some_and(|r| r.readable)
+    }
+
+    /// Whether the track, ending now, still has something to report.
+    fn has_news(&self) -> bool {
+        match &self.reported {
+            None => true,
+            Some(r) => !r.readable && self.readable_reads > 0,
+        }
+    }
+}
+
+/// Sightings a track holds before the least telling go: a plate in view for
+/// hours that is never reported early (never read, never surely a plate)
+/// must not grow without end.
+const MAX_SIGHTINGS: usize = 256;
 
 struct FaceTrack {
     best: (Sighting, Face),
@@ -205,6 +241,8 @@ pub struct Passes {
     /// Plate chars → analysis clock of their last sighting.
     recent: HashMap<String, Duration>,
     clock: AnalysisClock,
+    /// The stream attempt of the last frame.
+    stream: Option<u64>,
     next_pass_id: u64,
     pub counters: PassCounters,
 }
@@ -219,28 +257,31 @@ const CONFIRM_SIMILARITY: f32 = 0.75;
 /// is split: a blur or a hand over the plate lasts a frame or two.
 const SWITCH_FRAMES: usize = 3;
 
-/// A per-camera clock that only moves forward: the stream's own time when
-/// it has one (so files analysed faster than real time behave as at real
-/// time), wall-clock time otherwise; a stream that restarts its timestamps
-/// (a looping file, a reconnected camera) does not move it back.
+/// A per-camera clock that only moves forward: the stream's own time
+/// within one stream (so files analysed faster than real time behave as at
+/// real time), the time between the frames' arrivals across streams (a
+/// camera back after an hour's outage has been away an hour), when
+/// timestamps jump back, or when there are none.
 #[derive(Default)]
 struct AnalysisClock {
     now: Duration,
-    last_stream: Option<Duration>,
+    /// The last frame's stream attempt and stream time.
+    last_stream: Option<(u64, Option<Duration>)>,
     last_wall: Option<SystemTime>,
 }
 
 impl AnalysisClock {
     fn advance(&mut self, frame: &Frame) -> Duration {
-        let step = match (frame.stream_time, self.last_stream) {
-            (Some(t), Some(prev)) if t >= prev => t - prev,
-            (Some(_), Some(_)) | (Some(_), None) => Duration::ZERO,
-            (None, _) => self
+        let step = match (self.last_stream, frame.stream_time) {
+            (Some((stream, Some(prev))), Some(t)) if stream == frame.stream && t >= prev => {
+                t - prev
+            }
+            _ => self
                 .last_wall
                 .and_then(|w| frame.captured_at.duration_since(w).ok())
                 .unwrap_or_default(),
         };
-        self.last_stream = frame.stream_time;
+        self.last_stream = Some((frame.stream, frame.stream_time));
         self.last_wall = Some(frame.captured_at);
         self.now += step;
         self.now
@@ -269,14 +310,20 @@ impl Passes {
             faces: HashMap::new(),
             recent: HashMap::new(),
             clock: AnalysisClock::default(),
+            stream: None,
             next_pass_id: 1,
             counters: PassCounters::default(),
         }
     }
 
     pub fn on_frame(&mut self, frame: &Frame, detections: &Detections) -> Vec<Pass> {
+        // A new stream: what was in view of the old one is gone (or, after
+        // an outage, cannot be told from the vehicle now in its place).
+        let mut out = match self.stream.replace(frame.stream) {
+            Some(old) if old != frame.stream => self.finish(),
+            _ => Vec::new(),
+        };
         let now = self.clock.advance(frame);
-        let mut out = Vec::new();
 
         let boxes: Vec<(BBox, f32)> = detections
             .plates
@@ -300,7 +347,12 @@ impl Passes {
             let mut carried_frames = KeptFrames::default();
             let mut new_vehicle = false;
             if confident && let Some(t) = self.plates.get_mut(id) {
-                let anchor = t.reported.clone().or_else(|| t.anchor.clone());
+                // A pass reported as a plate is that plate; one reported
+                // unreadable is still to be read.
+                let anchor = match &t.reported {
+                    Some(r) if r.readable => Some(r.chars.clone()),
+                    _ => t.anchor.clone(),
+                };
                 match anchor {
                     Some(a) if similarity(&a, &observation.chars) < SPLIT_SIMILARITY => {
                         let seen = match &t.switch_candidate {
@@ -314,7 +366,7 @@ impl Passes {
                         if seen >= SWITCH_FRAMES {
                             new_vehicle = true;
                             // The candidate frames (the last ones kept) showed the new vehicle already.
-                            if t.reported.is_none() {
+                            if !t.settled() {
                                 let from = t.sightings.len().saturating_sub(seen - 1);
                                 carried = t.sightings.split_off(from);
                                 carried_frames = t.frames.split_off(&carried);
@@ -331,9 +383,7 @@ impl Passes {
             }
             if new_vehicle {
                 let old = self.plates.remove(id).expect("checked");
-                if old.reported.is_none() {
-                    self.finish_plate(old.pass_id, old.sightings, old.frames, now, &mut out);
-                }
+                self.finish_track(old, now, &mut out);
             }
             if !self.plates.contains_key(id) {
                 let pass_id = self.next_pass_id;
@@ -347,21 +397,46 @@ impl Passes {
                         frames: carried_frames,
                         first_clock: now,
                         reported: None,
+                        readable_reads: 0,
                         anchor,
                         switch_candidate: None,
                     },
                 );
             }
             let track = self.plates.get_mut(id).expect("inserted above");
-            if let Some(chars) = &track.reported {
+            if let Some(r) = track.reported.as_ref().filter(|r| r.readable) {
                 // Reported at max_delay already: the rest of the pass is the same event.
-                self.recent.insert(chars.clone(), now);
+                self.recent.insert(r.chars.clone(), now);
                 continue;
             }
+            let votes = observation.read_confidence >= self.config.min_read_confidence;
             // A frame the motion gate passed over shows an older image: it
             // cannot stand as evidence under its own number.
             if !frame.unchanged {
-                track.frames.offer(weight, &observation.chars, frame);
+                track
+                    .frames
+                    .offer((votes, weight), &observation.chars, frame);
+            }
+            if votes && crate::plate::parse(&observation.chars).is_some() {
+                track.readable_reads += 1;
+            }
+            if track.sightings.len() == MAX_SIGHTINGS {
+                // The least telling goes, never the first or last (the
+                // pass's span), nor one whose frame is kept.
+                let least = (1..MAX_SIGHTINGS - 1)
+                    .filter(|&i| {
+                        track
+                            .frames
+                            .get(track.sightings[i].at.frame_number)
+                            .is_none()
+                    })
+                    .min_by(|&a, &b| {
+                        let w = |i: usize| track.sightings[i].observation.weight();
+                        w(a).total_cmp(&w(b))
+                    });
+                if let Some(i) = least {
+                    track.sightings.remove(i);
+                }
             }
             track.sightings.push(PlateSighting {
                 at: sighting(frame, p.bbox),
@@ -373,37 +448,45 @@ impl Passes {
             });
         }
         for id in tracks.ended {
-            if let Some(t) = self.plates.remove(&id)
-                && t.reported.is_none()
-            {
-                self.finish_plate(t.pass_id, t.sightings, t.frames, now, &mut out);
+            if let Some(t) = self.plates.remove(&id) {
+                self.finish_track(t, now, &mut out);
             }
         }
         let due: Vec<TrackId> = self
             .plates
             .iter()
-            .filter(|(_, t)| {
-                t.reported.is_none()
-                    && !t.sightings.is_empty()
-                    && now.saturating_sub(t.first_clock) >= self.config.max_delay
-                    // A track the detector was never sure of is decided when
-                    // it ends: reported now and dismissed, it would swallow
-                    // the rest of its pass, however clearly it is seen later.
-                    && t.sightings
-                        .iter()
-                        .any(|s| s.detector_score >= self.config.min_unreadable_score)
+            .filter(|(_, t)| match &t.reported {
+                None => {
+                    !t.sightings.is_empty()
+                        && now.saturating_sub(t.first_clock) >= self.config.max_delay
+                        // A track neither read nor surely a plate is decided
+                        // when it ends: reported now and dismissed, it would
+                        // swallow the rest of its pass, however clearly it
+                        // is seen later.
+                        && (t.readable_reads > 0
+                            || t.sightings
+                                .iter()
+                                .any(|s| s.detector_score >= self.config.min_unreadable_score))
+                }
+                // Reported unreadable, now read on a few frames: the plate.
+                Some(r) => !r.readable && t.readable_reads >= SWITCH_FRAMES,
             })
             .map(|(id, _)| *id)
             .collect();
         for id in due {
             let t = self.plates.get_mut(&id).expect("due track exists");
-            let (sightings, frames, pass_id) = (
+            let (sightings, frames, pass_id, again) = (
                 std::mem::take(&mut t.sightings),
                 std::mem::take(&mut t.frames),
                 t.pass_id,
+                t.reported.is_some(),
             );
-            let chars = self.finish_plate(pass_id, sightings, frames, now, &mut out);
-            self.plates.get_mut(&id).expect("due track exists").reported = Some(chars);
+            t.readable_reads = 0;
+            if let Some(reported) =
+                self.finish_plate(pass_id, sightings, frames, now, again, &mut out)
+            {
+                self.plates.get_mut(&id).expect("due track exists").reported = Some(reported);
+            }
         }
 
         let boxes: Vec<(BBox, f32)> = detections.faces.iter().map(|f| (f.bbox, f.score)).collect();
@@ -457,9 +540,7 @@ impl Passes {
         let mut plates: Vec<_> = self.plates.drain().collect();
         plates.sort_by_key(|(id, _)| *id);
         for (_, t) in plates {
-            if t.reported.is_none() {
-                self.finish_plate(t.pass_id, t.sightings, t.frames, now, &mut out);
-            }
+            self.finish_track(t, now, &mut out);
         }
         let mut faces: Vec<_> = self.faces.drain().collect();
         faces.sort_by_key(|(id, _)| *id);
@@ -483,16 +564,27 @@ impl Passes {
         })
     }
 
-    /// Votes a plate track and reports it (unless it is a duplicate);
-    /// returns the reading it voted for.
+    /// Reports what an ending track has not reported yet.
+    fn finish_track(&mut self, t: PlateTrack, now: Duration, out: &mut Vec<Pass>) {
+        if t.has_news() {
+            let again = t.reported.is_some();
+            self.finish_plate(t.pass_id, t.sightings, t.frames, now, again, out);
+        }
+    }
+
+    /// Votes a plate track and reports it (unless it is a duplicate, or
+    /// `only_readable` and it reads as no plate); returns the reading it
+    /// voted for, None when there was nothing to vote or the reading was
+    /// not reported for `only_readable`.
     fn finish_plate(
         &mut self,
         id: TrackId,
         sightings: Vec<PlateSighting>,
         frames: KeptFrames,
         now: Duration,
+        only_readable: bool,
         out: &mut Vec<Pass>,
-    ) -> String {
+    ) -> Option<Reported> {
         let surest = sightings
             .iter()
             .map(|s| s.detector_score)
@@ -511,9 +603,7 @@ impl Passes {
         };
         let observations: Vec<PlateObservation> =
             sightings.iter().map(|s| s.observation.clone()).collect();
-        let Some(mut v) = vote(&observations) else {
-            return String::new();
-        };
+        let mut v = vote(&observations)?;
         // The event's frame: the vote's best if it was kept, else the kept
         // frame whose reading is closest to the vote.
         let chosen = if frames
@@ -563,18 +653,29 @@ impl Passes {
         };
         let chars = pass.vote.chars.clone();
         if pass.vote.plate.is_none() {
+            if only_readable {
+                return None;
+            }
+            let unreadable = Some(Reported {
+                chars,
+                readable: false,
+            });
             if surest < self.config.min_unreadable_score {
                 self.counters.dismissed_plate_tracks += 1;
                 tracing::debug!(track = id, chars = %pass.vote.chars, surest, "unreadable track dismissed: the detector was never sure it is a plate");
-                return chars;
+                return unreadable;
             }
             self.counters.unreadable_plates += 1;
             tracing::debug!(track = id, chars = %pass.vote.chars, frames = pass.frames, "plate track never read as a valid plate");
             if self.config.emit_unreadable {
                 out.push(Pass::UnreadablePlate(pass));
             }
-            return chars;
+            return unreadable;
         }
+        let readable = Some(Reported {
+            chars: chars.clone(),
+            readable: true,
+        });
         // Sightings older than the window can suppress nothing: forget them,
         // so a junction that sees thousands of plates a day keeps a small map.
         let window = self.config.dedup_window;
@@ -584,11 +685,11 @@ impl Passes {
         if previous.is_some_and(|seen| now.saturating_sub(seen) < self.config.dedup_window) {
             self.counters.duplicates_suppressed += 1;
             tracing::debug!(track = id, chars = %chars, "same plate within the dedup window: same pass, no new event");
-            return chars;
+            return readable;
         }
         self.counters.plate_passes += 1;
         out.push(Pass::Plate(pass));
-        chars
+        readable
     }
 }
 

@@ -166,7 +166,7 @@ fn unreadable_tracks_the_detector_doubted_are_dismissed() {
         p
     };
     let mut p = Passes::new(config.clone());
-    // Scores from 0.6 keep one track (weaker detections are one-frame tracks).
+    // One track over both frames.
     p.on_frame(&frame(0), &plates(vec![badge(0.62)]));
     p.on_frame(&frame(1), &plates(vec![badge(0.68)]));
     assert!(p.finish().is_empty(), "never sure it was a plate");
@@ -376,19 +376,150 @@ fn a_track_keeps_one_frame_per_reading_and_its_best_readings() {
     let mut kept = KeptFrames::default();
     // Ten frames of one reading: one frame held, the heaviest.
     for n in 1..=10 {
-        kept.offer(n as f32, "59KA19166", &frame(n));
+        kept.offer((true, n as f32), "59KA19166", &frame(n));
     }
     assert_eq!(kept.0.len(), 1);
     assert!(kept.get(10).is_some());
     // Other readings each keep their own heaviest frame, up to three readings.
-    kept.offer(4.0, "59KA19168", &frame(11));
-    kept.offer(5.0, "59KA19168", &frame(12));
-    kept.offer(3.0, "59K419166", &frame(13));
-    kept.offer(2.0, "59KA1916", &frame(14));
+    kept.offer((true, 4.0), "59KA19168", &frame(11));
+    kept.offer((true, 5.0), "59KA19168", &frame(12));
+    kept.offer((true, 3.0), "59K419166", &frame(13));
+    kept.offer((true, 2.0), "59KA1916", &frame(14));
     let held: Vec<u64> = kept.0.iter().map(|k| k.number).collect();
     assert_eq!(held, [10, 12, 13]);
     // A heavier frame of a held reading replaces it, never another reading's.
-    kept.offer(3.5, "59K419166", &frame(15));
+    kept.offer((true, 3.5), "59K419166", &frame(15));
     let held: Vec<u64> = kept.0.iter().map(|k| k.number).collect();
     assert_eq!(held, [10, 12, 15]);
+    // A read that does not vote never displaces one that does, however
+    // sharp: the event's frame is chosen among the reads that vote.
+    kept.offer((false, 99.0), "51G12345", &frame(16));
+    let held: Vec<u64> = kept.0.iter().map(|k| k.number).collect();
+    assert_eq!(held, [10, 12, 15]);
+}
+
+/// The agent's thresholds: reads from 0.6 vote; unread tracks are reported
+/// only when the detector was once sure (0.7) it saw a plate.
+fn agent_thresholds() -> PassConfig {
+    PassConfig {
+        max_delay: Duration::from_secs(3),
+        min_read_confidence: 0.6,
+        min_unreadable_score: 0.7,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_plate_parked_in_view_that_the_detector_doubts_is_reported_in_time_and_held_bounded() {
+    let mut p = Passes::new(agent_thresholds());
+    let mut parked = plate(100.0, "51G12345");
+    parked.detector_score = 0.65;
+    let mut out = Vec::new();
+    // 3 s is max_delay: the event comes then, not when the car leaves.
+    for n in 0..8 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![parked.clone()])));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12345"]);
+    // Never read and never sure: held until it ends, but bounded.
+    let mut p = Passes::new(agent_thresholds());
+    let mut badge = plate(100.0, "XX");
+    (badge.detector_score, badge.read_confidence) = (0.65, 0.3);
+    for n in 0..(MAX_SIGHTINGS as u64 + 100) {
+        assert!(
+            p.on_frame(&frame(n), &plates(vec![badge.clone()]))
+                .is_empty()
+        );
+    }
+    let held: Vec<usize> = p.plates.values().map(|t| t.sightings.len()).collect();
+    assert_eq!(held, vec![MAX_SIGHTINGS]);
+    assert!(p.finish().is_empty(), "never sure it was a plate");
+}
+
+#[test]
+fn a_vehicle_seen_only_weakly_is_one_pass_whatever_its_misreads() {
+    let mut p = Passes::new(agent_thresholds());
+    let mut out = Vec::new();
+    for (n, chars) in ["51G12345", "51G12346", "51G12845", "51G12345"]
+        .iter()
+        .enumerate()
+    {
+        let mut far = plate(100.0 + 5.0 * n as f32, chars);
+        far.detector_score = 0.55;
+        out.extend(p.on_frame(&frame(n as u64), &plates(vec![far])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51G12345"]);
+}
+
+#[test]
+fn a_plate_reported_unreadable_at_max_delay_is_reported_again_once_read() {
+    let mut p = Passes::new(agent_thresholds());
+    let mut out = Vec::new();
+    // Queued far off for 4 s: sure it is a plate, never read.
+    for n in 0..8 {
+        let mut far = plate(100.0, "51G1Z34");
+        far.read_confidence = 0.4;
+        out.extend(p.on_frame(&frame(n), &plates(vec![far])));
+    }
+    let early = chars_of(&out);
+    assert!(
+        early.len() == 1 && early[0].starts_with("unreadable:"),
+        "{early:?}"
+    );
+    // Then it comes close and reads clearly.
+    for n in 8..18 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec![early[0].clone(), "51G12345".into()]);
+    // Both are the one pass.
+    let ids: Vec<u64> = out
+        .iter()
+        .map(|p| match p {
+            Pass::Plate(p) | Pass::UnreadablePlate(p) => p.track_id,
+            Pass::Face(_) => 0,
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[test]
+fn a_new_stream_ends_the_old_ones_passes_and_counts_the_time_between() {
+    let mut p = Passes::new(PassConfig {
+        dedup_window: Duration::from_secs(60),
+        ..agent_thresholds()
+    });
+    let at = |n: u64, stream: u64, wall_offset: Duration| Frame {
+        stream,
+        captured_at: frame(n).captured_at + wall_offset,
+        ..frame(n)
+    };
+    let mut out = Vec::new();
+    for n in 0..3 {
+        out.extend(p.on_frame(
+            &at(n, 1, Duration::ZERO),
+            &plates(vec![plate(100.0, "51G12345")]),
+        ));
+    }
+    assert!(out.is_empty());
+    // The camera comes back an hour later, on a new stream whose
+    // timestamps start again: another car stands where the first stood.
+    let hour = Duration::from_secs(3600);
+    out.extend(p.on_frame(&at(0, 2, hour), &plates(vec![plate(100.0, "30A99999")])));
+    assert_eq!(
+        chars_of(&out),
+        vec!["51G12345"],
+        "the old stream's pass ends"
+    );
+    for n in 1..3 {
+        out.extend(p.on_frame(&at(n, 2, hour), &plates(vec![plate(100.0, "30A99999")])));
+    }
+    // And the first car again: an hour is past the dedup window.
+    for n in 3..6 {
+        out.extend(p.on_frame(&at(n, 2, hour), &plates(vec![plate(700.0, "51G12345")])));
+    }
+    out.extend(p.finish());
+    let mut got = chars_of(&out);
+    got.sort();
+    assert_eq!(got, vec!["30A99999", "51G12345", "51G12345"]);
 }

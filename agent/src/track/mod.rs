@@ -2,10 +2,10 @@
 //! id across the frames of one camera, so that one pass makes one event.
 //!
 //! ByteTrack-style association on Kalman-predicted boxes: confident
-//! detections are matched first, then weak ones are used only to keep
-//! existing tracks alive (a plate half hidden by a helmet still belongs to
-//! its motorbike), and a track survives `max_missed` frames without a
-//! match before it ends. Plain data in and out, no I/O: tests drive it
+//! detections are matched first, then weak ones, which keep existing tracks
+//! alive (a plate half hidden by a helmet still belongs to its motorbike)
+//! before they start tracks of their own; a track survives `max_missed`
+//! frames without a match before it ends. Plain data in and out, no I/O: tests drive it
 //! with recorded boxes.
 //!
 //! Cameras are analysed at a few frames per second, so objects move far
@@ -24,7 +24,7 @@ pub type TrackId = u64;
 
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
-    /// Detections at or above this start tracks and match first.
+    /// Detections at or above this match tracks first.
     pub high_score: f32,
     /// Minimum buffered IoU for a detection to continue a track.
     pub min_overlap: f32,
@@ -98,8 +98,8 @@ impl Tracker {
         }
         let mut assigned: Vec<Option<TrackId>> = vec![None; detections.len()];
         let mut matched = vec![false; self.tracks.len()];
-        // A score that is not a number (a broken model) is weak: it must
-        // neither start a track nor be left out of both groups.
+        // A score that is not a number (a broken model) is weak: matched
+        // after the confident ones, never left out of both groups.
         let high_score = self.config.high_score;
         let strong = |score: f32| score >= high_score;
         let (high, low): (Vec<usize>, Vec<usize>) =
@@ -107,22 +107,21 @@ impl Tracker {
         for group in [high, low] {
             self.associate(detections, &group, &mut assigned, &mut matched);
         }
-        // Unmatched confident detections start tracks; weak ones are dropped
-        // by the tracker but still reported as their own one-frame tracks so
-        // the caller never loses a detection.
-        for (i, (b, score)) in detections.iter().enumerate() {
+        // Unmatched detections start tracks, weak ones too: a vehicle far
+        // away, seen only weakly, is still one vehicle over its frames. (As
+        // one-frame tracks, each of its frames made a pass of its own, and
+        // each misread an event.)
+        for (i, (b, _)) in detections.iter().enumerate() {
             if assigned[i].is_none() {
                 let id = self.next_id;
                 self.next_id += 1;
                 assigned[i] = Some(id);
-                if strong(*score) {
-                    self.tracks.push(Track {
-                        id,
-                        kalman: KalmanBox::new(b),
-                        missed: 0,
-                    });
-                    matched.push(true);
-                }
+                self.tracks.push(Track {
+                    id,
+                    kalman: KalmanBox::new(b),
+                    missed: 0,
+                });
+                matched.push(true);
             }
         }
         let mut ended = Vec::new();
@@ -137,13 +136,6 @@ impl Tracker {
             }
         }
         self.tracks = keep;
-        // Weak detections that matched nothing were one-frame tracks: they end now.
-        for (i, (_, score)) in detections.iter().enumerate() {
-            let id = assigned[i].expect("every detection is assigned");
-            if !strong(*score) && !self.tracks.iter().any(|t| t.id == id) {
-                ended.push(id);
-            }
-        }
         FrameTracks {
             assigned: assigned.into_iter().map(|a| a.expect("assigned")).collect(),
             ended,
@@ -232,16 +224,25 @@ mod tests {
     }
 
     #[test]
-    fn weak_detections_only_continue_tracks() {
+    fn weak_detections_continue_tracks_and_start_their_own() {
         let mut t = Tracker::new(TrackerConfig::default());
         let id = t.update(&[(moving(100.0, 100.0), 0.9)]).assigned[0];
         // Weak detection of the same object: continues the track.
         assert_eq!(t.update(&[(moving(110.0, 100.0), 0.3)]).assigned, vec![id]);
-        // Weak detection far away: its own one-frame track, ended at once.
+        // Weak detection far away: a track of its own, which it keeps.
         let r = t.update(&[(moving(110.0, 100.0), 0.9), (moving(900.0, 900.0), 0.3)]);
         assert_eq!(r.assigned[0], id);
-        assert_ne!(r.assigned[1], id);
-        assert_eq!(r.ended, vec![r.assigned[1]]);
+        let far = r.assigned[1];
+        assert_ne!(far, id);
+        assert!(r.ended.is_empty());
+        let r = t.update(&[(moving(110.0, 100.0), 0.9), (moving(905.0, 900.0), 0.35)]);
+        assert_eq!(r.assigned, vec![id, far]);
+        // A score that is not a number matches after the others, never first.
+        let r = t.update(&[
+            (moving(110.0, 100.0), f32::NAN),
+            (moving(112.0, 100.0), 0.9),
+        ]);
+        assert_eq!(r.assigned[1], id);
     }
 
     #[test]
