@@ -235,6 +235,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             _ = alive_rx.recv() => tracing::info!("every camera has finished; shutting down"),
         }
     });
+    // A stop that hangs (a camera pipeline that will not stop) must not
+    // need SIGKILL: a second signal ends the process at once. What the
+    // outbox holds is safe; passes still in memory are lost, so say so.
+    runtime.spawn(async {
+        let signal = wait_for_signal().await;
+        tracing::warn!(
+            "{signal} received again: stopping at once; stored events are kept, passes not yet stored are lost"
+        );
+        std::process::exit(130);
+    });
     shutdown.trigger();
     for t in threads {
         let _ = t.join();
