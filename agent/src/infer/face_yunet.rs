@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::geometry::{BBox, nms};
 use super::image_ops::{resize_i420, to_nchw};
-use super::runtime::tensor_shape;
+use super::runtime::{first_tensor, tensor_shape};
 use crate::frame::{BgrImage, I420Image};
 
 /// Frames are scaled so their long side is at most this, which keeps a
@@ -39,12 +39,12 @@ impl FaceDetector {
     pub fn new(session: Session) -> anyhow::Result<Self> {
         const LAYOUT: &str = "a YuNet face detector takes float32 [1,3,H,W] and gives \
                               cls_, obj_, bbox_ and kps_ outputs for strides 8, 16 and 32";
-        let input = tensor_shape(
-            session.inputs().first(),
+        let input = first_tensor(
+            session.inputs(),
             "input",
             TensorElementType::Float32,
-        )
-        .context(LAYOUT)?;
+            LAYOUT,
+        )?;
         if !matches!(input[..], [_, 3, _, _]) {
             return Err(anyhow!("its input is {input:?}; {LAYOUT}"));
         }

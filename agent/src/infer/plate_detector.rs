@@ -12,7 +12,7 @@ use ort::value::{TensorElementType, TensorRef};
 
 use super::geometry::{BBox, nms};
 use super::image_ops::{letterbox, to_nchw};
-use super::runtime::tensor_shape;
+use super::runtime::first_tensor;
 use crate::frame::I420Image;
 
 pub const NMS_IOU: f32 = 0.5;
@@ -36,22 +36,22 @@ impl PlateDetector {
         const LAYOUT: &str = "a plate detector of HyperLPR3's y5fu layout takes float32 [1,3,S,S] \
                               and gives float32 [1,N,15]";
         // The input size is part of the model; read it rather than assume it.
-        let input = tensor_shape(
-            session.inputs().first(),
+        let input = first_tensor(
+            session.inputs(),
             "input",
             TensorElementType::Float32,
-        )
-        .context(LAYOUT)?;
+            LAYOUT,
+        )?;
         let size = match input[..] {
             [1, 3, h, w] if h == w && w > 0 => w,
             _ => return Err(anyhow!("its input is {input:?}; {LAYOUT}")),
         };
-        let output = tensor_shape(
-            session.outputs().first(),
+        let output = first_tensor(
+            session.outputs(),
             "output",
             TensorElementType::Float32,
-        )
-        .context(LAYOUT)?;
+            LAYOUT,
+        )?;
         if output.len() != 3 || output[2] != 15 {
             return Err(anyhow!("its output is {output:?}; {LAYOUT}"));
         }

@@ -12,7 +12,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 
 use super::image_ops::{region_i420, warp_quad};
-use super::runtime::tensor_shape;
+use super::runtime::first_tensor;
 use crate::frame::{BgrImage, I420Image};
 
 /// The alphabets a reader may have, known by their length. `Đ` comes
@@ -54,17 +54,16 @@ impl PlateReader {
     pub fn new(session: Session) -> anyhow::Result<Self> {
         const LAYOUT: &str = "a plate reader of fast-plate-ocr's layout takes uint8 [N,H,W,3] \
                               and gives float32 [N,slots,classes]";
-        let shape = tensor_shape(session.inputs().first(), "input", TensorElementType::Uint8)
-            .context(LAYOUT)?;
+        let shape = first_tensor(session.inputs(), "input", TensorElementType::Uint8, LAYOUT)?;
         if !matches!(shape[..], [_, h, w, 3] if h > 0 && w > 0) {
             return Err(anyhow!("its input is {shape:?}; {LAYOUT}"));
         }
-        let output = tensor_shape(
-            session.outputs().first(),
+        let output = first_tensor(
+            session.outputs(),
             "output",
             TensorElementType::Float32,
-        )
-        .context(LAYOUT)?;
+            LAYOUT,
+        )?;
         let classes = match output[..] {
             [_, slots, classes] if slots > 0 => classes,
             _ => return Err(anyhow!("its output is {output:?}; {LAYOUT}")),

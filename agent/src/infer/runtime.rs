@@ -99,6 +99,17 @@ pub fn tensor_shape(
     }
 }
 
+/// [`tensor_shape`] of a model's first input or output (`what`), the
+/// error saying what a model of its family (`layout`) takes and gives.
+pub fn first_tensor(
+    outlets: &[Outlet],
+    what: &str,
+    ty: TensorElementType,
+    layout: &str,
+) -> anyhow::Result<Vec<i64>> {
+    tensor_shape(outlets.first(), what, ty).context(layout.to_string())
+}
+
 pub fn load_session(
     role: &'static str,
     path: &Path,
