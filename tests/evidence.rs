@@ -291,6 +291,28 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
     );
     let (ok, text) = verify_evidence(&out);
     assert!(ok, "{text}");
+    assert!(text.contains("as signed at export"), "{text}");
+    // The page the officer reads is signed at export: an edit is caught.
+    let edited = scratch.path().join("export-edited");
+    copy_dir(&out, &edited);
+    let page = std::fs::read_to_string(edited.join("index.html")).unwrap();
+    std::fs::write(edited.join("index.html"), page + "<!-- edited -->").unwrap();
+    let (ok, text) = verify_evidence(&edited);
+    assert!(!ok && text.contains("changed after export"), "{text}");
+    // A page slipped into a stored package is covered by no signature.
+    let stored_copy = scratch.path().join("copies").join(&id);
+    copy_dir(&package, &stored_copy);
+    std::fs::write(stored_copy.join("index.html"), "<h1>30A-999.99</h1>").unwrap();
+    let (ok, text) = verify_evidence(&stored_copy);
+    assert!(
+        !ok && text.contains("index.html: not in the manifest"),
+        "{text}"
+    );
+    // Another event's package under this one's name is caught.
+    let other = scratch.path().join("01a00000-0000-7000-8000-000000000000");
+    copy_dir(&package, &other);
+    let (ok, text) = verify_evidence(&other);
+    assert!(!ok && text.contains("swapped"), "{text}");
     let (ok, text) = verify_evidence(&store);
     assert!(ok && text.contains("custody.log: 2 entries"), "{text}");
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();

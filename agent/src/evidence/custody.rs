@@ -52,6 +52,13 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether `key` signed this entry as it stands.
+    pub fn signed_by(&self, key: &VerifyingKey) -> bool {
+        self.sig
+            .as_deref()
+            .is_some_and(|sig| super::keys::verify(key, &self.signed_bytes(), sig).is_ok())
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
         let unsigned = Entry {
             sig: None,

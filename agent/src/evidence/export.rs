@@ -56,6 +56,21 @@ pub fn export(root: &Path, id: &str, out: &Path, key: &GatewayKey) -> anyhow::Re
         .with_context(|| format!("cannot write {}", out.join("index.html").display()))?;
     std::fs::write(out.join("VERIFY.txt"), verify_text(&report, key))
         .with_context(|| format!("cannot write {}", out.join("VERIFY.txt").display()))?;
+    // The pages are written after sealing, so the manifest's signature
+    // cannot cover them: the export signs them, with the package they show.
+    let mut pages = Vec::new();
+    for page in verify::EXPORT_PAGES {
+        pages.push((page, crate::digest::sha256_file(&out.join(page))?.0));
+    }
+    let signature = verify::ExportSignature {
+        package: id.to_string(),
+        public_key: key.public_hex(),
+        key_fingerprint: key.fingerprint(),
+        signature: key.sign(&verify::export_message(id, &pages)),
+    };
+    let sig_path = out.join(verify::EXPORT_SIGNATURE);
+    std::fs::write(&sig_path, serde_json::to_vec_pretty(&signature)?)
+        .with_context(|| format!("cannot write {}", sig_path.display()))?;
     let manifest_sha = crate::digest::sha256_file(&src.join(super::package::MANIFEST))?.0;
     custody::append(
         root,

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use ed25519_dalek::VerifyingKey;
 
 use super::custody::{self, Action};
 use super::keys::GatewayKey;
@@ -36,9 +37,21 @@ pub struct Index {
     log_read_to: u64,
     log_file: Option<(u64, u64)>,
     released: HashSet<String>,
+    /// The gateway's key, when known: only entries it signed release a
+    /// package, so a line written into the log by hand cannot get a
+    /// package deleted (with a properly signed deletion entry).
+    signer: Option<VerifyingKey>,
 }
 
 impl Index {
+    /// The index retention uses: releases only by entries `key` signed.
+    pub fn for_gateway(key: VerifyingKey) -> Self {
+        Self {
+            signer: Some(key),
+            ..Self::default()
+        }
+    }
+
     /// The folder as it is now (a folder that does not exist yet is empty).
     pub fn read(root: &Path) -> anyhow::Result<Self> {
         let mut index = Self::default();
@@ -134,6 +147,10 @@ impl Index {
             let Ok(entry) = serde_json::from_slice::<custody::Entry>(line) else {
                 continue;
             };
+            if self.signer.is_some_and(|key| !entry.signed_by(&key)) {
+                tracing::warn!(package = %entry.package, "a custody entry not signed by the gateway's key is ignored (the log was edited: run matthan evidence verify)");
+                continue;
+            }
             match entry.action {
                 Action::Exported | Action::Acknowledged => {
                     self.released.insert(entry.package);
@@ -279,6 +296,7 @@ pub fn remove_partials(root: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     const MB: u64 = 1024 * 1024;
 
@@ -300,6 +318,40 @@ mod tests {
         let dir = root.join(id);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(super::super::package::MANIFEST), vec![b'{'; bytes]).unwrap();
+    }
+
+    #[test]
+    fn only_entries_the_gateway_signed_release_a_package() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let key = GatewayKey::load_or_create(&root.join("keys")).unwrap();
+        let id = "01900000-0000-7000-8000-00000000000a";
+        sealed(root, id, 100);
+        custody::append(root, &key, Action::Created, id, None, "sealed").unwrap();
+        // An acknowledgement written into the log by hand, unsigned.
+        let forged = custody::Entry {
+            seq: 2,
+            time: "2026-11-28T00:00:00Z".into(),
+            action: Action::Acknowledged,
+            package: id.into(),
+            manifest_sha256: None,
+            reason: "ack".into(),
+            prev: String::new(),
+            sig: None,
+        };
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join(custody::LOG_FILE))
+            .unwrap();
+        writeln!(log, "{}", serde_json::to_string(&forged).unwrap()).unwrap();
+        let mut retention = Index::for_gateway(key.public());
+        retention.refresh(root).unwrap();
+        assert!(
+            retention.released().is_empty(),
+            "the forged line released it"
+        );
+        // The listing, which knows no key, shows what the log says.
+        assert!(Index::read(root).unwrap().released().contains(id));
     }
 
     #[test]

@@ -16,8 +16,63 @@ use crate::digest::{sha256_file, sha256_hex};
 /// folder can be checked anywhere (its fingerprint still has to match
 /// the one registered for the gateway).
 pub const STORE_KEY_FILE: &str = "gateway.ed25519.pub";
-/// Files an export adds beside the package's own.
-pub const EXPORT_FILES: [&str; 2] = ["index.html", "VERIFY.txt"];
+/// Files an export adds beside the package's own: the page an officer
+/// reads, the instructions, and the export's signature over both (the
+/// manifest's signature cannot cover what is written after sealing).
+pub const EXPORT_PAGES: [&str; 2] = ["index.html", "VERIFY.txt"];
+pub const EXPORT_SIGNATURE: &str = "export.sig.json";
+
+/// What the export signs: the package it shows and its pages as written.
+pub fn export_message(package: &str, pages: &[(&str, String)]) -> Vec<u8> {
+    let mut m = format!("matthan export of package {package}\n");
+    for (name, sha) in pages {
+        m.push_str(&format!("{name} {sha}\n"));
+    }
+    m.into_bytes()
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ExportSignature {
+    pub package: String,
+    pub public_key: String,
+    pub key_fingerprint: String,
+    pub signature: String,
+}
+
+/// Whose key signatures are checked against, and so what a valid one proves.
+#[derive(Clone, Copy)]
+enum Trust<'a> {
+    /// Given by the verifier (`--key`): the gateway's.
+    Given(&'a VerifyingKey),
+    /// The evidence folder's own copy: proves only that the folder is
+    /// consistent, unless its fingerprint is the gateway's registered one.
+    Folder(&'a VerifyingKey),
+    /// Each package's own: the same, for one package.
+    Carried,
+}
+
+impl Trust<'_> {
+    fn key(&self) -> Option<&VerifyingKey> {
+        match self {
+            Trust::Given(k) | Trust::Folder(k) => Some(k),
+            Trust::Carried => None,
+        }
+    }
+
+    fn signed_by(&self, signer: &str) -> String {
+        match self {
+            Trust::Given(_) => format!("by the gateway's key {signer}"),
+            Trust::Folder(_) => format!(
+                "by the key in the folder's {STORE_KEY_FILE}, {signer}: compare it with the \
+                 fingerprint registered for the gateway, or give --key"
+            ),
+            Trust::Carried => format!(
+                "by the key the package carries, {signer}: compare it with the fingerprint \
+                 registered for the gateway, or give --key"
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -52,7 +107,8 @@ impl Report {
 pub fn verify(path: &Path, trusted: Option<&VerifyingKey>) -> anyhow::Result<Report> {
     let mut report = Report::default();
     if path.join(MANIFEST).is_file() {
-        package(path, trusted, &mut report);
+        let trust = trusted.map_or(Trust::Carried, Trust::Given);
+        package(path, trust, &mut report);
     } else if path.is_dir() {
         store(path, trusted, &mut report)?;
     } else {
@@ -65,7 +121,7 @@ pub fn verify(path: &Path, trusted: Option<&VerifyingKey>) -> anyhow::Result<Rep
 }
 
 /// Checks one package; returns the sha256 of its manifest.
-fn package(dir: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> Option<String> {
+fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
     let name = dir.file_name().map_or_else(
         || dir.display().to_string(),
         |n| n.to_string_lossy().to_string(),
@@ -79,30 +135,51 @@ fn package(dir: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> O
             return None;
         }
     };
-    match signature(dir, &manifest, trusted) {
-        Ok(signer) if trusted.is_some() => report.checked.push(format!(
-            "{name}/{MANIFEST}: signature valid, by the gateway's key {signer}"
-        )),
-        Ok(signer) => report.checked.push(format!(
-            "{name}/{MANIFEST}: signature valid, by the key the package carries, {signer}: \
-             compare it with the fingerprint registered for the gateway, or give --key"
-        )),
-        Err(e) => report.problems.push(format!("{name}/{MANIFEST}: {e}")),
-    }
-    let files: Vec<FileEntry> = match serde_json::from_slice::<serde_json::Value>(&manifest)
-        .ok()
-        .and_then(|v| serde_json::from_value(v.get("files")?.clone()).ok())
-    {
-        Some(f) => f,
-        None => {
-            report.problems.push(format!(
-                "{name}/{MANIFEST}: not a package manifest (no file list)"
+    let signer = match signature(dir, &manifest, trust.key()) {
+        Ok(signer) => {
+            report.checked.push(format!(
+                "{name}/{MANIFEST}: signature valid, {}",
+                trust.signed_by(&signer)
             ));
-            return None;
+            Some(signer)
+        }
+        Err(e) => {
+            report.problems.push(format!("{name}/{MANIFEST}: {e}"));
+            None
         }
     };
+    let parsed = serde_json::from_slice::<serde_json::Value>(&manifest).ok();
+    let (Some(files), Some(id)) = (
+        parsed
+            .as_ref()
+            .and_then(|v| serde_json::from_value::<Vec<FileEntry>>(v.get("files")?.clone()).ok()),
+        parsed.as_ref().and_then(|v| v["package"].as_str()),
+    ) else {
+        report.problems.push(format!(
+            "{name}/{MANIFEST}: not a package manifest (no file list or package id)"
+        ));
+        return None;
+    };
     let mut listed: HashSet<&str> = [MANIFEST, SIGNATURE].into();
-    listed.extend(EXPORT_FILES);
+    // An exported copy may carry any folder name, and says which package
+    // it shows under its own signature; a stored package is its folder.
+    if dir.join(EXPORT_SIGNATURE).exists() {
+        listed.extend(EXPORT_PAGES);
+        listed.insert(EXPORT_SIGNATURE);
+        match export_signature(dir, id, trust.key(), signer.as_deref()) {
+            Ok(()) => report.checked.push(format!(
+                "{name}: the export's pages ({}) are as signed at export",
+                EXPORT_PAGES.join(", ")
+            )),
+            Err(e) => report
+                .problems
+                .push(format!("{name}/{EXPORT_SIGNATURE}: {e}")),
+        }
+    } else if id != name {
+        report.problems.push(format!(
+            "{name}: holds the package of event {id} (its manifest says so): packages were swapped or renamed"
+        ));
+    }
     let mut good = 0;
     for f in &files {
         listed.insert(&f.name);
@@ -136,6 +213,50 @@ fn package(dir: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> O
         files.len()
     ));
     Some(sha256_hex(&manifest))
+}
+
+/// Checks an export's signature over its pages and the package it shows:
+/// by the trusted key, else by the key that signed the manifest.
+fn export_signature(
+    dir: &Path,
+    id: &str,
+    trusted: Option<&VerifyingKey>,
+    manifest_signer: Option<&str>,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(dir.join(EXPORT_SIGNATURE))
+        .map_err(|e| anyhow!("cannot be read ({e})"))?;
+    let sig: ExportSignature =
+        serde_json::from_str(&text).map_err(|e| anyhow!("is damaged ({e})"))?;
+    if sig.package != id {
+        bail!(
+            "the export was made for package {}, but the manifest here is event {id}'s",
+            sig.package
+        );
+    }
+    let key = keys::parse_public(&sig.public_key)
+        .map_err(|e| anyhow!("the public key is damaged ({e})"))?;
+    let expected = match trusted {
+        Some(t) => Some(fingerprint(t)),
+        None => manifest_signer.map(str::to_string),
+    };
+    if expected.as_deref() != Some(fingerprint(&key).as_str()) {
+        bail!(
+            "signed by key {}, not by the key that signed the package",
+            fingerprint(&key)
+        );
+    }
+    let mut pages = Vec::new();
+    for page in EXPORT_PAGES {
+        let (sha, _) = sha256_file(&dir.join(page))
+            .map_err(|_| anyhow!("{page} is missing (the export signed it)"))?;
+        pages.push((page, sha));
+    }
+    keys::verify(&key, &export_message(id, &pages), &sig.signature).map_err(|_| {
+        anyhow!(
+            "the signature does not match: {} was changed after export",
+            EXPORT_PAGES.join(" or ")
+        )
+    })
 }
 
 /// Checks the signature; returns the signer's fingerprint.
@@ -179,11 +300,15 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
             keys::parse_public(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
         }
     };
+    let trust = match trusted {
+        Some(_) => Trust::Given(&key),
+        None => Trust::Folder(&key),
+    };
     let present: HashMap<String, Option<String>> = super::store::Index::read(root)?
         .packages()
         .into_iter()
         .map(|p| {
-            let sha = package(&p.dir, Some(&key), report);
+            let sha = package(&p.dir, trust, report);
             (p.id, sha)
         })
         .collect();
