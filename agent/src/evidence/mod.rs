@@ -120,7 +120,8 @@ impl EvidenceNotice {
 }
 
 /// Takes a package id the IOC acknowledged.
-pub type Acknowledger = Arc<dyn Fn(String) + Send + Sync>;
+/// Called with the package ids of one acknowledgement message.
+pub type Acknowledger = Arc<dyn Fn(Vec<String>) + Send + Sync>;
 
 /// Counters for metrics and status.
 #[derive(Default)]
@@ -134,7 +135,9 @@ pub struct EvidenceCounters {
 
 enum Command {
     Package(Box<PackageRequest>),
-    Acknowledge(String),
+    /// One message's ids: a batch of hundreds takes one place in the
+    /// queue, not hundreds (and the cameras' packages keep theirs).
+    Acknowledge(Vec<String>),
     /// Seal what is pending and end (senders may outlive the agent's run:
     /// the MQTT connection holds one for acknowledgements).
     Stop,
@@ -202,6 +205,7 @@ impl Evidence {
         let counters = Arc::new(EvidenceCounters::default());
         let ring_keep = settings.pre + settings.post + settings.max_event_delay + RING_MARGIN;
         let dir = settings.dir.clone();
+        let index = store::Index::for_gateway(key.public());
         let worker = Worker {
             settings,
             key,
@@ -209,7 +213,7 @@ impl Evidence {
             counters: counters.clone(),
             on_notice: Box::new(on_notice),
             pending: Vec::new(),
-            index: store::Index::default(),
+            index,
             early_acks: HashSet::new(),
             left_over,
         };
@@ -245,9 +249,13 @@ impl Evidence {
     /// MQTT connection with each acknowledged package id.
     pub fn acknowledger(&self) -> Acknowledger {
         let tx = self.tx.clone().expect("running");
-        Arc::new(move |id: String| {
-            if tx.try_send(Command::Acknowledge(id.clone())).is_err() {
-                tracing::warn!(package = %id, "evidence queue full: acknowledgement not recorded; the IOC must send it again");
+        Arc::new(move |ids: Vec<String>| {
+            let count = ids.len();
+            if tx.try_send(Command::Acknowledge(ids)).is_err() {
+                tracing::warn!(
+                    packages = count,
+                    "evidence queue full: acknowledgement not recorded; the IOC must send it again"
+                );
             }
         })
     }
@@ -372,7 +380,7 @@ impl Worker {
         while open || !self.pending.is_empty() {
             match rx.recv_timeout(POLL) {
                 Ok(Command::Package(req)) => self.accept(*req),
-                Ok(Command::Acknowledge(id)) => self.acknowledge(&id),
+                Ok(Command::Acknowledge(ids)) => self.acknowledge_all(ids),
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => open = false,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -577,6 +585,21 @@ impl Worker {
             } else {
                 tracing::warn!(package = %p.req.id, "the IOC acknowledged a package that then failed; nothing to log");
             }
+        }
+    }
+
+    /// Logs each package of one message once: an id repeated in it, or
+    /// already acknowledged or exported, adds no entry to the custody log.
+    fn acknowledge_all(&mut self, ids: Vec<String>) {
+        if let Err(e) = self.index.refresh(&self.settings.dir) {
+            tracing::warn!("cannot read the evidence folder: {e:#}");
+        }
+        let mut seen = HashSet::new();
+        for id in ids {
+            if self.index.released().contains(&id) || !seen.insert(id.clone()) {
+                continue;
+            }
+            self.acknowledge(&id);
         }
     }
 

@@ -306,11 +306,16 @@ fn parse_ack(payload: &[u8]) -> Result<Vec<String>, String> {
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    // Package ids are UUIDs: anything else would be a path into the evidence folder.
-    if ids.is_empty() || ids.iter().any(|id| uuid::Uuid::parse_str(id).is_err()) {
-        return Err(format!("no package id, or one that is not a UUID; {SHAPE}"));
+    // Package ids are UUIDs: anything else would be a path into the
+    // evidence folder. Written as the folders are named, whatever the case.
+    let ids: Option<Vec<String>> = ids
+        .iter()
+        .map(|id| Some(uuid::Uuid::parse_str(id).ok()?.hyphenated().to_string()))
+        .collect();
+    match ids {
+        Some(ids) if !ids.is_empty() => Ok(ids),
+        _ => Err(format!("no package id, or one that is not a UUID; {SHAPE}")),
     }
-    Ok(ids)
 }
 
 struct Connection {
@@ -501,7 +506,7 @@ impl Connection {
                         && p.topic == self.ack_topic
                     {
                         match parse_ack(&p.payload) {
-                            Ok(ids) => ids.into_iter().for_each(|id| acks(id)),
+                            Ok(ids) => acks(ids),
                             Err(e) => {
                                 tracing::warn!(topic = %p.topic, "evidence acknowledgement ignored: {e}")
                             }
@@ -653,6 +658,11 @@ mod tests {
                 .unwrap()
                 .len(),
             2
+        );
+        // Written in capitals, it still names the package's folder.
+        assert_eq!(
+            parse_ack(format!(r#"{{"id":"{}"}}"#, id.to_uppercase()).as_bytes()),
+            Ok(vec![id.to_string()])
         );
         for bad in [
             &b"not json"[..],
