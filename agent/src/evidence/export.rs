@@ -224,7 +224,10 @@ fn page(m: &Value, report: &Report, key: &GatewayKey) -> String {
     };
     let details = esc(&report.print());
     let clip = if m["clip"].is_null() {
-        "<p>No clip: the camera's video was not in the buffer for this event.</p>".to_string()
+        let why = m["no_clip_reason"]
+            .as_str()
+            .unwrap_or("the package does not say why (made by an older agent)");
+        format!("<p>No clip: {}.</p>", esc(why))
     } else {
         let complete = if m["clip"]["complete"].as_bool() == Some(true) {
             String::new()

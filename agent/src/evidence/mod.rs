@@ -691,6 +691,40 @@ mod tests {
     }
 
     #[test]
+    fn a_package_without_a_clip_says_why_in_its_manifest() {
+        let root = tempfile::tempdir().unwrap();
+        let key = GatewayKey::load_or_create(&root.path().join("keys")).unwrap();
+        let cx = package::Context {
+            key: &key,
+            config_sha256: "c",
+            pre: Duration::from_secs(1),
+            post: Duration::from_secs(1),
+        };
+        let mut req = request(2000, SystemTime::now());
+        for (id, short, frame_time, why) in [
+            (
+                "a",
+                Some(OTHER_TIMELINE.to_string()),
+                Some(2000),
+                OTHER_TIMELINE,
+            ),
+            ("b", None, Some(2000), "no video"),
+            ("c", None, None, "no timestamps"),
+        ] {
+            req.id = id.into();
+            req.frame_time = frame_time.map(Duration::from_millis);
+            let sealed =
+                package::write_package(root.path(), &cx, &req, &Span::default(), short).unwrap();
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(sealed.dir.join(package::MANIFEST)).unwrap())
+                    .unwrap();
+            assert!(manifest["clip"].is_null(), "{id}");
+            let reason = manifest["no_clip_reason"].as_str().unwrap_or_default();
+            assert!(reason.contains(why), "{id}: {reason}");
+        }
+    }
+
+    #[test]
     fn video_that_reached_the_agent_long_after_the_frame_is_another_timeline() {
         let now = SystemTime::now();
         let mut ring = Ring::new(Duration::from_secs(30), 1 << 20);

@@ -148,6 +148,8 @@ fn write(
         Ok(())
     };
 
+    // Why there is no clip, said in the manifest: a reviewer must not guess.
+    let mut no_clip = None;
     let clip = match req.frame_time {
         Some(t) => {
             let (from, to) = (t.saturating_sub(cx.pre), t + cx.post);
@@ -176,11 +178,18 @@ fn write(
                 Err(e) => {
                     tracing::warn!(package = %req.id, "no clip: {e:#}");
                     let _ = std::fs::remove_file(partial.join("clip.mp4"));
+                    no_clip = Some(short.unwrap_or_else(|| format!("{e:#}")));
                     None
                 }
             }
         }
-        None => None,
+        None => {
+            no_clip =
+                Some(short.unwrap_or_else(|| {
+                    "the stream gives no timestamps: no clip can be cut".into()
+                }));
+            None
+        }
     };
 
     // Held as I420 while it waited for its clip; BGR only to be written.
@@ -231,6 +240,7 @@ fn write(
             "vehicle_region": region,
         },
         "clip": clip,
+        "no_clip_reason": no_clip,
         "files": files,
     });
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("manifests serialise");
