@@ -20,7 +20,7 @@ use crate::health::metrics::Metrics;
 use crate::infer::Models;
 use crate::ingest::{CameraStatus, CameraSupervisor, StatusReport, init_gstreamer};
 use crate::publish::jsonl::JsonLinesSink;
-use crate::publish::mqtt::MqttSink;
+use crate::publish::mqtt::{MqttSink, Problem};
 use crate::publish::outbox::Outbox;
 use crate::publish::{Message, Outbound};
 use crate::rules::{Pass, Passes, PlatePass};
@@ -80,7 +80,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             let _guard = runtime.enter();
             let acks = evidence.as_ref().map(Evidence::acknowledger);
             let sink = MqttSink::connect(m, &config.site.id, outbox, acks)?;
-            sink.set_problem(problem);
+            sink.set_problem(Problem::OutboxFolder, problem);
             Some(sink)
         }
         None => None,
@@ -321,7 +321,7 @@ async fn publish_loop(
                 if notice.forced
                     && let Some(m) = mqtt.as_deref()
                 {
-                    m.set_problem(Some(format!(
+                    m.set_problem(Problem::EvidenceQuota, Some(format!(
                         "evidence quota full: package {} deleted before export or acknowledgement",
                         notice.event_id
                     )));

@@ -57,12 +57,14 @@ impl Sequencer {
 }
 
 fn write_synced(file: &std::path::Path, n: u64) -> anyhow::Result<()> {
-    use std::io::Write;
     let tmp = file.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "{n}")?;
-    f.sync_data()?;
+    crate::durable::write_synced(&tmp, format!("{n}\n").as_bytes())?;
     std::fs::rename(&tmp, file)?;
+    // The rename too must be on disk: lost in a power cut, it would bring
+    // back the number before, and two events would share it.
+    if let Some(dir) = file.parent() {
+        crate::durable::sync_dir(dir)?;
+    }
     Ok(())
 }
 

@@ -84,20 +84,36 @@ struct Retained {
     /// Latest status per camera, re-published after every reconnect so a
     /// consumer that joins late sees the present state.
     cameras: std::collections::BTreeMap<String, Vec<u8>>,
-    /// Why the agent is degraded (outbox unusable …); None when all is well.
-    agent_problem: Option<String>,
+    /// Why the agent is degraded, by what it concerns (one problem's end
+    /// must not hide another's); empty when all is well.
+    agent_problems: std::collections::BTreeMap<Problem, String>,
     dirty: bool,
+}
+
+/// What a problem in the agent's status concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Problem {
+    /// The configured outbox folder is unusable: a temporary one is used.
+    OutboxFolder,
+    /// The outbox cannot be written: events wait in memory.
+    OutboxWrite,
+    /// The evidence quota forced out a package not yet released.
+    EvidenceQuota,
 }
 
 impl Retained {
     fn agent_status(&self) -> String {
-        match &self.agent_problem {
-            None => json!({"state": "online", "version": env!("CARGO_PKG_VERSION")}).to_string(),
-            Some(reason) => {
-                json!({"state": "degraded", "reason": reason, "version": env!("CARGO_PKG_VERSION")})
-                    .to_string()
-            }
+        if self.agent_problems.is_empty() {
+            return json!({"state": "online", "version": env!("CARGO_PKG_VERSION")}).to_string();
         }
+        let reason = self
+            .agent_problems
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        json!({"state": "degraded", "reason": reason, "version": env!("CARGO_PKG_VERSION")})
+            .to_string()
     }
 }
 
@@ -201,12 +217,13 @@ impl MqttSink {
     }
 
     /// Sets (or clears) the problem the agent's retained status reports.
-    pub fn set_problem(&self, problem: Option<String>) {
-        if let Ok(mut r) = self.retained.lock()
-            && r.agent_problem != problem
-        {
-            r.agent_problem = problem;
-            r.dirty = true;
+    pub fn set_problem(&self, what: Problem, problem: Option<String>) {
+        if let Ok(mut r) = self.retained.lock() {
+            let changed = match problem {
+                Some(p) => r.agent_problems.insert(what, p.clone()).as_ref() != Some(&p),
+                None => r.agent_problems.remove(&what).is_some(),
+            };
+            r.dirty |= changed;
         }
         self.wake.notify_one();
     }
@@ -239,7 +256,7 @@ impl MqttSink {
                 if self.outbox_failing {
                     tracing::info!("outbox writable again");
                     self.outbox_failing = false;
-                    self.set_problem(None);
+                    self.set_problem(Problem::OutboxWrite, None);
                 }
                 self.wake.notify_one();
                 true
@@ -248,7 +265,7 @@ impl MqttSink {
                 if !self.outbox_failing {
                     tracing::error!("{e:#}; events are kept in memory until it recovers");
                     self.outbox_failing = true;
-                    self.set_problem(Some(format!("outbox: {e:#}")));
+                    self.set_problem(Problem::OutboxWrite, Some(format!("outbox: {e:#}")));
                 }
                 false
             }
@@ -676,6 +693,22 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn one_problem_ending_does_not_hide_another() {
+        let mut r = Retained::default();
+        r.agent_problems
+            .insert(Problem::OutboxFolder, "outbox in /tmp".into());
+        r.agent_problems
+            .insert(Problem::OutboxWrite, "outbox: disk full".into());
+        r.agent_problems.remove(&Problem::OutboxWrite);
+        let status: serde_json::Value = serde_json::from_str(&r.agent_status()).unwrap();
+        assert_eq!(status["state"], "degraded");
+        assert_eq!(status["reason"], "outbox in /tmp");
+        r.agent_problems.clear();
+        let status: serde_json::Value = serde_json::from_str(&r.agent_status()).unwrap();
+        assert_eq!(status["state"], "online");
+    }
 
     #[test]
     fn broker_urls() {
