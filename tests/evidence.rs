@@ -236,6 +236,8 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
     let (ok, text) = verify_evidence(&store);
     assert!(ok, "{text}");
     assert!(text.contains("custody.log: 1 entries"), "{text}");
+    let before_export = tempfile::tempdir().unwrap();
+    copy_dir(&store, before_export.path());
 
     // One byte changed in any file is caught and named.
     let scratch = tempfile::tempdir().unwrap();
@@ -315,6 +317,37 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
     assert!(!ok && text.contains("swapped"), "{text}");
     let (ok, text) = verify_evidence(&store);
     assert!(ok && text.contains("custody.log: 2 entries"), "{text}");
+
+    // The notice gave the IOC the package's custody line: it holds on the
+    // real log, and shows an older copy of log and head put back, which
+    // verifies on its own.
+    let verify_with = |dir: &Path, seq: u64, sha: &str| {
+        let out = matthan(&[
+            "evidence",
+            "verify",
+            dir.to_str().unwrap(),
+            "--custody",
+            &format!("{seq}:{sha}"),
+        ]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let anchor = &notice["custody"];
+    let (seq, sha) = (
+        anchor["seq"].as_u64().unwrap(),
+        anchor["line_sha256"].as_str().unwrap(),
+    );
+    let (ok, text) = verify_with(&store, seq, sha);
+    assert!(ok && text.contains("the one the IOC was told of"), "{text}");
+    let log = std::fs::read_to_string(store.join("custody.log")).unwrap();
+    let export_line = log.lines().nth(1).unwrap();
+    let export_sha = format!("{:x}", sha2::Sha256::digest(export_line.as_bytes()));
+    let (ok, text) = verify_evidence(before_export.path());
+    assert!(ok, "the older copy verifies on its own: {text}");
+    let (ok, text) = verify_with(before_export.path(), 2, &export_sha);
+    assert!(!ok && text.contains("has no line 2"), "{text}");
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(
         !html.contains("http://") && !html.contains("https://"),

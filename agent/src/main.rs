@@ -206,6 +206,12 @@ enum EvidenceCommand {
         /// fingerprint printed for comparison.
         #[arg(long)]
         key: Option<String>,
+        /// A package's `created` line as an evidence notice gave it to the
+        /// IOC (`custody.seq` and `custody.line_sha256`), as SEQ:SHA256;
+        /// repeatable. Shows whether the folder's custody log was cut or
+        /// replaced by an older copy since, which the log cannot show alone.
+        #[arg(long, value_name = "SEQ:SHA256")]
+        custody: Vec<String>,
     },
     /// Write a self-contained folder with the package's files and a page
     /// for review in any browser; logs the export in the custody log. Run
@@ -394,14 +400,28 @@ fn evidence(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
             eprintln!("{} package(s) in {}", packages.len(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        EvidenceCommand::Verify { path, key } => {
+        EvidenceCommand::Verify { path, key, custody } => {
             let trusted = key
                 .map(|k| {
                     let text = std::fs::read_to_string(&k).unwrap_or(k);
                     keys::parse_public(&text).context("--key")
                 })
                 .transpose()?;
-            let report = verify::verify(&path, trusted.as_ref())?;
+            let mut report = verify::verify(&path, trusted.as_ref())?;
+            for anchor in &custody {
+                let (seq, sha) = anchor
+                    .split_once(':')
+                    .and_then(|(seq, sha)| Some((seq.parse::<u64>().ok()?, sha)))
+                    .with_context(|| {
+                        format!("--custody {anchor}: write the notice's custody.seq and custody.line_sha256 as SEQ:SHA256")
+                    })?;
+                match matthan::evidence::custody::check_anchor(&path, seq, sha)? {
+                    None => report.checked.push(format!(
+                        "custody.log line {seq}: the one the IOC was told of"
+                    )),
+                    Some(problem) => report.problems.push(format!("custody.log {problem}")),
+                }
+            }
             print!("{}", report.print());
             Ok(if report.passed() {
                 ExitCode::SUCCESS

@@ -59,6 +59,16 @@ impl Entry {
             .is_some_and(|sig| super::keys::verify(key, &self.signed_bytes(), sig).is_ok())
     }
 
+    /// The sha256 of the entry's line as written: what the next line
+    /// chains to, and what an evidence notice gives the IOC to hold.
+    pub fn line_sha256(&self) -> String {
+        sha256_hex(
+            serde_json::to_string(self)
+                .expect("entries serialise")
+                .as_bytes(),
+        )
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
         let unsigned = Entry {
             sig: None,
@@ -250,6 +260,28 @@ pub fn entries(dir: &Path) -> anyhow::Result<Vec<Entry>> {
 
 /// The log's lines as bytes, without their newlines: a line torn by a
 /// power cut may end inside a character, and must not hide the others.
+/// Checks that line `seq` of the log is still the one whose sha256 the
+/// IOC was given in an evidence notice. The log and its head are consistent
+/// on their own even when an old copy of both was put back; only what left
+/// the gateway can show that the log lost lines since. None when it is.
+pub fn check_anchor(dir: &Path, seq: u64, line_sha256: &str) -> anyhow::Result<Option<String>> {
+    let lines = read_lines(dir)?;
+    let found = lines
+        .iter()
+        .find(|line| serde_json::from_slice::<Entry>(line).is_ok_and(|e| e.seq == seq));
+    Ok(match found {
+        None => Some(format!(
+            "has no line {seq}, which the IOC was told of: the log was cut or replaced by an older copy"
+        )),
+        Some(line) if sha256_hex(line) != line_sha256 => Some(format!(
+            "line {seq} is not the one the IOC was told of (sha256 {}…, expected {}…): the log was replaced",
+            &sha256_hex(line)[..12],
+            line_sha256.get(..12).unwrap_or(line_sha256)
+        )),
+        Some(_) => None,
+    })
+}
+
 fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let path = dir.join(LOG_FILE);
     let bytes = match std::fs::read(&path) {

@@ -93,6 +93,25 @@ pub struct EvidenceNotice {
     /// Deleted by retention although never exported or acknowledged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// The package's `created` line in the custody log: kept by the IOC,
+    /// it shows later whether the gateway's log was cut or replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custody: Option<CustodyAnchor>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CustodyAnchor {
+    pub seq: u64,
+    pub line_sha256: String,
+}
+
+impl From<&custody::Entry> for CustodyAnchor {
+    fn from(e: &custody::Entry) -> Self {
+        Self {
+            seq: e.seq,
+            line_sha256: e.line_sha256(),
+        }
+    }
 }
 
 impl EvidenceNotice {
@@ -111,6 +130,7 @@ impl EvidenceNotice {
             clip_complete: false,
             error: None,
             forced: false,
+            custody: None,
         }
     }
 
@@ -535,7 +555,7 @@ impl Worker {
         // A package on disk is sealed, whether or not its custody entry
         // could be written; an entry that could not is written at the next
         // start, from the promise kept for it.
-        let unlogged = result.as_ref().ok().and_then(|sealed| {
+        let logged = result.as_ref().ok().map(|sealed| {
             custody::append(
                 &self.settings.dir,
                 &self.key,
@@ -544,11 +564,18 @@ impl Worker {
                 Some(&sealed.manifest_sha256),
                 "plate event",
             )
-            .err()
         });
         let sealed = result.is_ok();
         let mut notice = EvidenceNotice::new(&self.settings, &p.req.id, &p.req.camera, "sealed");
-        if let Some(e) = &unlogged {
+        let unlogged = match &logged {
+            Some(Ok(entry)) => {
+                notice.custody = Some(entry.into());
+                None
+            }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        if let Some(e) = unlogged {
             tracing::error!(event = %p.req.id, "evidence sealed, but not yet in the custody log: {e:#}; it is logged at the next start");
             notice.error = Some(format!(
                 "sealed, but its custody log entry could not be written yet ({e:#})"
