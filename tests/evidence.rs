@@ -190,6 +190,7 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
     assert_eq!(manifest["event"]["plate"]["text"], "47-AD 151.55");
     assert_eq!(manifest["event"]["camera"]["location"]["lat"], 12.6667);
     assert!(manifest["clock"]["synchronized"].is_boolean());
+    assert_eq!(manifest["clock_stepped_back"], false);
     assert_eq!(manifest["config_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(manifest["event"]["models"].as_array().unwrap().len(), 3);
 

@@ -397,6 +397,7 @@ fn request_evidence(evidence: &CameraEvidence, event: &mut Event, pass: &PlatePa
         stream: pass.best.at.stream,
         frame_time: pass.best.at.stream_time,
         captured_at: pass.best.at.captured_at,
+        clock: crate::evidence::clock::clock_state(),
         corners: pass.best.corners,
         bbox: pass.best.at.bbox,
     });

@@ -712,6 +712,7 @@ mod tests {
             stream: 1,
             frame_time: Some(Duration::from_millis(frame_time_ms)),
             captured_at,
+            clock: clock::clock_state(),
             corners: [[0.0; 2]; 4],
             bbox: [0.0; 4],
         }

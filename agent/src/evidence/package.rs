@@ -44,6 +44,10 @@ pub struct PackageRequest {
     pub stream: u64,
     pub frame_time: Option<Duration>,
     pub captured_at: SystemTime,
+    /// The clock's state when the event was decided, seconds after the
+    /// frame: sampled at sealing, after the post-roll, it could describe a
+    /// clock corrected since.
+    pub clock: super::clock::ClockState,
     pub corners: [[f32; 2]; 4],
     pub bbox: BBox,
 }
@@ -227,7 +231,8 @@ fn write(
         "agent": { "name": "matthan", "version": env!("CARGO_PKG_VERSION") },
         "key_fingerprint": cx.key.fingerprint(),
         "config_sha256": cx.config_sha256,
-        "clock": super::clock::clock_state(),
+        "clock": req.clock,
+        "clock_stepped_back": SystemTime::now() < req.captured_at,
         "camera": req.camera,
         "event": req.event,
         "frame": {
