@@ -541,3 +541,41 @@ fn a_camera_that_goes_silent_is_reported_stalled_and_recovers() {
     agent.process.terminate();
     assert!(!agent.log_text().contains("panicked"));
 }
+
+/// A message too large for the agent, retained on the acknowledgement topic
+/// (an IOC's mistake), would end every connection as soon as the broker
+/// hands it over. The agent stops taking acknowledgements, keeps
+/// delivering events, and its status says how to clear the topic.
+#[test]
+fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let broker = Mosquitto::start();
+    let huge = work.path().join("huge.json");
+    std::fs::write(&huge, vec![b' '; 9 << 20]).unwrap();
+    let published = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "matthan/v1/s/evidence/ack", "-r", "-q", "1", "-f"])
+        .arg(&huge)
+        .status()
+        .expect("mosquitto_pub (Debian package mosquitto-clients)");
+    assert!(published.success());
+    // Not `matthan/v1/s/#`: a subscriber there would get the huge message too.
+    let events = Subscriber::connect(broker.port, "matthan/v1/s/gate/event/#");
+    let status = Subscriber::connect(broker.port, "matthan/v1/s/status");
+    let mut agent = Agent::start(&config(&clip, &broker.url(), work.path()));
+    status.wait_until(
+        Duration::from_secs(60),
+        "a degraded status naming the acknowledgement topic",
+        |m| {
+            m.iter()
+                .any(|r| r.text().contains("degraded") && r.text().contains("evidence/ack"))
+        },
+    );
+    wait_for_more_events(&events, 0, Duration::from_secs(60), "events");
+    let before = plate_events(&events.messages.lock().unwrap());
+    wait_for_more_events(&events, before, Duration::from_secs(30), "events go on");
+    assert!(agent.process.terminate().success());
+    let log = agent.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -99,6 +99,8 @@ pub enum Problem {
     OutboxWrite,
     /// The evidence quota forced out a package not yet released.
     EvidenceQuota,
+    /// A message too large for the agent sits on the acknowledgement topic.
+    AckTopic,
 }
 
 impl Retained {
@@ -181,6 +183,7 @@ impl MqttSink {
             status_topic: format!("{}/{site}/status", config.topic_prefix),
             ack_topic: format!("{}/{site}/evidence/ack", config.topic_prefix),
             acks,
+            acks_blocked: Default::default(),
             qos: qos(config.qos),
             outbox: outbox.clone(),
             retained: retained.clone(),
@@ -345,6 +348,9 @@ struct Connection {
     /// Where the IOC acknowledges evidence packages it has taken.
     ack_topic: String,
     acks: Option<crate::evidence::Acknowledger>,
+    /// Set when a message on the acknowledgement topic was too large to
+    /// take: a retained one would break every connection at its SUBACK.
+    acks_blocked: std::sync::atomic::AtomicBool,
     qos: QoS,
     outbox: Arc<Mutex<Outbox>>,
     retained: Arc<Mutex<Retained>>,
@@ -514,7 +520,7 @@ impl Connection {
                     if let Ok(mut r) = self.retained.lock() {
                         r.dirty = true;
                     }
-                    if self.acks.is_some() {
+                    if self.acks.is_some() && !self.acks_blocked.load(Ordering::Relaxed) {
                         let _ = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce);
                     }
                 }
@@ -551,6 +557,7 @@ impl Connection {
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    self.block_acks_if_too_large(&e);
                     return SessionEnd::Lost {
                         error: e.to_string(),
                         was_connected,
@@ -581,6 +588,35 @@ impl Connection {
             {
                 order.push_back(Sent::Status);
             }
+        }
+    }
+
+    /// Only the acknowledgement topic carries messages from outside: a
+    /// packet too large to read came from there. Left subscribed, a
+    /// retained one would end every connection, so it is not taken again
+    /// until the agent restarts, and the agent's status says how to clear it.
+    fn block_acks_if_too_large(&self, e: &rumqttc::ConnectionError) {
+        use rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded;
+        use rumqttc::{ConnectionError, StateError};
+        let ConnectionError::MqttState(StateError::Deserialization(PayloadSizeLimitExceeded(
+            bytes,
+        ))) = e
+        else {
+            return;
+        };
+        if self.acks.is_none() || self.acks_blocked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let problem = format!(
+            "a message of {bytes} bytes on {} (over the {MAX_PACKET_BYTES}-byte limit, probably retained) \
+             broke the connection: evidence acknowledgements are not taken until the agent restarts; \
+             clear it by publishing an empty retained message to that topic, then restart the agent",
+            self.ack_topic
+        );
+        tracing::error!("{problem}");
+        if let Ok(mut r) = self.retained.lock() {
+            r.agent_problems.insert(Problem::AckTopic, problem);
+            r.dirty = true;
         }
     }
 
