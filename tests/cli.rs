@@ -57,6 +57,10 @@ fn check_names_the_bad_key() {
             "[site]\nid='s'\n[[camera]]\nid='a'\nsource='rtsp://h/x'\n",
             "missing field `outputs`",
         ),
+        (
+            "[site]\nid='s'\n[storage]\ndir='bad.toml/state'\n[[camera]]\nid='a'\nsource='rtsp://h/x'\n[outputs.jsonl]\npath='-'\n",
+            "`storage.dir`",
+        ),
     ] {
         let path = dir.path().join("bad.toml");
         write_file(&path, text);

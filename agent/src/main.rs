@@ -490,6 +490,29 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Under the systemd unit only /var/lib/matthan is writable: a folder
+    // moved elsewhere must show here, before the start, not as lost
+    // evidence or a temporary outbox after it.
+    let mut folders = vec![("storage.dir", config.storage.dir.clone())];
+    if config.evidence.enabled {
+        folders.push(("evidence.dir", config.evidence_dir()));
+    }
+    if let Some(matthan::config::JsonLinesOutput {
+        path: matthan::config::JsonLinesTarget::File(file),
+    }) = &config.outputs.jsonl
+    {
+        folders.push(("outputs.jsonl.path", file.clone()));
+    }
+    for (key, folder) in folders {
+        if let Err(e) = writable(&folder) {
+            problems.push(format!(
+                "{}: `{key}`: {} cannot be written ({e}); give a folder the agent's user can write \
+                 (under systemd, add it with `systemctl edit matthan`: ReadWritePaths=…)",
+                path.display(),
+                folder.display()
+            ));
+        }
+    }
     for (i, cam) in config.cameras.iter().enumerate() {
         if let matthan::config::Source::File(p) = &cam.source
             && !p.is_file()
@@ -520,6 +543,29 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             .join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `path` could be written: itself if it exists, else the
+/// nearest folder above it that does (where it would be made).
+fn writable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if existing != path && !existing.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is a file, where a folder would have to be made",
+            existing.display()
+        )));
+    }
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes())?;
+    // SAFETY: access() only reads the NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn detect(
