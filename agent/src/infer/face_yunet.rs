@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, anyhow};
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef};
+use ort::value::TensorElementType::Float32;
+use ort::value::TensorRef;
 use serde::Serialize;
 
 use super::geometry::{BBox, nms};
@@ -39,12 +40,7 @@ impl FaceDetector {
     pub fn new(session: Session) -> anyhow::Result<Self> {
         const LAYOUT: &str = "a YuNet face detector takes float32 [1,3,H,W] and gives \
                               cls_, obj_, bbox_ and kps_ outputs for strides 8, 16 and 32";
-        let input = first_tensor(
-            session.inputs(),
-            "input",
-            TensorElementType::Float32,
-            LAYOUT,
-        )?;
+        let input = first_tensor(session.inputs(), "input", Float32, LAYOUT)?;
         if !matches!(input[..], [_, 3, _, _]) {
             return Err(anyhow!("its input is {input:?}; {LAYOUT}"));
         }
@@ -52,12 +48,7 @@ impl FaceDetector {
             for head in ["cls", "obj", "bbox", "kps"] {
                 let name = format!("{head}_{stride}");
                 let outlet = session.outputs().iter().find(|o| o.name() == name);
-                tensor_shape(
-                    outlet,
-                    &format!("output `{name}`"),
-                    TensorElementType::Float32,
-                )
-                .context(LAYOUT)?;
+                tensor_shape(outlet, &format!("output `{name}`"), Float32).context(LAYOUT)?;
             }
         }
         Ok(Self {

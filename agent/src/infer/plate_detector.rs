@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, anyhow};
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef};
+use ort::value::TensorElementType::Float32;
+use ort::value::TensorRef;
 
 use super::geometry::{BBox, nms};
 use super::image_ops::{letterbox, to_nchw};
@@ -36,22 +37,12 @@ impl PlateDetector {
         const LAYOUT: &str = "a plate detector of HyperLPR3's y5fu layout takes float32 [1,3,S,S] \
                               and gives float32 [1,N,15]";
         // The input size is part of the model; read it rather than assume it.
-        let input = first_tensor(
-            session.inputs(),
-            "input",
-            TensorElementType::Float32,
-            LAYOUT,
-        )?;
+        let input = first_tensor(session.inputs(), "input", Float32, LAYOUT)?;
         let size = match input[..] {
             [1, 3, h, w] if h == w && w > 0 => w,
             _ => return Err(anyhow!("its input is {input:?}; {LAYOUT}")),
         };
-        let output = first_tensor(
-            session.outputs(),
-            "output",
-            TensorElementType::Float32,
-            LAYOUT,
-        )?;
+        let output = first_tensor(session.outputs(), "output", Float32, LAYOUT)?;
         if output.len() != 3 || output[2] != 15 {
             return Err(anyhow!("its output is {output:?}; {LAYOUT}"));
         }

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use anyhow::{Context, anyhow};
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef};
+use ort::value::TensorElementType::{Float32, Uint8};
+use ort::value::TensorRef;
 
 use super::image_ops::{region_i420, warp_quad};
 use super::runtime::first_tensor;
@@ -54,16 +55,11 @@ impl PlateReader {
     pub fn new(session: Session) -> anyhow::Result<Self> {
         const LAYOUT: &str = "a plate reader of fast-plate-ocr's layout takes uint8 [N,H,W,3] \
                               and gives float32 [N,slots,classes]";
-        let shape = first_tensor(session.inputs(), "input", TensorElementType::Uint8, LAYOUT)?;
+        let shape = first_tensor(session.inputs(), "input", Uint8, LAYOUT)?;
         if !matches!(shape[..], [_, h, w, 3] if h > 0 && w > 0) {
             return Err(anyhow!("its input is {shape:?}; {LAYOUT}"));
         }
-        let output = first_tensor(
-            session.outputs(),
-            "output",
-            TensorElementType::Float32,
-            LAYOUT,
-        )?;
+        let output = first_tensor(session.outputs(), "output", Float32, LAYOUT)?;
         let classes = match output[..] {
             [_, slots, classes] if slots > 0 => classes,
             _ => return Err(anyhow!("its output is {output:?}; {LAYOUT}")),
