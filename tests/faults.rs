@@ -579,3 +579,50 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     let log = agent.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The IOC acknowledges a package while the gateway is away (a 4G outage,
+/// a restart): the broker keeps the acknowledgement for the gateway's
+/// session, and the agent logs it when it is back.
+#[test]
+fn an_acknowledgement_sent_while_the_agent_is_away_is_recorded() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
+    let cfg = config(&clip, &broker.url(), work.path());
+    let mut agent = Agent::start(&cfg);
+    let notices = sub.wait_until(Duration::from_secs(60), "a sealed package", |m| {
+        m.iter().any(|r| r.text().contains("\"sealed\""))
+    });
+    let id = notices
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
+        .find(|n| n["status"] == "sealed")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(agent.process.terminate().success());
+
+    publish(
+        broker.port,
+        "matthan/v1/s/evidence/ack",
+        &format!(r#"{{"id":"{id}"}}"#),
+    );
+    let mut again = Agent::start(&cfg);
+    let log = work.path().join("evidence").join("custody.log");
+    let acknowledged = |text: &str| {
+        text.lines()
+            .any(|l| l.contains("\"acknowledged\"") && l.contains(&id))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !acknowledged(&std::fs::read_to_string(&log).unwrap_or_default()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the acknowledgement sent while the agent was away was not recorded:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(again.process.terminate().success());
+}

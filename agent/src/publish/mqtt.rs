@@ -408,7 +408,14 @@ impl Connection {
         );
         options.set_keep_alive(KEEP_ALIVE);
         options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
-        options.set_clean_session(true);
+        // A persistent session, when the IOC's acknowledgements are taken:
+        // the broker keeps the subscription, and queues what the IOC sends,
+        // while the gateway is away. It cannot bring back a publish of ours:
+        // each connection has a fresh client, so only the outbox re-sends.
+        // Dropped once a message too large to take sits on that topic, or
+        // the broker would hand it over again at every connect.
+        let persistent = self.acks.is_some() && !self.acks_blocked.load(Ordering::Relaxed);
+        options.set_clean_session(!persistent);
         options.set_last_will(LastWill::new(
             &self.status_topic,
             json!({"state": "offline", "reason": "connection lost"}).to_string(),
