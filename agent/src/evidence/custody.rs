@@ -329,16 +329,13 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
                         &prev[..12]
                     ));
                 }
-                match &entry.sig {
-                    None => problem("has no signature".into()),
-                    Some(sig) => {
-                        if super::keys::verify(key, &entry.signed_bytes(), sig).is_err() {
-                            problem(format!(
-                                "signature does not match: the entry for package {} was altered",
-                                entry.package
-                            ));
-                        }
-                    }
+                if entry.sig.is_none() {
+                    problem("has no signature".into());
+                } else if !entry.signed_by(key) {
+                    problem(format!(
+                        "signature does not match: the entry for package {} was altered",
+                        entry.package
+                    ));
                 }
                 expected_seq = entry.seq + 1;
                 entries.push(entry);

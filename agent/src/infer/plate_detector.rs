@@ -72,13 +72,14 @@ impl PlateDetector {
         let mut plates = Vec::new();
         for row in data.chunks_exact(15) {
             let obj = row[4];
-            if obj.is_nan() || obj < threshold {
+            if obj < threshold {
                 continue;
             }
             let (one, two) = (row[13] * obj, row[14] * obj);
             let score = one.max(two);
-            // A broken model's NaN or infinite values make no plate.
-            if score.is_nan() || score < threshold || !row.iter().all(|v| v.is_finite()) {
+            // A broken model's NaN or infinite values make no plate (a NaN
+            // passes the comparisons above, which are false for it, and stops here).
+            if score < threshold || !row.iter().all(|v| v.is_finite()) {
                 continue;
             }
             let (cx, cy, w, h) = (row[0], row[1], row[2], row[3]);

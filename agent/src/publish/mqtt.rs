@@ -104,6 +104,16 @@ pub enum Problem {
 }
 
 impl Retained {
+    /// Sets (or clears) one problem; marks the status for re-publishing
+    /// only when it changed.
+    fn set_problem(&mut self, what: Problem, problem: Option<String>) {
+        let changed = match problem {
+            Some(p) => self.agent_problems.insert(what, p.clone()).as_ref() != Some(&p),
+            None => self.agent_problems.remove(&what).is_some(),
+        };
+        self.dirty |= changed;
+    }
+
     fn agent_status(&self) -> String {
         if self.agent_problems.is_empty() {
             return json!({"state": "online", "version": env!("CARGO_PKG_VERSION")}).to_string();
@@ -222,11 +232,7 @@ impl MqttSink {
     /// Sets (or clears) the problem the agent's retained status reports.
     pub fn set_problem(&self, what: Problem, problem: Option<String>) {
         if let Ok(mut r) = self.retained.lock() {
-            let changed = match problem {
-                Some(p) => r.agent_problems.insert(what, p.clone()).as_ref() != Some(&p),
-                None => r.agent_problems.remove(&what).is_some(),
-            };
-            r.dirty |= changed;
+            r.set_problem(what, problem);
         }
         self.wake.notify_one();
     }
@@ -622,8 +628,7 @@ impl Connection {
         );
         tracing::error!("{problem}");
         if let Ok(mut r) = self.retained.lock() {
-            r.agent_problems.insert(Problem::AckTopic, problem);
-            r.dirty = true;
+            r.set_problem(Problem::AckTopic, Some(problem));
         }
     }
 
@@ -740,11 +745,9 @@ mod tests {
     #[test]
     fn one_problem_ending_does_not_hide_another() {
         let mut r = Retained::default();
-        r.agent_problems
-            .insert(Problem::OutboxFolder, "outbox in /tmp".into());
-        r.agent_problems
-            .insert(Problem::OutboxWrite, "outbox: disk full".into());
-        r.agent_problems.remove(&Problem::OutboxWrite);
+        r.set_problem(Problem::OutboxFolder, Some("outbox in /tmp".into()));
+        r.set_problem(Problem::OutboxWrite, Some("outbox: disk full".into()));
+        r.set_problem(Problem::OutboxWrite, None);
         let status: serde_json::Value = serde_json::from_str(&r.agent_status()).unwrap();
         assert_eq!(status["state"], "degraded");
         assert_eq!(status["reason"], "outbox in /tmp");
