@@ -417,7 +417,11 @@ impl Passes {
                     .frames
                     .offer((votes, weight), &observation.chars, frame);
             }
-            if votes && crate::plate::parse(&observation.chars).is_some() {
+            let readable = |o: &PlateObservation| {
+                o.read_confidence >= self.config.min_read_confidence
+                    && crate::plate::parse(&o.chars).is_some()
+            };
+            if readable(&observation) {
                 track.readable_reads += 1;
             }
             if track.sightings.len() == MAX_SIGHTINGS {
@@ -435,7 +439,12 @@ impl Passes {
                         w(a).total_cmp(&w(b))
                     });
                 if let Some(i) = least {
-                    track.sightings.remove(i);
+                    let gone = track.sightings.remove(i);
+                    // A read dropped before any report no longer counts
+                    // towards one; reads since a report are counted anew.
+                    if readable(&gone.observation) {
+                        track.readable_reads = track.readable_reads.saturating_sub(1);
+                    }
                 }
             }
             track.sightings.push(PlateSighting {
