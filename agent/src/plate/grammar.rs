@@ -342,7 +342,16 @@ fn military(c: &[char]) -> Option<Plate> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Candidate {
     pub chars: String,
+    /// Ranks candidates: the read's confidence times the factor of every
+    /// substitution.
     pub score: f32,
+    /// How far the candidate rests on guesses: the product of the factors
+    /// of the substitutions that replaced a character its position allows
+    /// (a `3` read where the province code needs some other digit), 1 when
+    /// every change was one the grammar forced (an `O` where only a digit
+    /// may stand). A forced change has one natural answer; a guessed one
+    /// is one of several plates the read may have been.
+    pub certainty: f32,
 }
 
 /// The factor for a confusion OCR models make all the time (`0`/`O`,
@@ -378,6 +387,8 @@ const CONFUSIONS: &[(char, char, f32, bool)] = &[
     ('5', '6', DIGIT_FOR_DIGIT, true),
     ('6', '8', DIGIT_FOR_DIGIT, true),
     ('D', 'Đ', NO_DIACRITIC, false),
+    // The reader's `Đ` began as a copy of its `D`.
+    ('Đ', 'D', STRONG, false),
     ('0', 'Đ', STRONG, false),
     ('O', 'Đ', WEAK, false),
     ('O', 'D', STRONG, false),
@@ -468,16 +479,18 @@ pub fn correct(raw: &str, probs: &[f32], k: usize) -> Vec<Candidate> {
     let mut beams = Beams::default();
     for shape in SHAPES.iter().filter(|s| s.len() == read.len()) {
         beams.fill(shape, &read, &conf);
-        for (chars, score) in &beams.beam {
+        for &(ref chars, score, certainty) in &beams.beam {
             let chars = chars.as_slice();
             if !is_valid(chars) {
                 continue;
             }
             match found.iter_mut().find(|c| same(chars, &c.chars)) {
-                Some(c) => c.score = c.score.max(*score),
+                Some(c) if c.score >= score => {}
+                Some(c) => (c.score, c.certainty) = (score, certainty),
                 None => found.push(Candidate {
                     chars: chars.iter().collect(),
-                    score: *score,
+                    score,
+                    certainty,
                 }),
             }
         }
@@ -514,11 +527,13 @@ impl Partial {
 /// The buffers of the beam search, reused from shape to shape.
 #[derive(Default)]
 struct Beams {
-    /// The best ways to fill the shape so far, with their scores.
-    beam: Vec<(Partial, f32)>,
-    next: Vec<(Partial, f32)>,
-    /// The characters one position may take, with their factors.
-    options: Vec<(char, f32)>,
+    /// The best ways to fill the shape so far, with their scores and
+    /// certainties (see [`Candidate`]).
+    beam: Vec<(Partial, f32, f32)>,
+    next: Vec<(Partial, f32, f32)>,
+    /// The characters one position may take, with their scores and
+    /// certainties.
+    options: Vec<(char, f32, f32)>,
 }
 
 impl Beams {
@@ -531,23 +546,25 @@ impl Beams {
                 len: 0,
             },
             1.0,
+            1.0,
         ));
         for ((allowed, &r), &p) in shape.iter().zip(read).zip(conf) {
+            let guess = |f: f32| if allowed.contains(r) { f } else { 1.0 };
             self.options.clear();
             self.options.extend(
-                std::iter::once((r, 1.0))
-                    .chain(confusions(r))
-                    .filter(|&(c, _)| allowed.contains(c))
-                    .map(|(c, f)| (c, p * f)),
+                std::iter::once((r, 1.0, 1.0))
+                    .chain(confusions(r).map(|(c, f)| (c, f, guess(f))))
+                    .filter(|&(c, _, _)| allowed.contains(c))
+                    .map(|(c, f, g)| (c, p * f, g)),
             );
             if self.options.is_empty() {
                 self.beam.clear();
                 return;
             }
             self.next.clear();
-            for (prefix, score) in &self.beam {
-                for &(c, s) in &self.options {
-                    self.next.push((prefix.with(c), score * s));
+            for &(prefix, score, certainty) in &self.beam {
+                for &(c, s, g) in &self.options {
+                    self.next.push((prefix.with(c), score * s, certainty * g));
                 }
             }
             // Stable: equal scores keep the order they were made in.
@@ -899,6 +916,19 @@ mod tests {
         assert!(chars.contains(&"18A12345"), "{chars:?}");
         assert!(chars.contains(&"73A12345"), "{chars:?}");
         assert!(!chars.contains(&"13A12345"), "{chars:?}");
+        // Both rest on a digit read as another: guesses.
+        assert!(
+            got.iter().all(|c| c.certainty <= DIGIT_FOR_DIGIT),
+            "{got:?}"
+        );
+        // A character the position cannot hold is no guess to replace.
+        let got = correct("51A6O216", &ones("51A6O216"), 1);
+        assert_eq!((got[0].chars.as_str(), got[0].certainty), ("51A60216", 1.0));
+        let got = correct("47AĐ15155", &ones("47AĐ15155"), 1);
+        assert_eq!(
+            got[0].chars, "47AD15155",
+            "the reader's Đ where D must stand"
+        );
     }
 
     #[test]

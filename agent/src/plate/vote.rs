@@ -5,7 +5,11 @@
 //! Each frame first votes for its own best grammatical reading (the
 //! grammar turns an `O` where a digit must be into `0`); the frames' votes
 //! are then tallied character by character, each weighted by the read's
-//! confidence and the crop's sharpness. The consensus, its grammatical
+//! confidence and the crop's sharpness. A frame whose read is valid only
+//! by a guess (an unknown province code `13` taken for `18`) votes with
+//! the guess's small certainty, shared among the guesses as likely as it
+//! (`73`), so that a guess is never published as a sure reading and its
+//! rivals stand as alternatives. The consensus, its grammatical
 //! corrections and every frame's own readings are the candidates; a
 //! candidate's support is the support of its weakest character (so a
 //! reading that needs one character no frame saw gets none), and the best
@@ -76,7 +80,12 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
                 .map_or_else(|| o.chars.clone(), |c| c.chars.clone())
         })
         .collect();
-    let tally = Tally::new(&best_own, observations, &weights);
+    let ballots: Vec<Vec<(&str, f32)>> = observations
+        .iter()
+        .zip(&own)
+        .map(|(o, c)| ballot(&o.chars, c))
+        .collect();
+    let tally = Tally::new(&ballots, observations, &weights);
 
     let mut candidates: Vec<String> = Vec::new();
     let mut push = |c: &str| {
@@ -105,10 +114,15 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
             (c, support, valid)
         })
         .collect();
-    // Valid readings first, then by support; ties broken by text for determinism.
+    // Valid readings first, then by support; among equals, one a frame
+    // read over a blend of several, the longer (OCR drops characters more
+    // often than it adds them), then by text for determinism.
+    let read_by_a_frame = |c: &str| best_own.iter().any(|b| b == c);
     scored.sort_by(|a, b| {
         b.2.cmp(&a.2)
             .then(b.1.total_cmp(&a.1))
+            .then_with(|| read_by_a_frame(&b.0).cmp(&read_by_a_frame(&a.0)))
+            .then_with(|| b.0.chars().count().cmp(&a.0.chars().count()))
             .then_with(|| a.0.cmp(&b.0))
     });
     let (chars, support, _) = scored.first().cloned()?;
@@ -146,6 +160,27 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
     })
 }
 
+/// Candidates within this factor of the best score are as likely as it.
+const TIED: f32 = 0.99;
+
+/// What one frame votes for, each reading with the share of the frame's
+/// weight it takes: its best correction, or the raw read when none is
+/// valid; a correction as likely as the best splits the frame's vote with
+/// it, and a guessed one votes with its certainty only.
+fn ballot<'a>(raw: &'a str, candidates: &'a [grammar::Candidate]) -> Vec<(&'a str, f32)> {
+    let Some(top) = candidates.first() else {
+        return vec![(raw, 1.0)];
+    };
+    let tied: Vec<&grammar::Candidate> = candidates
+        .iter()
+        .take_while(|c| c.score >= top.score * TIED)
+        .collect();
+    let share = 1.0 / tied.len() as f32;
+    tied.into_iter()
+        .map(|c| (c.chars.as_str(), c.certainty * share))
+        .collect()
+}
+
 /// Mean read confidence of the frames whose own reading is `chars` (the
 /// best frame's when none is).
 fn agreeing_confidence(
@@ -179,7 +214,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(readings: &[String], observations: &[PlateObservation], weights: &[f32]) -> Self {
+    fn new(
+        ballots: &[Vec<(&str, f32)>],
+        observations: &[PlateObservation],
+        weights: &[f32],
+    ) -> Self {
         let mut by_len: HashMap<usize, (f32, Vec<HashMap<char, f32>>)> = HashMap::new();
         let prob = |o: &PlateObservation, i: usize| {
             o.char_confidences
@@ -188,7 +227,14 @@ impl Tally {
                 .unwrap_or(o.read_confidence)
                 .clamp(0.05, 1.0)
         };
-        for ((r, o), w) in readings.iter().zip(observations).zip(weights) {
+        let votes = || {
+            ballots
+                .iter()
+                .zip(observations)
+                .zip(weights)
+                .flat_map(|((b, o), w)| b.iter().map(move |&(r, share)| (r, o, w * share)))
+        };
+        for (r, o, w) in votes() {
             let chars: Vec<char> = r.chars().collect();
             if chars.is_empty() {
                 continue;
@@ -201,10 +247,13 @@ impl Tally {
                 *entry.1[i].entry(c).or_default() += w * prob(o, i);
             }
         }
+        // Every frame's whole weight: a guess's lost share supports nothing.
         let total = weights.iter().sum::<f32>().max(1e-6);
+        // On equal weight the longer length: OCR drops characters more
+        // often than it adds them.
         let dominant = by_len
             .iter()
-            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(b.0.cmp(a.0)))
+            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(a.0.cmp(b.0)))
             .map_or(0, |(l, _)| *l);
         let mut tally = Self {
             by_len,
@@ -214,19 +263,19 @@ impl Tally {
         if let Some((reference, _)) = tally.consensus() {
             let reference: Vec<char> = reference.chars().collect();
             let mut extra = vec![HashMap::<char, f32>::new(); reference.len()];
-            let mut extra_weight = 0.0;
-            for ((r, o), w) in readings.iter().zip(observations).zip(weights) {
+            for (r, o, w) in votes() {
                 let chars: Vec<char> = r.chars().collect();
                 if chars.len() == reference.len() || chars.is_empty() {
                     continue;
                 }
-                extra_weight += w;
                 for (i, j) in align(&chars, &reference) {
                     *extra[j].entry(chars[i]).or_default() += w * prob(o, i);
                 }
             }
+            // Aligned reads choose characters, but do not count as
+            // support for the length: a read missing a character is no
+            // vote for a plate of the full length.
             if let Some(entry) = tally.by_len.get_mut(&reference.len()) {
-                entry.0 += extra_weight;
                 for (pos, add) in entry.1.iter_mut().zip(extra) {
                     for (c, v) in add {
                         *pos.entry(c).or_default() += v;
@@ -466,6 +515,73 @@ mod tests {
             "nothing else was read: {:?}",
             v.alternatives
         );
+    }
+
+    #[test]
+    fn a_reading_valid_only_by_a_guess_is_never_sure() {
+        // 91 is no province code; 97 is the only one a 1-for-7 swap
+        // reaches, but a digit read as another is a guess.
+        let v = vote(&[obs("91A12345", 0.9), obs("91A12345", 0.9)]).unwrap();
+        assert_eq!(v.chars, "97A12345");
+        assert!(v.confidence < 0.3, "a guess, not a reading: {v:?}");
+        // 13 is no code either: 18 and 73 are equally near, and neither
+        // is chosen as if sure; the other stands as an alternative.
+        let v = vote(&[obs("13A12345", 0.9), obs("13A12345", 0.9)]).unwrap();
+        let other = if v.chars == "18A12345" {
+            "73A12345"
+        } else {
+            "18A12345"
+        };
+        assert!(
+            ["18A12345", "73A12345"].contains(&v.chars.as_str()),
+            "{v:?}"
+        );
+        assert!(v.confidence < 0.15, "{v:?}");
+        assert!(
+            v.alternatives.iter().any(|a| a.chars == other),
+            "the equal guess is kept: {v:?}"
+        );
+        // A frame that reads the plate as it stands outweighs guesses.
+        let v = vote(&[
+            obs("13A12345", 0.9),
+            obs("13A12345", 0.9),
+            obs("73A12345", 0.9),
+        ])
+        .unwrap();
+        assert_eq!(v.chars, "73A12345");
+        // A change the grammar forces (O where a digit must stand) is no guess.
+        let v = vote(&[obs("51A6O216", 0.9), obs("51A6O216", 0.9)]).unwrap();
+        assert_eq!(v.chars, "51A60216");
+        assert!((v.confidence - 0.9).abs() < 0.01, "{v:?}");
+    }
+
+    #[test]
+    fn a_read_missing_a_character_does_not_count_for_the_full_length() {
+        // One frame drops the last digit: a valid car plate, but no more
+        // supported than the motorbike plate the other frame read whole.
+        let v = vote(&[obs("59H143727", 0.9), obs("59H14372", 0.9)]).unwrap();
+        assert_eq!(v.chars, "59H143727", "{v:?}");
+        assert!(v.confidence < 0.5, "{v:?}");
+        assert!(
+            v.alternatives.iter().any(|a| a.chars == "59H14372"),
+            "{v:?}"
+        );
+        // Slightly more confident short reads win, but only as a toss-up.
+        let v = vote(&[
+            obs("59X312345", 0.9),
+            obs("59X312345", 0.9),
+            obs("59X31234", 0.95),
+            obs("59X31234", 0.95),
+        ])
+        .unwrap();
+        assert!(v.confidence < 0.55, "{v:?}");
+        let rival = if v.chars == "59X312345" {
+            "59X31234"
+        } else {
+            "59X312345"
+        };
+        let alt = v.alternatives.iter().find(|a| a.chars == rival);
+        assert!(alt.is_some_and(|a| a.support > 0.4), "{v:?}");
     }
 
     #[test]
