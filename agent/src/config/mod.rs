@@ -158,7 +158,7 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
 /// Hides `user:password@` in any URL inside a line of the file, since the
 /// line is quoted back in error messages. The URL runs to its closing quote:
 /// a password may hold `/`, so the host does not end it.
-fn hide_credentials(line: &str) -> String {
+pub(crate) fn hide_credentials(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     while let Some(i) = rest.find("://") {

@@ -41,6 +41,9 @@ pub fn run(
         .collect();
     let mut others: BTreeMap<String, usize> = BTreeMap::new();
     let (mut analysed, mut frame_ms) = (0usize, Vec::new());
+    // The decoder the agent would choose on this machine, and its converter.
+    crate::ingest::init_gstreamer()?;
+    crate::ingest::decoder::apply(Default::default());
     let decoded = for_each_frame(source, every, |index, img| {
         let started = Instant::now();
         let d = models.analyze(&img, &[DetectKind::Plates], &analysis)?;

@@ -289,10 +289,13 @@ impl CameraSupervisor {
 
             let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
                 let waited = last_frame.map_or(started.elapsed(), |t| t.elapsed());
+                // A camera that sends a keyframe only every so often may
+                // take longer to start than FIRST_FRAME_TIMEOUT; the
+                // installer's stall time then covers the start too.
                 let limit = if last_frame.is_some() {
                     self.stall_timeout
                 } else {
-                    FIRST_FRAME_TIMEOUT
+                    FIRST_FRAME_TIMEOUT.max(self.stall_timeout)
                 };
                 if waited > limit && !appsink.is_eos() {
                     return Err(anyhow!("no frame for {} s (stalled)", waited.as_secs()));
@@ -366,9 +369,11 @@ impl CameraSupervisor {
                 Some(_) => {}
                 None => format = Some(now_format),
             }
+            // The first frame too goes through the gate: it is the
+            // reference the second is compared with.
             let unchanged = self.camera.motion_gate
-                && last_image.is_some()
-                && !luma_moved(&mut gate, buffer, &info)?;
+                && !luma_moved(&mut gate, buffer, &info)?
+                && last_image.is_some();
             let image = match (&last_image, unchanged) {
                 (Some(last), true) => last.clone(),
                 _ => std::sync::Arc::new(i420_image(buffer, &info)?),

@@ -8,6 +8,8 @@
 //! A preset whose elements this machine lacks falls back to software with a
 //! warning; it never fails a camera.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,30 @@ pub fn elements(preset: DecoderPreset) -> &'static [&'static str] {
     }
 }
 
+/// The element that turns the preset's decoded pictures into I420 in
+/// system memory. Jetson's decoder outputs only NVIDIA (NVMM) memory,
+/// which `videoconvert` cannot read; `nvvidconv` reads both that and
+/// system memory (a camera that a software decoder took).
+pub fn converter(preset: DecoderPreset) -> &'static str {
+    match preset {
+        DecoderPreset::Jetson => "nvvidconv",
+        _ => "videoconvert",
+    }
+}
+
+/// Whether the chosen preset needs its own converter (see [`converter`]):
+/// set once by [`apply`], read by every pipeline built after it.
+static NVMM: AtomicBool = AtomicBool::new(false);
+
+/// The converter the pipelines use under the preset [`apply`] chose.
+pub fn chosen_converter() -> &'static str {
+    if NVMM.load(Ordering::Relaxed) {
+        converter(DecoderPreset::Jetson)
+    } else {
+        converter(DecoderPreset::Software)
+    }
+}
+
 const AUTO_ORDER: [DecoderPreset; 5] = [
     DecoderPreset::Jetson,
     DecoderPreset::Rockchip,
@@ -53,6 +79,11 @@ fn available(name: &str) -> bool {
     gst::ElementFactory::find(name).is_some()
 }
 
+/// Whether this machine has everything the preset needs.
+fn usable(preset: DecoderPreset) -> bool {
+    available(elements(preset)[0]) && available(converter(preset))
+}
+
 /// Resolves a preset against this machine's registry: `Auto` becomes the
 /// first preset whose H.264 decoder exists; a preset whose decoder is
 /// missing becomes `Software`. Returns the preset used and, when it is not
@@ -62,18 +93,24 @@ pub fn resolve(wanted: DecoderPreset) -> (DecoderPreset, Option<String>) {
         DecoderPreset::Auto => {
             let chosen = AUTO_ORDER
                 .into_iter()
-                .find(|p| available(elements(*p)[0]))
+                .find(|p| usable(*p))
                 .unwrap_or(DecoderPreset::Software);
             (chosen, None)
         }
-        p if available(elements(p)[0]) => (p, None),
-        p => (
-            DecoderPreset::Software,
-            Some(format!(
-                "decoder preset {p:?} needs the GStreamer element {}, which this machine does not have; using software decoding",
-                elements(p)[0]
-            )),
-        ),
+        p if usable(p) => (p, None),
+        p => {
+            let missing = [elements(p)[0], converter(p)]
+                .into_iter()
+                .filter(|e| !available(e))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            (
+                DecoderPreset::Software,
+                Some(format!(
+                    "decoder preset {p:?} needs the GStreamer element {missing}, which this machine does not have; using software decoding"
+                )),
+            )
+        }
     }
 }
 
@@ -85,6 +122,10 @@ pub fn apply(wanted: DecoderPreset) -> DecoderPreset {
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
+    NVMM.store(
+        converter(chosen) != converter(DecoderPreset::Software),
+        Ordering::Relaxed,
+    );
     let top = gst::Rank::PRIMARY + 100;
     for name in elements(chosen).iter().filter(|n| available(n)) {
         if let Some(f) = gst::ElementFactory::find(name) {
@@ -122,10 +163,10 @@ mod tests {
                 (chosen, None) => assert_eq!(chosen, p),
                 (chosen, Some(why)) => {
                     assert_eq!(chosen, DecoderPreset::Software);
-                    assert!(
-                        why.contains(elements(p)[0]) && !available(elements(p)[0]),
-                        "{why}"
-                    );
+                    assert!(!usable(p), "{p:?}");
+                    for e in [elements(p)[0], converter(p)] {
+                        assert_eq!(why.contains(e), !available(e), "{why}");
+                    }
                 }
             }
         }

@@ -26,9 +26,10 @@ pub fn for_each_frame(
     // A bounded sink: the decoder waits for `each` (the models) instead of
     // queueing a whole clip of decoded frames in memory.
     let description = format!(
-        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=I420 ! \
+        "filesrc location={} ! decodebin ! {} ! video/x-raw,format=I420 ! \
          appsink name=sink sync=false max-buffers=2 drop=false",
-        super::pipeline::quote(&source.display().to_string())
+        super::pipeline::quote(&source.display().to_string()),
+        super::decoder::chosen_converter(),
     );
     let pipeline = OwnedPipeline::launch(&description)?;
     let sink = pipeline

@@ -88,12 +88,14 @@ pub type EncodedSink = Arc<dyn Fn(EncodedUnit) + Send + Sync>;
 pub struct OwnedPipeline(pub gstreamer::Pipeline);
 
 impl OwnedPipeline {
-    /// Builds a pipeline from its `gst-launch` description.
+    /// Builds a pipeline from its `gst-launch` description. The error
+    /// leaves the description out: it holds the camera's URL, password
+    /// and all, and the error goes to the log and the camera's status.
     pub fn launch(description: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
         use gstreamer::prelude::*;
         gstreamer::parse::launch(description)
-            .with_context(|| format!("cannot build the GStreamer pipeline `{description}`"))?
+            .context("cannot build the GStreamer pipeline (is the plugin package of the element named installed? run scripts/setup, or install the matthan package)")?
             .downcast::<gstreamer::Pipeline>()
             .map(OwnedPipeline)
             .map_err(|_| anyhow::anyhow!("pipeline description did not produce a pipeline"))
@@ -114,19 +116,35 @@ impl Drop for OwnedPipeline {
     }
 }
 
-/// A GStreamer error as one line: what, from which element, and the
-/// element's own detail.
+/// A GStreamer error as one line: what, from which kind of element, and
+/// the element's own detail. The same failure reads the same on every
+/// retry (the element's kind, not its instance name, which grows with each
+/// new pipeline), so the camera logs it once; the source-code location of
+/// GStreamer's debug text, which tells an installer nothing, goes to the
+/// debug log.
 pub fn describe_error(err: &gstreamer::message::Error) -> String {
     use gstreamer::prelude::*;
-    let source = err
+    let element = err
         .src()
-        .map(|s| s.path_string().to_string())
-        .unwrap_or_default();
-    let element = source.rsplit('/').next().unwrap_or("");
-    match err.debug() {
-        Some(debug) => format!("{} (from {element}; {debug})", err.error()),
+        .and_then(|s| s.downcast_ref::<gstreamer::Element>())
+        .and_then(|e| e.factory())
+        .map(|f| f.name().to_string())
+        .unwrap_or_else(|| "the pipeline".to_string());
+    let detail = err.debug().map(|text| {
+        tracing::debug!("GStreamer error detail: {text}");
+        // "file.c(123): function (): /Gst…/element:\nwhat went wrong"
+        text.rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    });
+    let line = match detail.filter(|d| !d.is_empty() && !d.contains("): ")) {
+        Some(d) => format!("{} (from {element}: {d})", err.error()),
         None => format!("{} (from {element})", err.error()),
-    }
+    };
+    // The line goes to the camera's status: no camera URL's password in it.
+    crate::config::hide_credentials(&line)
 }
 
 /// The pipeline's first error on its bus, waiting up to half a second for
@@ -163,4 +181,41 @@ pub fn init_gstreamer() -> anyhow::Result<()> {
             "cannot initialise GStreamer: {e}; is libgstreamer1.0 installed? run scripts/setup"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gstreamer::prelude::*;
+
+    fn failure_of(description: &str) -> String {
+        init_gstreamer().unwrap();
+        let pipeline = OwnedPipeline::launch(description).unwrap();
+        let _ = pipeline.set_state(gstreamer::State::Playing);
+        first_error(&pipeline.bus().unwrap()).expect("the pipeline fails")
+    }
+
+    #[test]
+    fn a_repeated_failure_reads_the_same_and_hides_the_password() {
+        let description =
+            "rtspsrc location=\"rtsp://admin:s3cret@127.0.0.1:1/x\" protocols=tcp ! fakesink";
+        let first = failure_of(description);
+        let again = failure_of(description);
+        assert_eq!(first, again, "one failure, one line in the log");
+        assert!(first.contains("from rtspsrc"), "{first}");
+        assert!(
+            !first.contains("s3cret") && !first.contains('\n'),
+            "{first}"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_that_cannot_be_built_keeps_its_url_to_itself() {
+        let e =
+            OwnedPipeline::launch("rtspsrc location=\"rtsp://admin:s3cret@h/x\" ! nosuchelement")
+                .err()
+                .expect("no such element");
+        let e = format!("{e:#}");
+        assert!(e.contains("nosuchelement") && !e.contains("s3cret"), "{e}");
+    }
 }

@@ -8,10 +8,12 @@
 //! units; the `tee` after it gives the evidence buffer the camera's own
 //! encoded video, so clips need no re-encoding. Decoding is left to
 //! `decodebin`, which picks the best decoder the registry has (the
-//! decoder presets rank them). The frame sink asks for I420, the decoders'
-//! native output, so `videoconvert` is a pass-through for almost every
-//! camera and frames are only converted to BGR in Rust when they are due
-//! for analysis.
+//! decoder presets rank them). The frame sink asks for I420, the software
+//! decoder's native output, so `videoconvert` is a pass-through there
+//! (hardware decoders give NV12, which it converts; Jetson's give NVIDIA
+//! memory, which only its own `nvvidconv` reads, see
+//! [`super::decoder::converter`]), and frames are only converted to BGR in
+//! Rust when they are due for analysis.
 
 use crate::config::{CameraConfig, RtspTransport, Source};
 
@@ -67,8 +69,9 @@ pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
     let drop = live || camera.realtime;
     let sync = !live && camera.realtime;
     let held = if drop { FRAMES_HELD_LIVE } else { 1 };
+    let convert = super::decoder::chosen_converter();
     let frames = format!(
-        "decodebin ! videoconvert ! video/x-raw,format=I420 ! appsink name={APPSINK_NAME} \
+        "decodebin ! {convert} ! video/x-raw,format=I420 ! appsink name={APPSINK_NAME} \
          max-buffers={held} drop={drop} sync={sync} enable-last-sample=false"
     );
     if !encoded {
