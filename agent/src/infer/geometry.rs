@@ -31,9 +31,64 @@ pub fn nms<T>(
     kept
 }
 
+/// Whether four corners (top-left, top-right, bottom-right, bottom-left)
+/// make a plate the reader can be given: a convex quadrilateral in that
+/// order (a crossed or mirrored one would hand the reader a mirrored
+/// crop), of some area, centred within `bbox` grown by its own size (a
+/// model's corners far from its own box are noise).
+pub fn plausible_quad(corners: &[[f32; 2]; 4], bbox: &BBox) -> bool {
+    const MIN_AREA: f32 = 4.0;
+    let turns = (0..4).map(|i| {
+        let [a, b, c] = [corners[i], corners[(i + 1) % 4], corners[(i + 2) % 4]];
+        (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0])
+    });
+    let convex = turns.clone().all(|t| t > 0.0);
+    // Shoelace: twice the area.
+    let area = (0..4)
+        .map(|i| {
+            let (a, b) = (corners[i], corners[(i + 1) % 4]);
+            a[0] * b[1] - b[0] * a[1]
+        })
+        .sum::<f32>()
+        / 2.0;
+    let (cx, cy) = (
+        corners.iter().map(|c| c[0]).sum::<f32>() / 4.0,
+        corners.iter().map(|c| c[1]).sum::<f32>() / 4.0,
+    );
+    let (w, h) = (bbox[2] - bbox[0], bbox[3] - bbox[1]);
+    let near =
+        (bbox[0] - w..=bbox[2] + w).contains(&cx) && (bbox[1] - h..=bbox[3] + h).contains(&cy);
+    convex && area >= MIN_AREA && near
+}
+
+/// The corners of a box, in the order of [`plausible_quad`].
+pub fn box_corners(b: &BBox) -> [[f32; 2]; 4] {
+    [[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_upright_convex_quad_near_its_box_is_plausible() {
+        let b = [100.0, 100.0, 180.0, 130.0];
+        let tilted = [
+            [100.0, 105.0],
+            [180.0, 100.0],
+            [178.0, 128.0],
+            [102.0, 130.0],
+        ];
+        assert!(plausible_quad(&box_corners(&b), &b));
+        assert!(plausible_quad(&tilted, &b));
+        let mirrored = [tilted[1], tilted[0], tilted[3], tilted[2]];
+        let crossed = [tilted[0], tilted[2], tilted[1], tilted[3]];
+        let point = [[140.0, 115.0]; 4];
+        let far = box_corners(&[-500.0, 100.0, -420.0, 130.0]);
+        for bad in [mirrored, crossed, point, far] {
+            assert!(!plausible_quad(&bad, &b), "{bad:?}");
+        }
+    }
 
     #[test]
     fn iou_of_known_boxes() {

@@ -115,7 +115,15 @@ impl Models {
             out.timing.plate_detector_ms = ms(started);
             let started = std::time::Instant::now();
             for plate in found {
-                let read = self.reader.read_quad(img, &plate.corners)?;
+                // One plate that cannot be cut out costs only itself, not
+                // the frame's other plates and faces.
+                let read = match self.reader.read_quad(img, &plate.corners) {
+                    Ok(read) => read,
+                    Err(e) => {
+                        tracing::debug!("plate at {:?} not read: {e:#}", plate.bbox);
+                        continue;
+                    }
+                };
                 let (text, sharpness, crop) =
                     (read.text, image_ops::sharpness(&read.crop)?, read.crop);
                 out.plates.push(PlateRead {

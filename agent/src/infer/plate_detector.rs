@@ -11,7 +11,7 @@ use ort::session::Session;
 use ort::value::TensorElementType::Float32;
 use ort::value::TensorRef;
 
-use super::geometry::{BBox, nms};
+use super::geometry::{BBox, box_corners, nms, plausible_quad};
 use super::image_ops::{letterbox, to_nchw};
 use super::runtime::first_tensor;
 use crate::frame::I420Image;
@@ -99,12 +99,17 @@ impl PlateDetector {
         Ok(nms(plates, NMS_IOU, |p| p.bbox, |p| p.score)
             .into_iter()
             .map(|mut p| {
+                let unclamped = p.bbox;
                 p.bbox = [
                     p.bbox[0].clamp(0.0, w),
                     p.bbox[1].clamp(0.0, h),
                     p.bbox[2].clamp(0.0, w),
                     p.bbox[3].clamp(0.0, h),
                 ];
+                // Corners the reader cannot use: read the box instead.
+                if !plausible_quad(&p.corners, &unclamped) {
+                    p.corners = box_corners(&p.bbox);
+                }
                 p
             })
             // Wholly in the letterbox's padding: nothing of the picture to read.

@@ -13,7 +13,7 @@
 //! A border of the crop is ignored because detector boxes are loose and
 //! take in the bumper or the road around the plate.
 
-use crate::frame::BgrImage;
+use crate::frame::{BgrImage, I420Image};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -85,6 +85,20 @@ fn white_threshold(values: &mut [f32]) -> f32 {
     (*p90 * 0.75).clamp(0.3, 0.5)
 }
 
+/// Whether a frame carries no colour at all: a camera in night mode
+/// (infrared light, its filter out) sends grey pictures, in which a
+/// yellow, blue or red plate looks white. Its chroma then sits at 128
+/// everywhere, within what compression leaves; a colour picture of any
+/// real scene strays from it somewhere (and `all` stops at the first).
+pub fn is_monochrome(frame: &I420Image) -> bool {
+    const GREY_WITHIN: u8 = 4;
+    let [_, u, v] = frame.planes();
+    u.iter()
+        .zip(v)
+        .step_by(7)
+        .all(|(&u, &v)| u.abs_diff(128) <= GREY_WITHIN && v.abs_diff(128) <= GREY_WITHIN)
+}
+
 /// The background colour of an upright plate crop; [`PlateColour::Unknown`]
 /// when no plate colour covers enough of it.
 pub fn plate_colour(crop: &BgrImage) -> PlateColour {
@@ -129,6 +143,18 @@ pub fn plate_colour(crop: &BgrImage) -> PlateColour {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grey_frame_is_monochrome_and_a_coloured_one_is_not() {
+        let (w, h) = (64usize, 32usize);
+        let mut data = vec![100u8; w * h];
+        data.extend(vec![129u8; w * h / 2]);
+        let grey = I420Image::new(w as u32, h as u32, data.clone());
+        assert!(is_monochrome(&grey));
+        // One coloured patch (a yellow sign) in an otherwise grey scene.
+        data[w * h + 100..w * h + 116].fill(60);
+        assert!(!is_monochrome(&I420Image::new(w as u32, h as u32, data)));
+    }
 
     /// A `w`×`h` plate of background `bg` (BGR) with vertical character
     /// strokes of colour `ink` covering about `ink_share` of the inside,

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::frame::I420Image;
 use crate::infer::{BBox, Detections, Face};
 use crate::ingest::Frame;
-use crate::plate::colour::{PlateColour, plate_colour};
+use crate::plate::colour::{PlateColour, is_monochrome, plate_colour};
 use crate::plate::vote::{PlateObservation, Vote, similarity, vote};
 use crate::track::{TrackId, Tracker, TrackerConfig};
 
@@ -331,6 +331,7 @@ impl Passes {
             .map(|p| (p.bbox, p.detector_score))
             .collect();
         let tracks = self.plate_tracker.update(&boxes);
+        let grey = std::cell::OnceCell::new();
         for (p, id) in detections.plates.iter().zip(&tracks.assigned) {
             let observation = PlateObservation {
                 chars: p.chars.clone(),
@@ -452,7 +453,12 @@ impl Passes {
                 corners: p.corners,
                 detector_score: p.detector_score,
                 lines: p.lines,
-                colour: plate_colour(&p.crop),
+                // In a grey (night-mode) frame every plate would read white.
+                colour: if *grey.get_or_init(|| is_monochrome(&frame.image)) {
+                    PlateColour::Unknown
+                } else {
+                    plate_colour(&p.crop)
+                },
                 observation,
             });
         }

@@ -324,6 +324,20 @@ fn a_misread_for_two_frames_does_not_split_the_pass() {
 }
 
 #[test]
+fn a_plate_in_a_night_mode_frame_has_no_colour() {
+    // A yellow plate under infrared light: grey, like a white one.
+    let mut p = Passes::new(PassConfig::default());
+    let mut grey = frame(0);
+    grey.image = I420Image::new(2, 2, vec![90, 90, 90, 90, 128, 128]).into();
+    p.on_frame(&grey, &plates(vec![plate(100.0, "51A60216")]));
+    let out = p.finish();
+    let [Pass::Plate(pass)] = &out[..] else {
+        panic!("one pass")
+    };
+    assert_eq!(pass.colour, PlateColour::Unknown);
+}
+
+#[test]
 fn a_two_line_plate_with_eight_characters_is_a_motorbike() {
     let mut p = Passes::new(PassConfig::default());
     let mut square = plate(100.0, "51G12345");
