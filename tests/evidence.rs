@@ -368,8 +368,10 @@ fn a_plate_event_gets_a_signed_package_of_original_footage() {
 /// with every network request refused.
 fn chromium_dom(page: &Path) -> String {
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
+    let out = Command::new("timeout")
         .args([
+            "60",
+            "chromium",
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

@@ -277,24 +277,48 @@ impl Received {
     }
 }
 
-/// An MQTT subscriber collecting every message it receives.
+/// An MQTT client id of its own: the broker closes a client when another
+/// connects with its id, and the tests of one binary run side by side.
+fn client_id(role: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{role}-{}-{n}", std::process::id())
+}
+
+/// An MQTT subscriber collecting every message it receives, until dropped.
 pub struct Subscriber {
     pub messages: Arc<Mutex<Vec<Received>>>,
+    client: rumqttc::Client,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.client.disconnect();
+    }
 }
 
 impl Subscriber {
     pub fn connect(port: u16, filter: &str) -> Subscriber {
-        let mut opts =
-            rumqttc::MqttOptions::new(format!("test-{}", std::process::id()), "127.0.0.1", port);
+        let mut opts = rumqttc::MqttOptions::new(client_id("test"), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
+        // The IOC's batch acknowledgements are larger than rumqttc's default limit.
+        opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut connection) = rumqttc::Client::new(opts, 100);
         let filter = filter.to_string();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = client.clone();
         std::thread::spawn(move || {
-            let client = client;
+            let client = handle;
             for notification in connection.iter() {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 match notification {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
                         // Subscribe on every connection: a restarted broker forgets subscriptions.
@@ -318,7 +342,11 @@ impl Subscriber {
         ready_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("subscription was not acknowledged");
-        Subscriber { messages }
+        Subscriber {
+            messages,
+            client,
+            stop,
+        }
     }
 
     /// Waits until `done` holds for the messages so far; returns them.
@@ -349,8 +377,7 @@ impl Subscriber {
 /// Publishes one message at QoS 1 and waits for the broker's PUBACK, as
 /// the IOC would.
 pub fn publish(port: u16, topic: &str, payload: &str) {
-    let mut opts =
-        rumqttc::MqttOptions::new(format!("ioc-{}", std::process::id()), "127.0.0.1", port);
+    let mut opts = rumqttc::MqttOptions::new(client_id("ioc"), "127.0.0.1", port);
     // Room for an IOC's batch acknowledgements.
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut connection) = rumqttc::Client::new(opts, 10);
@@ -388,19 +415,35 @@ pub fn clip_from_images(images: &[PathBuf], seconds_each: u32, out: &Path) {
     let height = image::image_dimensions(&images[0]).unwrap().1;
     let pad_bottom = height % 2;
     let pipeline = format!(
-        "multifilesrc location={}/%05d.jpg index=0 stop-index={} caps=image/jpeg,framerate={FPS}/1 ! jpegdec ! videoconvert ! \
+        "multifilesrc location={{0}}/%05d.jpg index=0 stop-index={} caps=image/jpeg,framerate={FPS}/1 ! jpegdec ! videoconvert ! \
          videobox bottom=-{pad_bottom} ! video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={FPS} ! \
-         h264parse ! mp4mux ! filesink location={}",
-        dir.path().display(),
+         h264parse ! mp4mux ! filesink location={{1}}",
         n - 1,
-        out.display()
     );
+    gst_launch(&pipeline, &[dir.path(), out]);
+}
+
+/// Runs a `gst-launch-1.0` pipeline to its end; `{0}`, `{1}`… in it stand
+/// for `paths`, each kept in one argument so that a space in a path does
+/// not split it (gst-launch quotes each argument).
+pub fn gst_launch(pipeline: &str, paths: &[&Path]) {
+    let args: Vec<String> = pipeline
+        .split_whitespace()
+        .map(|token| {
+            paths
+                .iter()
+                .enumerate()
+                .fold(token.to_string(), |t, (i, p)| {
+                    t.replace(&format!("{{{i}}}"), &p.display().to_string())
+                })
+        })
+        .collect();
     let status = Command::new("gst-launch-1.0")
         .arg("-q")
-        .args(pipeline.split_whitespace())
+        .args(&args)
         .status()
         .expect("gst-launch-1.0 is not installed; run scripts/setup");
-    assert!(status.success(), "making the test clip failed: {pipeline}");
+    assert!(status.success(), "gst-launch-1.0 failed: {args:?}");
 }
 
 pub fn event_validator() -> jsonschema::Validator {
@@ -505,8 +548,11 @@ pub fn http_get(port: u16, path: &str) -> String {
 }
 
 /// Runs the `matthan` binary to its end.
+/// Runs `matthan` to its end, which must come within 5 minutes: a hang
+/// fails the test (exit status 124) instead of stalling the run.
 pub fn matthan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_matthan"))
+    Command::new("timeout")
+        .args(["--kill-after=10", "300", env!("CARGO_BIN_EXE_matthan")])
         .args(args)
         .output()
         .unwrap()
@@ -525,4 +571,29 @@ pub fn write_file(path: &Path, text: &str) {
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
+}
+
+/// Asks `found` every 200 ms until it gives something; after `timeout`,
+/// fails with `what` and the agent's log.
+pub fn poll<T>(
+    timeout: Duration,
+    what: &str,
+    agent: &Agent,
+    mut found: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = found() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: {}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One sample's value on a Prometheus page (`name` with its labels).
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
