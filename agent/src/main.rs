@@ -12,6 +12,7 @@ use matthan::config::{Config, DetectKind, Models as ModelsConfig};
 use matthan::evidence::keys::{self, GatewayKey};
 use matthan::frame::{BgrImage, I420Image};
 use matthan::infer::Models;
+use matthan::infer::geometry::quad_aspect;
 
 #[derive(Parser)]
 #[command(
@@ -606,7 +607,9 @@ fn detect(
                     .map(|p| {
                         json!({
                             "bbox": p.bbox.map(round1), "corners": p.corners.map(|c| c.map(round1)),
-                            "chars": p.chars, "text": matthan::plate::display_text(&p.chars),
+                            "chars": p.chars,
+                            "text": matthan::plate::parse_shaped(&p.chars, p.lines, quad_aspect(&p.corners))
+                                .map_or_else(|| p.chars.clone(), |plate| plate.display),
                             "confidence": round3(p.detector_score * p.read_confidence),
                             "detector_confidence": round3(p.detector_score), "read_confidence": round3(p.read_confidence),
                             "lines": p.lines,

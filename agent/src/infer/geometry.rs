@@ -61,6 +61,15 @@ pub fn plausible_quad(corners: &[[f32; 2]; 4], bbox: &BBox) -> bool {
     convex && area >= MIN_AREA && near
 }
 
+/// Width over height of a plate from its corners: the mean of its top and
+/// bottom edges over the mean of its sides.
+pub fn quad_aspect(c: &[[f32; 2]; 4]) -> f32 {
+    let len = |a: [f32; 2], b: [f32; 2]| (a[0] - b[0]).hypot(a[1] - b[1]);
+    let width = (len(c[0], c[1]) + len(c[3], c[2])) / 2.0;
+    let height = (len(c[0], c[3]) + len(c[1], c[2])) / 2.0;
+    if height > 0.0 { width / height } else { 0.0 }
+}
+
 /// The corners of a box, in the order of [`plausible_quad`].
 pub fn box_corners(b: &BBox) -> [[f32; 2]; 4] {
     [[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::frame::I420Image;
+use crate::infer::geometry::quad_aspect;
 use crate::infer::{BBox, Detections, Face};
 use crate::ingest::Frame;
 use crate::plate::colour::{PlateColour, is_monochrome, plate_colour};
@@ -642,15 +643,8 @@ impl Passes {
         let frame = frames.get(best.at.frame_number).cloned();
         if !readable {
             v.plate = None;
-        } else if best.lines == 2 {
-            // Eight characters read as a car (`51G-123.45`) or an older
-            // motorbike (`51-G1 2345`); a square two-line plate is the latter.
-            if let Some(m) = crate::plate::readings(&v.chars)
-                .into_iter()
-                .find(|p| p.kind == crate::plate::PlateKind::Motorbike)
-            {
-                v.plate = Some(m);
-            }
+        } else {
+            v.plate = crate::plate::parse_shaped(&v.chars, best.lines, two_line_aspect(&sightings));
         }
         let pass = PlatePass {
             track_id: id,
@@ -706,6 +700,20 @@ impl Passes {
         out.push(Pass::Plate(pass));
         readable
     }
+}
+
+/// The median shape of a track's two-line sightings, by their corners.
+fn two_line_aspect(sightings: &[PlateSighting]) -> f32 {
+    let mut aspects: Vec<f32> = sightings
+        .iter()
+        .filter(|s| s.lines == 2)
+        .map(|s| quad_aspect(&s.corners))
+        .collect();
+    if aspects.is_empty() {
+        return 0.0;
+    }
+    let mid = aspects.len() / 2;
+    *aspects.select_nth_unstable_by(mid, f32::total_cmp).1
 }
 
 fn majority_colour(sightings: &[PlateSighting]) -> PlateColour {
