@@ -499,6 +499,38 @@ fn an_unusable_outbox_folder_degrades_but_delivers() {
 }
 
 #[test]
+fn events_kept_in_the_temporary_outbox_reach_the_ioc_once_the_folder_is_fixed() {
+    let work = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate/images");
+    let clip = work.path().join("car.mp4");
+    clip_from_images(&[frames.join("e4a7bc1c-37112.jpg")], 3, &clip);
+    let state = work.path().join("state");
+    std::fs::write(&state, "x").unwrap();
+    // No broker yet, and storage.dir unusable: the event waits in the
+    // temporary outbox when the agent stops.
+    let port = free_port();
+    let cfg = config(&clip, &format!("mqtt://127.0.0.1:{port}"), &state)
+        .replace("loop = true", "loop = false")
+        .replace(
+            &format!("{}/events.jsonl", state.display()),
+            &work.path().join("events.jsonl").display().to_string(),
+        );
+    let mut first = Agent::start_with_tmp(&cfg, Some(tmp.path()));
+    first.process.wait_exit(Duration::from_secs(60));
+    let ids = ids_of(&read_jsonl(&work.path().join("events.jsonl")));
+    assert!(!ids.is_empty(), "{}", first.log_text());
+    // Fixed, and the broker is up: the next start delivers them.
+    std::fs::remove_file(&state).unwrap();
+    let _broker = Mosquitto::start_on(port);
+    let sub = Subscriber::connect(port, "matthan/v1/s/gate/event/#");
+    let mut again = Agent::start_with_tmp(&cfg, Some(tmp.path()));
+    wait_for_ids(&sub, &ids, "the events the temporary outbox held");
+    again.process.wait_exit(Duration::from_secs(60));
+    assert!(again.log_text().contains("moved"), "{}", again.log_text());
+}
+
+#[test]
 fn a_camera_that_goes_silent_is_reported_stalled_and_recovers() {
     let work = tempfile::tempdir().unwrap();
     let clip = gate_loop(work.path());

@@ -1,5 +1,8 @@
 //! `matthan run`: every camera on its own supervisor thread, one publisher
-//! task, until SIGINT or SIGTERM (or until every file source has finished).
+//! thread, until SIGINT or SIGTERM (or until every file source has
+//! finished). The publisher's file writes (outbox, JSON lines) stay off the
+//! network runtime, so a slow disk or a stalled standard output never
+//! holds up the MQTT connection, the metrics or the signals.
 //!
 //! Shutdown order matters for "no event lost": cameras stop first, then
 //! the publisher drains what they queued, then the MQTT connection waits
@@ -42,7 +45,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let shutdown = Shutdown::new();
     let (outbound, inbox) = Outbound::channel();
-    let mut jsonl = config
+    let jsonl = config
         .outputs
         .jsonl
         .as_ref()
@@ -106,13 +109,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let publisher = runtime.spawn(async move {
-        let mut mqtt = mqtt;
-        publish_loop(inbox, jsonl.as_mut(), mqtt.as_mut()).await;
-        if let Some(m) = mqtt {
-            m.close().await;
-        }
-    });
+    let network = runtime.handle().clone();
+    let lost = metrics.events_lost.clone();
+    let publisher = std::thread::Builder::new()
+        .name("matthan-publish".into())
+        .spawn(move || {
+            let (mut jsonl, mut mqtt) = (jsonl, mqtt);
+            publish_loop(inbox, jsonl.as_mut(), mqtt.as_mut(), &lost);
+            if let Some(j) = jsonl {
+                j.close();
+            }
+            if let Some(m) = mqtt {
+                network.block_on(m.close());
+            }
+        })
+        .context("cannot start the publisher thread")?;
 
     // Each camera thread holds a sender; when all are gone, every camera has ended.
     let (alive_tx, mut alive_rx) = mpsc::unbounded_channel::<()>();
@@ -255,9 +266,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         e.finish();
     }
     // The cameras' senders are gone now, so the publisher drains and ends.
-    runtime
-        .block_on(publisher)
-        .context("publisher task failed")?;
+    publisher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the publisher thread panicked"))?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -265,19 +276,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// Opens the configured outbox. When its folder is unusable (read-only,
 /// full, not a folder) the agent still runs: it keeps events in a
 /// temporary outbox, says so loudly in the log and in its retained status,
-/// and the installer can fix the folder without losing the site.
+/// and the installer can fix the folder without losing the site. The
+/// temporary outbox has one name per site, so the next start, with the
+/// folder fixed, moves what it still holds into the real one.
 fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
     let wanted = config.outbox_config();
+    let fallback = std::env::temp_dir().join(format!("matthan-outbox-{}", config.site.id));
     match Outbox::open(wanted.clone()) {
-        Ok(o) => Ok((o, None)),
+        Ok(mut o) => {
+            if fallback.is_dir() {
+                recover_fallback(&mut o, &fallback);
+            }
+            Ok((o, None))
+        }
         Err(e) => {
-            let fallback = std::env::temp_dir().join(format!(
-                "matthan-outbox-{}-{}",
-                config.site.id,
-                std::process::id()
-            ));
             let problem = format!(
-                "outbox {} unusable ({e:#}); events are kept in {} and would not survive a power cut: fix storage.dir",
+                "outbox {} unusable ({e:#}); events are kept in {}, which a power cut (or, under systemd, a restart) loses: fix storage.dir and restart",
                 wanted.dir.display(),
                 fallback.display()
             );
@@ -291,18 +305,51 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
     }
 }
 
+/// Moves the events a temporary outbox still holds (from a start when the
+/// real one was unusable) into the real one, oldest first, then removes it.
+fn recover_fallback(outbox: &mut Outbox, fallback: &std::path::Path) {
+    let moved = Outbox::open(crate::publish::outbox::OutboxConfig::new(
+        fallback.to_path_buf(),
+    ))
+    .and_then(|mut old| {
+        let records = old.read_pending(0, usize::MAX)?;
+        for r in &records {
+            outbox.append(&r.topic, &r.payload)?;
+        }
+        Ok(records.len())
+    });
+    match moved {
+        Ok(n) => {
+            if n > 0 {
+                tracing::warn!(
+                    "moved {n} undelivered events from the temporary outbox {} into the outbox",
+                    fallback.display()
+                );
+            }
+            if let Err(e) = std::fs::remove_dir_all(fallback) {
+                tracing::warn!("cannot remove {}: {e}", fallback.display());
+            }
+        }
+        Err(e) => tracing::error!(
+            "the temporary outbox {} holds events that could not be moved ({e:#}); they stay there for the next start",
+            fallback.display()
+        ),
+    }
+}
+
 /// Events the outbox could not store (disk full, read-only) wait here and
 /// are retried with every new event; beyond this many the oldest go.
 const HELD_MAX: usize = 10_000;
 
-async fn publish_loop(
+fn publish_loop(
     mut inbox: mpsc::Receiver<Message>,
     mut jsonl: Option<&mut JsonLinesSink>,
     mut mqtt: Option<&mut MqttSink>,
+    lost_total: &std::sync::atomic::AtomicU64,
 ) {
     let mut held: VecDeque<(String, Vec<u8>, Option<SystemTime>)> = VecDeque::new();
     let mut lost = 0u64;
-    while let Some(message) = inbox.recv().await {
+    while let Some(message) = inbox.blocking_recv() {
         let (topic, payload, decided_at) = match message {
             Message::Event(event) => {
                 if let Some(sink) = jsonl.as_deref_mut() {
@@ -351,6 +398,7 @@ async fn publish_loop(
         while held.len() > HELD_MAX {
             held.pop_front();
             lost += 1;
+            lost_total.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 lost_total = lost,
                 "outbox unwritable and memory hold full: an event was lost"
@@ -361,6 +409,7 @@ async fn publish_loop(
         for (topic, payload, decided_at) in held.drain(..) {
             if !m.publish_event(&topic, &payload, decided_at) {
                 lost += 1;
+                lost_total.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

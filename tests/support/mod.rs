@@ -231,6 +231,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: &str) -> Agent {
+        Self::start_with_tmp(config, None)
+    }
+
+    /// Starts the agent with `tmp` as its temporary folder (`TMPDIR`);
+    /// by default each start has its own, so that agents of tests run
+    /// side by side never share a temporary outbox.
+    pub fn start_with_tmp(config: &str, tmp: Option<&Path>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("site.toml");
         // Tests run in parallel: metrics only where a test asks for them.
@@ -244,6 +251,7 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_matthan"))
             .args(["run", "-c"])
             .arg(&path)
+            .env("TMPDIR", tmp.unwrap_or(dir.path()))
             .stdout(std::fs::File::create(dir.path().join("stdout.jsonl")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

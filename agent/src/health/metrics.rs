@@ -57,6 +57,8 @@ impl CameraMetrics {
 pub struct Metrics {
     pub cameras: BTreeMap<String, Arc<CameraMetrics>>,
     pub queue_dropped: Arc<AtomicU64>,
+    /// Events neither the outbox nor the memory hold behind it could keep.
+    pub events_lost: Arc<AtomicU64>,
     /// Present when MQTT is configured.
     pub outbox: Option<Arc<Mutex<Outbox>>>,
     pub mqtt_reconnects: Option<Arc<AtomicU64>>,
@@ -87,6 +89,7 @@ impl Metrics {
                 .map(|id| (id.to_string(), Arc::default()))
                 .collect(),
             queue_dropped,
+            events_lost: Arc::default(),
             outbox,
             mqtt_reconnects,
             evidence: None,
@@ -198,8 +201,15 @@ impl Metrics {
             &mut out,
             "matthan_queue_dropped_total",
             "counter",
-            "Events dropped because the publisher queue was full",
+            "Messages (events, evidence notices, camera states) dropped because the publisher queue was full",
             self.queue_dropped.load(Ordering::Relaxed),
+        );
+        series(
+            &mut out,
+            "matthan_events_lost_total",
+            "counter",
+            "Events lost because the outbox could not store them and the memory hold behind it was full",
+            self.events_lost.load(Ordering::Relaxed),
         );
         if let Some(e) = &self.evidence {
             for (name, help, v) in [
@@ -314,30 +324,51 @@ fn series(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
     );
 }
 
+/// Requests answered at once; more wait for a place (each holds one for
+/// at most [`REQUEST_WAIT`]).
+const CONNECTIONS: usize = 16;
+/// How long a client may take to send its request line and headers.
+const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most a request's head may hold: a scraper's is a few hundred bytes.
+const REQUEST_MAX: usize = 8 * 1024;
+
 /// Serves `GET /metrics` until shutdown.
 pub async fn serve(listen: &str, metrics: Arc<Metrics>, shutdown: Shutdown) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("health.metrics_listen: cannot listen on {listen}"))?;
     tracing::info!(listen = %listen, "metrics at http://{listen}/metrics");
+    let places = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
+    let mut failing = false;
     loop {
+        let place = tokio::select! {
+            place = places.clone().acquire_owned() => place.expect("never closed"),
+            _ = shutdown.wait() => return Ok(()),
+        };
         let (mut socket, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => { tracing::warn!("metrics: accept failed: {e}"); continue; }
+                Ok(a) => { failing = false; a }
+                Err(e) => {
+                    // Out of file descriptors, say: retrying at once would
+                    // spin and flood the log.
+                    if !failing {
+                        tracing::warn!("metrics: accept failed: {e}; retrying every second");
+                        failing = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
             },
             _ = shutdown.wait() => return Ok(()),
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf))
+            let _place = place;
+            let head = tokio::time::timeout(REQUEST_WAIT, read_head(&mut socket))
                 .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if request.starts_with("GET /metrics") {
+                .unwrap_or_default();
+            let path = head.split(' ').nth(1).unwrap_or_default();
+            let (status, body) = if head.starts_with("GET ") && path == "/metrics" {
                 ("200 OK", metrics.render())
             } else {
                 ("404 Not Found", "try /metrics\n".to_string())
@@ -347,6 +378,66 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>, shutdown: Shutdown) -> a
                 body.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
         });
+    }
+}
+
+/// The request's head, up to the blank line that ends it, however many
+/// reads it comes in; what there is when the client stops or the head
+/// grows past [`REQUEST_MAX`].
+async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_MAX {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends `parts` one write at a time; the response's status line.
+    async fn ask(port: u16, parts: &[&str]) -> String {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        for p in parts {
+            s.write_all(p.as_bytes()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.unwrap();
+        response.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_request_in_pieces_is_answered_and_only_metrics_is_served() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let metrics = Arc::new(Metrics::new(["gate"], Arc::default(), None));
+        let shutdown = Shutdown::new();
+        let shutdown_for_server = shutdown.clone();
+        let listen = format!("127.0.0.1:{port}");
+        let server =
+            tokio::spawn(async move { serve(&listen, metrics, shutdown_for_server).await });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(ask(port, &[request]).await, "HTTP/1.1 200 OK");
+        let (a, b) = request.split_at(7);
+        assert_eq!(ask(port, &[a, b]).await, "HTTP/1.1 200 OK");
+        let other = "GET /metricsX HTTP/1.1\r\n\r\n";
+        assert_eq!(ask(port, &[other]).await, "HTTP/1.1 404 Not Found");
+        shutdown.trigger();
+        server.await.unwrap().unwrap();
     }
 }

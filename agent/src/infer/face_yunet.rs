@@ -71,10 +71,7 @@ impl FaceDetector {
         }
         let input = to_nchw(&padded, false, 1.0);
 
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| anyhow!("face detector lock poisoned"))?;
+        let mut session = super::runtime::lock(&self.session);
         let outputs = session
             .run(ort::inputs![TensorRef::from_array_view(&input)?])
             .context("face detector inference failed")?;

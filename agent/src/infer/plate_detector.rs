@@ -55,10 +55,7 @@ impl PlateDetector {
     pub fn detect(&self, img: &I420Image, threshold: f32) -> anyhow::Result<Vec<PlateBox>> {
         let (boxed, lb) = letterbox(img, self.size)?;
         let input = to_nchw(&boxed, true, 1.0 / 255.0);
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| anyhow!("plate detector lock poisoned"))?;
+        let mut session = super::runtime::lock(&self.session);
         let outputs = session
             .run(ort::inputs![TensorRef::from_array_view(&input)?])
             .context("plate detector inference failed")?;

@@ -119,10 +119,7 @@ impl PlateReader {
         {
             dst.copy_from_slice(&[src[2], src[1], src[0]]);
         }
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| anyhow!("plate reader lock poisoned"))?;
+        let mut session = super::runtime::lock(&self.session);
         let outputs = session
             .run(ort::inputs![TensorRef::from_array_view(&input)?])
             .context("plate reader inference failed")?;

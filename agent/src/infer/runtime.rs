@@ -139,3 +139,13 @@ pub fn load_session(
         .unwrap_or_default();
     Ok((session, ModelId { role, name, sha256 }))
 }
+
+/// The shared session, for one run. A panic in one camera's analysis
+/// while it held the lock (in our own pre- or post-processing) leaves the
+/// session sound: the other cameras go on with it rather than failing
+/// every frame from then on.
+pub fn lock(session: &std::sync::Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    session
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

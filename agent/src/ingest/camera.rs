@@ -122,7 +122,16 @@ impl CameraSupervisor {
     /// Runs until shutdown (or the end of a non-looping file), calling
     /// `on_frame` for every frame due for analysis and `on_status` on every
     /// change of state.
-    pub fn run(mut self, mut on_frame: impl FnMut(Frame), mut on_status: impl FnMut(CameraStatus)) {
+    pub fn run(mut self, mut on_frame: impl FnMut(Frame), mut report: impl FnMut(CameraStatus)) {
+        // A panic in reporting a state (a bug: it ends the camera's passes)
+        // must not end this thread in silence, with the camera never
+        // restarted.
+        let id = self.camera.id.clone();
+        let mut on_status = |status: CameraStatus| {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| report(status))).is_err() {
+                tracing::error!(camera = %id, "reporting the camera's state panicked: a bug, please report it with the log");
+            }
+        };
         let mut backoff = BACKOFF_MIN;
         let mut last_reason: Option<String> = None;
         loop {

@@ -82,7 +82,30 @@ struct Pending {
     segment: u64,
     offset: u64,
     len: u32,
-    created_ms: u64,
+    age: Age,
+}
+
+/// A record's age, from the wall clock only when it was first seen (read
+/// at start-up, or written now: age 0), then from the monotonic clock. A
+/// gateway that booted with its clock days behind, then had it corrected,
+/// does not find the events it queued in between "too old" and drop them.
+#[derive(Debug, Clone, Copy)]
+struct Age {
+    when_seen: Duration,
+    seen: std::time::Instant,
+}
+
+impl Age {
+    fn of(created_ms: u64) -> Self {
+        Self {
+            when_seen: Duration::from_millis(now_ms().saturating_sub(created_ms)),
+            seen: std::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.when_seen + self.seen.elapsed()
+    }
 }
 
 /// What start-up found, and what bounds forced out: reported, never silent.
@@ -182,7 +205,7 @@ impl Outbox {
                                 segment: first,
                                 offset: offset as u64,
                                 len: size as u32,
-                                created_ms: rec.created_ms,
+                                age: Age::of(rec.created_ms),
                             });
                             pending_bytes += size as u64;
                         }
@@ -229,6 +252,12 @@ impl Outbox {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {} for writing", path.display()))?;
+        // A first segment just made, and the folder itself, must be on disk
+        // before records synced into them count as stored.
+        crate::durable::sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::durable::sync_dir(parent)?;
+        }
         let writer_len = writer.metadata()?.len();
         let mut outbox = Outbox {
             config,
@@ -260,9 +289,7 @@ impl Outbox {
 
     /// Age of the oldest pending record.
     pub fn oldest_age(&self) -> Option<Duration> {
-        self.pending
-            .front()
-            .map(|p| Duration::from_millis(now_ms().saturating_sub(p.created_ms)))
+        self.pending.front().map(|p| p.age.now())
     }
 
     /// Appends and syncs one record; returns its id. Bounds are applied
@@ -321,7 +348,7 @@ impl Outbox {
             segment,
             offset,
             len: rec.len() as u32,
-            created_ms,
+            age: Age::of(created_ms),
         });
         self.pending_bytes += rec.len() as u64;
         Ok(id)
@@ -434,12 +461,10 @@ impl Outbox {
     /// it. Dropped records are acknowledged locally (so they are never sent)
     /// and counted; the caller reports the gap.
     fn enforce_bounds(&mut self, incoming: u64) -> anyhow::Result<()> {
-        let max_age_ms = self.config.max_age.as_millis() as u64;
-        let now = now_ms();
         let mut dropped = Vec::new();
         for p in &self.pending {
             let over_size = self.pending_bytes + incoming > self.config.max_bytes;
-            let too_old = now.saturating_sub(p.created_ms) > max_age_ms;
+            let too_old = p.age.now() > self.config.max_age;
             if !(over_size || too_old) {
                 break;
             }
