@@ -155,7 +155,7 @@ impl JsonLinesSink {
         drop(lines);
         if written.recv_timeout(CLOSE_WAIT).is_err() {
             tracing::warn!(
-                "{target} took no output for {CLOSE_WAIT:?}: the lines still queued for it are not written"
+                "{target} took nothing for {CLOSE_WAIT:?}: the lines still queued for it are not written (MQTT and the outbox have every event)"
             );
         }
         if dropped > 0 {
