@@ -82,6 +82,13 @@ fn decode_fps(source: &Path) -> anyhow::Result<(f64, u64)> {
         source.display()
     );
     let pipeline = OwnedPipeline::launch(&description)?;
+    // The decoder set up as a camera's is.
+    pipeline.connect("deep-element-added", false, |args| {
+        if let Some(element) = args.get(2).and_then(|a| a.get::<gst::Element>().ok()) {
+            crate::ingest::decoder::one_thread(&element);
+        }
+        None
+    });
     let count = Arc::new(AtomicU64::new(0));
     let sink = pipeline.by_name("sink").expect("named above");
     let c = count.clone();

@@ -43,7 +43,7 @@ pub fn max_streams(
         })?;
         let holds = r.holds();
         eprintln!(
-            "bench: {n} streams: {} of {} analysed fps, p99 {:?} ms, {} cores, {} MiB: {}",
+            "bench: {n} streams: {} of {} analysed fps, p99 {:?} ms, {} cores, {} MB: {}",
             r.analysed_fps_achieved,
             r.analysed_fps_target,
             r.frame_to_event_ms.p99,

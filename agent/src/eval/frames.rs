@@ -104,6 +104,9 @@ struct Score {
     reported_precise: Ratio,
     read: Ratio,
     read_raw: Ratio,
+    /// Plates read exactly over every plate present, those no person
+    /// could read included (they count as missed).
+    read_of_present: Ratio,
 }
 
 impl Score {
@@ -117,6 +120,10 @@ impl Score {
             if *reported {
                 self.reported_precise.add(m.is_some());
             }
+        }
+        for t in 0..o.plates {
+            self.read_of_present
+                .add(t == 0 && o.read_exactly() == Some(true));
         }
         if let (Some(want), Some(hit)) = (&o.want, o.read_exactly()) {
             self.read.add(hit);
@@ -132,6 +139,7 @@ impl Score {
             "precision_of_reported": self.reported_precise.json(),
             "end_to_end_exact": self.read.json(),
             "end_to_end_exact_raw_argmax": self.read_raw.json(),
+            "end_to_end_exact_of_present": self.read_of_present.json(),
         })
     }
 }

@@ -20,6 +20,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use super::arrival::Arrivals;
 use super::motion::MotionGate;
 use super::pipeline::{APPSINK_NAME, ENCODED_SINK_NAME, pipeline_description};
 use super::skip::Schedule;
@@ -212,6 +213,15 @@ impl CameraSupervisor {
         let running = OwnedPipeline::launch(&description)?;
         let schedule = Schedule::new(self.analysis_interval);
         let decoder_schedule = schedule.clone();
+        // Arrival is stamped as the access unit leaves the parser, before
+        // the queue to the decoder; without the evidence branch there is
+        // no tee, and the decoder's input is the first place to stamp.
+        let arrivals = Arrivals::default();
+        let tee_input = running.by_name("split").and_then(|t| t.static_pad("sink"));
+        if let Some(pad) = &tee_input {
+            arrivals.stamp_at(pad);
+        }
+        let decoder_arrivals = tee_input.is_none().then(|| arrivals.clone());
         running.connect("deep-element-added", false, move |args| {
             let element = args.get(2)?.get::<gst::Element>().ok()?;
             let factory = element.factory()?;
@@ -219,13 +229,11 @@ impl CameraSupervisor {
                 .has_type(gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO)
             {
                 decoder_schedule.skip_undue_non_reference(&element);
+                if let (Some(a), Some(pad)) = (&decoder_arrivals, element.static_pad("sink")) {
+                    a.stamp_at(&pad);
+                }
             }
-            // One decoding thread per camera: cameras decode in parallel with
-            // each other, and libav's frame threads would each hold their own
-            // set of 1080p frames (about 20 MB apiece) for no gain in throughput.
-            if factory.name().starts_with("avdec_") && element.has_property("max-threads") {
-                element.set_property("max-threads", 1i32);
-            }
+            super::decoder::one_thread(&element);
             None
         });
         let appsink = running
@@ -317,13 +325,16 @@ impl CameraSupervisor {
                 on_status(CameraStatus::Streaming);
             }
             last_frame = Some(Instant::now());
-            // Arrival, where frame-to-event latency starts: before any work on it.
-            let arrived = SystemTime::now();
             self.frames_seen += 1;
 
             let buffer = sample
                 .buffer()
                 .ok_or_else(|| anyhow!("sample without buffer"))?;
+            // Arrival, where frame-to-event latency starts: before decoding.
+            let arrived = buffer
+                .pts()
+                .and_then(|pts| arrivals.of(pts.nseconds()))
+                .unwrap_or_else(SystemTime::now);
             // Due-ness follows the stream's own clock when it has one, so a
             // file analysed faster than real time gives the same frames as
             // one played at real time.

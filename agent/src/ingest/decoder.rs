@@ -114,6 +114,19 @@ pub fn resolve(wanted: DecoderPreset) -> (DecoderPreset, Option<String>) {
     }
 }
 
+/// Gives a software decoder one thread. Cameras decode in parallel with
+/// each other, and libav's frame threads would each hold their own set of
+/// 1080p frames (about 20 MB apiece) for no gain in throughput.
+pub fn one_thread(element: &gst::Element) {
+    if element
+        .factory()
+        .is_some_and(|f| f.name().starts_with("avdec_"))
+        && element.has_property("max-threads")
+    {
+        element.set_property("max-threads", 1i32);
+    }
+}
+
 /// Applies the preset: its decoders outrank every other decoder, so
 /// `decodebin` picks them for the codecs they handle. Call once, after
 /// GStreamer is initialised and before pipelines are built.

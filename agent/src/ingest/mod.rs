@@ -7,6 +7,7 @@
 //! analysis and that no other picture refers to are never decoded
 //! ([`skip`]); frames that are not due are never copied out of the decoder.
 
+mod arrival;
 mod camera;
 pub mod decoder;
 pub mod file_frames;
