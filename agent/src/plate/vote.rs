@@ -585,6 +585,18 @@ mod tests {
     }
 
     #[test]
+    fn two_frames_that_disagree_give_a_reading_one_of_them_made() {
+        // Position by position, the blend 51A60216 is as supported as
+        // either read; no frame saw it.
+        let v = vote(&[obs("51A60218", 0.9), obs("51A80216", 0.9)]).unwrap();
+        assert!(
+            ["51A60218", "51A80216"].contains(&v.chars.as_str()),
+            "{v:?}"
+        );
+        assert!(v.confidence <= 0.5, "{v:?}");
+    }
+
+    #[test]
     fn unreadable_tracks_are_not_made_valid() {
         let v = vote(&[obs("ABC", 0.9), obs("ABC", 0.9)]).unwrap();
         assert!(v.plate.is_none());
