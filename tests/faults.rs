@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::*;
@@ -454,23 +454,30 @@ fn a_garbage_stream_is_reported_and_retried_without_panic() {
     );
 }
 
-#[test]
-fn an_unusable_outbox_folder_degrades_but_delivers() {
-    let work = tempfile::tempdir().unwrap();
+/// One car passing once, with storage.dir a file (nothing can be created
+/// under it) and events also in `work/events.jsonl`: the config, and the
+/// file in the way.
+fn one_car_with_unusable_storage(work: &Path, mqtt: &str) -> (String, PathBuf) {
     let frames = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate/images");
-    let clip = work.path().join("car.mp4");
+    let clip = work.join("car.mp4");
     clip_from_images(&[frames.join("e4a7bc1c-37112.jpg")], 3, &clip);
-    // storage.dir is a file: nothing can be created under it.
-    let not_a_folder = work.path().join("state-is-a-file");
+    let not_a_folder = work.join("state-is-a-file");
     std::fs::write(&not_a_folder, "x").unwrap();
-    let broker = Mosquitto::start();
-    let sub = Subscriber::connect(broker.port, "matthan/v1/#");
-    let cfg = config(&clip, &broker.url(), &not_a_folder)
+    let cfg = config(&clip, mqtt, &not_a_folder)
         .replace("loop = true", "loop = false")
         .replace(
             &format!("{}/events.jsonl", not_a_folder.display()),
-            &work.path().join("events.jsonl").display().to_string(),
+            &work.join("events.jsonl").display().to_string(),
         );
+    (cfg, not_a_folder)
+}
+
+#[test]
+fn an_unusable_outbox_folder_degrades_but_delivers() {
+    let work = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "matthan/v1/#");
+    let (cfg, _) = one_car_with_unusable_storage(work.path(), &broker.url());
     let mut agent = Agent::start(&cfg);
     let msgs = sub.wait_until(
         Duration::from_secs(60),
@@ -502,20 +509,11 @@ fn an_unusable_outbox_folder_degrades_but_delivers() {
 fn events_kept_in_the_temporary_outbox_reach_the_ioc_once_the_folder_is_fixed() {
     let work = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let frames = shared().join("data/vn_plate_detect_extra/dungnt_parking_gate/images");
-    let clip = work.path().join("car.mp4");
-    clip_from_images(&[frames.join("e4a7bc1c-37112.jpg")], 3, &clip);
-    let state = work.path().join("state");
-    std::fs::write(&state, "x").unwrap();
     // No broker yet, and storage.dir unusable: the event waits in the
     // temporary outbox when the agent stops.
     let port = free_port();
-    let cfg = config(&clip, &format!("mqtt://127.0.0.1:{port}"), &state)
-        .replace("loop = true", "loop = false")
-        .replace(
-            &format!("{}/events.jsonl", state.display()),
-            &work.path().join("events.jsonl").display().to_string(),
-        );
+    let (cfg, state) =
+        one_car_with_unusable_storage(work.path(), &format!("mqtt://127.0.0.1:{port}"));
     let mut first = Agent::start_with_tmp(&cfg, Some(tmp.path()));
     first.process.wait_exit(Duration::from_secs(60));
     let ids = ids_of(&read_jsonl(&work.path().join("events.jsonl")));
