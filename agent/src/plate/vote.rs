@@ -202,96 +202,123 @@ fn agreeing_confidence(
     }
 }
 
-/// Weighted character votes. Readings of the most common length vote
-/// position by position; readings of other lengths (a character dropped
-/// or doubled) are aligned to that length's consensus by edit distance
-/// and vote where they align, so their other characters still count.
-struct Tally {
-    /// length → (weight of the frames counted at that length, per-position char weights)
-    by_len: HashMap<usize, (f32, Vec<HashMap<char, f32>>)>,
+/// Weighted character votes. Each frame votes with its weight for the
+/// readings on its ballot, each with its share; the share a guess lost
+/// votes for nothing. A reading of another length than the one asked
+/// about (a character dropped or doubled) is aligned to it by edit
+/// distance and votes where it aligns, so its other characters still
+/// count, for and against.
+struct Tally<'a> {
+    frames: Vec<Frame<'a>>,
+    /// length → whole weight of the frames that read that many characters.
+    by_len: HashMap<usize, f32>,
     dominant: usize,
     total: f32,
 }
 
-impl Tally {
+/// One frame's ballot: readings (one length) with their shares.
+struct Frame<'a> {
+    readings: Vec<(Vec<char>, f32)>,
+    weight: f32,
+    observation: &'a PlateObservation,
+}
+
+impl Frame<'_> {
+    /// The read's confidence in its `i`-th character.
+    fn prob(&self, i: usize) -> f32 {
+        let o = self.observation;
+        o.char_confidences
+            .get(i)
+            .copied()
+            .unwrap_or(o.read_confidence)
+            .clamp(0.05, 1.0)
+    }
+
+    fn len(&self) -> usize {
+        self.readings.first().map_or(0, |(r, _)| r.len())
+    }
+}
+
+/// Index pairs of `a` to `reading`: position by position at the same
+/// length, else by edit distance.
+fn pairs(a: &[char], reading: &[char]) -> Vec<(usize, usize)> {
+    if a.len() == reading.len() {
+        (0..a.len()).map(|i| (i, i)).collect()
+    } else {
+        align(a, reading)
+    }
+}
+
+impl<'a> Tally<'a> {
     fn new(
         ballots: &[Vec<(&str, f32)>],
-        observations: &[PlateObservation],
+        observations: &'a [PlateObservation],
         weights: &[f32],
     ) -> Self {
-        let mut by_len: HashMap<usize, (f32, Vec<HashMap<char, f32>>)> = HashMap::new();
-        let prob = |o: &PlateObservation, i: usize| {
-            o.char_confidences
-                .get(i)
-                .copied()
-                .unwrap_or(o.read_confidence)
-                .clamp(0.05, 1.0)
-        };
-        let votes = || {
-            ballots
-                .iter()
-                .zip(observations)
-                .zip(weights)
-                .flat_map(|((b, o), w)| b.iter().map(move |&(r, share)| (r, o, w * share)))
-        };
-        for (r, o, w) in votes() {
-            let chars: Vec<char> = r.chars().collect();
-            if chars.is_empty() {
-                continue;
-            }
-            let entry = by_len
-                .entry(chars.len())
-                .or_insert_with(|| (0.0, vec![HashMap::new(); chars.len()]));
-            entry.0 += w;
-            for (i, c) in chars.into_iter().enumerate() {
-                *entry.1[i].entry(c).or_default() += w * prob(o, i);
-            }
+        let frames: Vec<Frame<'a>> = ballots
+            .iter()
+            .zip(observations)
+            .zip(weights)
+            .map(|((b, o), &w)| Frame {
+                readings: b
+                    .iter()
+                    .map(|&(r, share)| (r.chars().collect(), share))
+                    .filter(|(r, _): &(Vec<char>, f32)| !r.is_empty())
+                    .collect(),
+                weight: w,
+                observation: o,
+            })
+            .filter(|f| !f.readings.is_empty())
+            .collect();
+        let mut by_len: HashMap<usize, f32> = HashMap::new();
+        for f in &frames {
+            *by_len.entry(f.len()).or_default() += f.weight;
         }
-        // Every frame's whole weight: a guess's lost share supports nothing.
-        let total = weights.iter().sum::<f32>().max(1e-6);
         // On equal weight the longer length: OCR drops characters more
         // often than it adds them.
         let dominant = by_len
             .iter()
-            .max_by(|a, b| a.1.0.total_cmp(&b.1.0).then(a.0.cmp(b.0)))
+            .max_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0)))
             .map_or(0, |(l, _)| *l);
-        let mut tally = Self {
+        Self {
+            frames,
             by_len,
             dominant,
-            total,
-        };
-        if let Some((reference, _)) = tally.consensus() {
-            let reference: Vec<char> = reference.chars().collect();
-            let mut extra = vec![HashMap::<char, f32>::new(); reference.len()];
-            for (r, o, w) in votes() {
-                let chars: Vec<char> = r.chars().collect();
-                if chars.len() == reference.len() || chars.is_empty() {
-                    continue;
-                }
-                for (i, j) in align(&chars, &reference) {
-                    *extra[j].entry(chars[i]).or_default() += w * prob(o, i);
-                }
-            }
-            // Aligned reads choose characters, but do not count as
-            // support for the length: a read missing a character is no
-            // vote for a plate of the full length.
-            if let Some(entry) = tally.by_len.get_mut(&reference.len()) {
-                for (pos, add) in entry.1.iter_mut().zip(extra) {
-                    for (c, v) in add {
-                        *pos.entry(c).or_default() += v;
+            total: weights.iter().sum::<f32>().max(1e-6),
+        }
+    }
+
+    /// Per position of `reading`, the weight behind each character, and
+    /// the whole weight of the frames that put a character there; from
+    /// the reads of its own length only, or from all.
+    fn positions(&self, reading: &[char], all: bool) -> Vec<(HashMap<char, f32>, f32)> {
+        let mut out = vec![(HashMap::new(), 0.0f32); reading.len()];
+        for f in self.frames.iter().filter(|f| all || f.len() == reading.len()) {
+            for (k, (r, share)) in f.readings.iter().enumerate() {
+                for (i, j) in pairs(r, reading) {
+                    let w = f.weight * f.prob(i);
+                    *out[j].0.entry(r[i]).or_default() += w * share;
+                    if k == 0 {
+                        out[j].1 += w;
                     }
                 }
             }
         }
-        tally
+        out
     }
 
-    /// The per-position winner at the dominant length, with each position's share.
+    /// The per-position winner at the dominant length (reads of other
+    /// lengths aligned to a first one made of that length's reads alone),
+    /// with each position's share.
     fn consensus(&self) -> Option<(String, Vec<f32>)> {
-        let (_, positions) = self.by_len.get(&self.dominant)?;
+        let (first, _) = self.winners(&vec!['\0'; self.dominant], false)?;
+        self.winners(&first.chars().collect::<Vec<_>>(), true)
+    }
+
+    fn winners(&self, reference: &[char], all: bool) -> Option<(String, Vec<f32>)> {
         let mut out = String::new();
         let mut shares = Vec::new();
-        for t in positions {
+        for (t, _) in self.positions(reference, all) {
             let sum: f32 = t.values().sum::<f32>().max(1e-6);
             let (c, v) = t
                 .iter()
@@ -302,17 +329,19 @@ impl Tally {
         Some((out, shares))
     }
 
-    /// Share of all frames' weight behind the reading's length, times the
-    /// share behind its least supported character.
+    /// Share of all frames' weight that read the reading's length, times
+    /// the share of its least supported character: the weight behind it
+    /// against the whole weight of the frames that put a character there
+    /// (a guess's lost share counts against it).
     fn support(&self, reading: &str) -> f32 {
         let chars: Vec<char> = reading.chars().collect();
-        let Some((len_weight, positions)) = self.by_len.get(&chars.len()) else {
+        let Some(len_weight) = self.by_len.get(&chars.len()) else {
             return 0.0;
         };
         let weakest = chars
             .iter()
-            .zip(positions)
-            .map(|(c, t)| t.get(c).copied().unwrap_or(0.0) / t.values().sum::<f32>().max(1e-6))
+            .zip(self.positions(&chars, true))
+            .map(|(c, (t, whole))| t.get(c).copied().unwrap_or(0.0) / whole.max(1e-6))
             .fold(1.0f32, f32::min);
         (len_weight / self.total).min(1.0) * weakest
     }
@@ -582,6 +611,19 @@ mod tests {
         };
         let alt = v.alternatives.iter().find(|a| a.chars == rival);
         assert!(alt.is_some_and(|a| a.support > 0.4), "{v:?}");
+    }
+
+    #[test]
+    fn a_minority_of_short_reads_does_not_outvote_the_whole_ones() {
+        // Two frames drop a character and misread another: the three that
+        // read the whole plate count against their odd character too.
+        let mut reads = vec![obs("59H143727", 0.9); 3];
+        reads.extend([obs("59H14872", 0.9), obs("59H14872", 0.9)]);
+        assert_eq!(vote(&reads).unwrap().chars, "59H143727");
+        // Guessed provinces do not cost the whole reads their length.
+        let mut reads = vec![obs("13H143727", 0.9); 5];
+        reads.extend([obs("18H14372", 0.9), obs("18H14372", 0.9)]);
+        assert_eq!(vote(&reads).unwrap().chars, "18H143727");
     }
 
     #[test]
