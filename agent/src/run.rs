@@ -36,8 +36,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for m in &models.ids {
         tracing::info!(role = m.role, model = %m.name, sha256 = %m.sha256, "model loaded");
     }
+    // Two workers: the MQTT connection task reads and acknowledges outbox
+    // records on disk, and a slow disk stalling it must not stall the
+    // metrics and the signals too.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .thread_name("matthan-net")
         .build()
@@ -285,7 +288,13 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
     match Outbox::open(wanted.clone()) {
         Ok(mut o) => {
             if fallback.is_dir() {
-                recover_fallback(&mut o, &fallback);
+                recover_fallback(
+                    &mut o,
+                    crate::publish::outbox::OutboxConfig {
+                        dir: fallback,
+                        ..wanted
+                    },
+                );
             }
             Ok((o, None))
         }
@@ -307,14 +316,15 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
 
 /// Moves the events a temporary outbox still holds (from a start when the
 /// real one was unusable) into the real one, oldest first, then removes it.
-fn recover_fallback(outbox: &mut Outbox, fallback: &std::path::Path) {
-    let moved = Outbox::open(crate::publish::outbox::OutboxConfig::new(
-        fallback.to_path_buf(),
-    ))
-    .and_then(|mut old| {
+/// Each is acknowledged there once stored here, so a move cut short (a
+/// full disk, a power cut) repeats none at the next start.
+fn recover_fallback(outbox: &mut Outbox, fallback: crate::publish::outbox::OutboxConfig) {
+    let dir = fallback.dir.clone();
+    let moved = Outbox::open(fallback).and_then(|mut old| {
         let records = old.read_pending(0, usize::MAX)?;
         for r in &records {
             outbox.append(&r.topic, &r.payload)?;
+            old.ack(r.id)?;
         }
         Ok(records.len())
     });
@@ -323,16 +333,16 @@ fn recover_fallback(outbox: &mut Outbox, fallback: &std::path::Path) {
             if n > 0 {
                 tracing::warn!(
                     "moved {n} undelivered events from the temporary outbox {} into the outbox",
-                    fallback.display()
+                    dir.display()
                 );
             }
-            if let Err(e) = std::fs::remove_dir_all(fallback) {
-                tracing::warn!("cannot remove {}: {e}", fallback.display());
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("cannot remove {}: {e}", dir.display());
             }
         }
         Err(e) => tracing::error!(
-            "the temporary outbox {} holds events that could not be moved ({e:#}); they stay there for the next start",
-            fallback.display()
+            "the temporary outbox {} holds events that could not all be moved ({e:#}); the rest stay there for the next start",
+            dir.display()
         ),
     }
 }

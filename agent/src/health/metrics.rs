@@ -364,9 +364,7 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>, shutdown: Shutdown) -> a
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _place = place;
-            let head = tokio::time::timeout(REQUEST_WAIT, read_head(&mut socket))
-                .await
-                .unwrap_or_default();
+            let head = read_head(&mut socket, tokio::time::Instant::now() + REQUEST_WAIT).await;
             let path = head.split(' ').nth(1).unwrap_or_default();
             let (status, body) = if head.starts_with("GET ") && path == "/metrics" {
                 ("200 OK", metrics.render())
@@ -377,22 +375,28 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>, shutdown: Shutdown) -> a
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
+            // A client that never reads gives its place back too.
+            let _ = tokio::time::timeout(REQUEST_WAIT, async {
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            })
+            .await;
         });
     }
 }
 
-/// The request's head, up to the blank line that ends it, however many
-/// reads it comes in; what there is when the client stops or the head
-/// grows past [`REQUEST_MAX`].
-async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+/// The request's head, up to the blank line that ends it (CRLF or bare
+/// LF), however many reads it comes in; what there is when the client
+/// stops, the deadline passes or the head grows past [`REQUEST_MAX`].
+async fn read_head(socket: &mut tokio::net::TcpStream, deadline: tokio::time::Instant) -> String {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_MAX {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
+    let ended =
+        |h: &[u8]| h.windows(4).any(|w| w == b"\r\n\r\n") || h.windows(2).any(|w| w == b"\n\n");
+    while !ended(&head) && head.len() < REQUEST_MAX {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => break,
         }
     }
     String::from_utf8_lossy(&head).into_owned()
@@ -437,6 +441,8 @@ mod tests {
         assert_eq!(ask(port, &[a, b]).await, "HTTP/1.1 200 OK");
         let other = "GET /metricsX HTTP/1.1\r\n\r\n";
         assert_eq!(ask(port, &[other]).await, "HTTP/1.1 404 Not Found");
+        let bare_lf = "GET /metrics HTTP/1.0\n\n";
+        assert_eq!(ask(port, &[bare_lf]).await, "HTTP/1.1 200 OK");
         shutdown.trigger();
         server.await.unwrap().unwrap();
     }

@@ -116,16 +116,17 @@ impl Models {
             let started = std::time::Instant::now();
             for plate in found {
                 // One plate that cannot be cut out costs only itself, not
-                // the frame's other plates and faces.
-                let read = match self.reader.read_quad(img, &plate.corners) {
-                    Ok(read) => read,
+                // the frame's other plates and faces; a reader that fails
+                // fails the frame, and is counted and logged as such.
+                let crop = match self.reader.rectify(img, &plate.corners) {
+                    Ok(crop) => crop,
                     Err(e) => {
-                        tracing::debug!("plate at {:?} not read: {e:#}", plate.bbox);
+                        tracing::debug!("plate at {:?} not cut out: {e:#}", plate.bbox);
                         continue;
                     }
                 };
-                let (text, sharpness, crop) =
-                    (read.text, image_ops::sharpness(&read.crop)?, read.crop);
+                let text = self.reader.read_crop(&crop)?;
+                let sharpness = image_ops::sharpness(&crop)?;
                 out.plates.push(PlateRead {
                     bbox: plate.bbox,
                     corners: plate.corners,

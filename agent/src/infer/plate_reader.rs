@@ -38,12 +38,6 @@ pub struct TextRead {
     pub confidence: f32,
 }
 
-/// A read together with the rectified crop it was made from.
-pub struct CropRead {
-    pub text: TextRead,
-    pub crop: BgrImage,
-}
-
 pub struct PlateReader {
     session: Mutex<Session>,
     width: u32,
@@ -73,11 +67,12 @@ impl PlateReader {
         })
     }
 
-    /// Rectifies the plate given by its corners and reads it. The corners
-    /// are first pushed out from their centre by [`CROP_MARGIN`]: detected
-    /// corners sit on the plate's edge, and a glyph cut by a pixel reads worse
-    /// than one with a little border around it (the reader was trained so).
-    pub fn read_quad(&self, img: &I420Image, corners: &[[f32; 2]; 4]) -> anyhow::Result<CropRead> {
+    /// The plate given by its corners, rectified to the reader's input
+    /// size. The corners are first pushed out from their centre by
+    /// [`CROP_MARGIN`]: detected corners sit on the plate's edge, and a
+    /// glyph cut by a pixel reads worse than one with a little border
+    /// around it (the reader was trained so).
+    pub fn rectify(&self, img: &I420Image, corners: &[[f32; 2]; 4]) -> anyhow::Result<BgrImage> {
         let cx = corners.iter().map(|c| c[0]).sum::<f32>() / 4.0;
         let cy = corners.iter().map(|c| c[1]).sum::<f32>() / 4.0;
         let grown = corners.map(|[x, y]| {
@@ -99,11 +94,7 @@ impl PlateReader {
             ],
         )?;
         let local = grown.map(|[x, y]| [x - ox as f32, y - oy as f32]);
-        let crop = warp_quad(&region, &local, self.width, self.height)?;
-        Ok(CropRead {
-            text: self.read_crop(&crop)?,
-            crop,
-        })
+        warp_quad(&region, &local, self.width, self.height)
     }
 
     /// Reads an upright plate crop of any size.

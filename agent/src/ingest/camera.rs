@@ -266,6 +266,7 @@ impl CameraSupervisor {
         let mut gate = MotionGate::default();
         let mut last_image: Option<std::sync::Arc<I420Image>> = None;
         let mut last_frame: Option<Instant> = None;
+        let mut last_arrival = std::time::UNIX_EPOCH;
         let mut format: Option<(u32, u32, String)> = None;
         let mut next_due_wall = Instant::now();
         loop {
@@ -331,10 +332,15 @@ impl CameraSupervisor {
                 .buffer()
                 .ok_or_else(|| anyhow!("sample without buffer"))?;
             // Arrival, where frame-to-event latency starts: before decoding.
+            // Pictures arrive in decoding order; a B-frame shown before the
+            // picture that arrived ahead of it makes that one's time no
+            // earlier than its own, so capture times never go back.
             let arrived = buffer
                 .pts()
                 .and_then(|pts| arrivals.of(pts.nseconds()))
-                .unwrap_or_else(SystemTime::now);
+                .unwrap_or_else(SystemTime::now)
+                .max(last_arrival);
+            last_arrival = arrived;
             // Due-ness follows the stream's own clock when it has one, so a
             // file analysed faster than real time gives the same frames as
             // one played at real time.

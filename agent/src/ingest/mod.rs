@@ -193,7 +193,19 @@ mod tests {
         init_gstreamer().unwrap();
         let pipeline = OwnedPipeline::launch(description).unwrap();
         let _ = pipeline.set_state(gstreamer::State::Playing);
-        first_error(&pipeline.bus().unwrap()).expect("the pipeline fails")
+        // Longer than `first_error` waits: a loaded machine may be slow to refuse.
+        let message = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(
+                gstreamer::ClockTime::from_seconds(20),
+                &[gstreamer::MessageType::Error],
+            )
+            .expect("the pipeline fails");
+        match message.view() {
+            gstreamer::MessageView::Error(err) => describe_error(err),
+            _ => unreachable!("filtered"),
+        }
     }
 
     #[test]

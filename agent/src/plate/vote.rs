@@ -293,7 +293,11 @@ impl<'a> Tally<'a> {
     /// the reads of its own length only, or from all.
     fn positions(&self, reading: &[char], all: bool) -> Vec<(HashMap<char, f32>, f32)> {
         let mut out = vec![(HashMap::new(), 0.0f32); reading.len()];
-        for f in self.frames.iter().filter(|f| all || f.len() == reading.len()) {
+        for f in self
+            .frames
+            .iter()
+            .filter(|f| all || f.len() == reading.len())
+        {
             for (k, (r, share)) in f.readings.iter().enumerate() {
                 for (i, j) in pairs(r, reading) {
                     let w = f.weight * f.prob(i);

@@ -208,6 +208,11 @@ impl PlateTrack {
     }
 }
 
+/// Whether a read is confident enough to vote and a valid plate as it stands.
+fn reads_as_plate(o: &PlateObservation, min_confidence: f32) -> bool {
+    o.read_confidence >= min_confidence && crate::plate::parse(&o.chars).is_some()
+}
+
 /// Sightings a track holds before the least telling go: a plate in view for
 /// hours that is never reported early (never read, never surely a plate)
 /// must not grow without end.
@@ -391,6 +396,11 @@ impl Passes {
                 let pass_id = self.next_pass_id;
                 self.next_pass_id += 1;
                 let anchor = confident.then(|| observation.chars.clone());
+                let min_confidence = self.config.min_read_confidence;
+                let readable_reads = carried
+                    .iter()
+                    .filter(|s| reads_as_plate(&s.observation, min_confidence))
+                    .count();
                 self.plates.insert(
                     *id,
                     PlateTrack {
@@ -399,7 +409,7 @@ impl Passes {
                         frames: carried_frames,
                         first_clock: now,
                         reported: None,
-                        readable_reads: 0,
+                        readable_reads,
                         anchor,
                         switch_candidate: None,
                     },
@@ -419,10 +429,8 @@ impl Passes {
                     .frames
                     .offer((votes, weight), &observation.chars, frame);
             }
-            let readable = |o: &PlateObservation| {
-                o.read_confidence >= self.config.min_read_confidence
-                    && crate::plate::parse(&o.chars).is_some()
-            };
+            let min_confidence = self.config.min_read_confidence;
+            let readable = |o: &PlateObservation| reads_as_plate(o, min_confidence);
             if readable(&observation) {
                 track.readable_reads += 1;
             }
