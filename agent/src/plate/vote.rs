@@ -207,36 +207,23 @@ fn agreeing_confidence(
 /// votes for nothing. A reading of another length than the one asked
 /// about (a character dropped or doubled) is aligned to it by edit
 /// distance and votes where it aligns, so its other characters still
-/// count, for and against.
-struct Tally<'a> {
-    frames: Vec<Frame<'a>>,
+/// count, for and against. Frames that read the same string are summed
+/// first: a plate in view for long is read the same way hundreds of
+/// times.
+struct Tally {
+    readings: Vec<Reading>,
     /// length → whole weight of the frames that read that many characters.
     by_len: HashMap<usize, f32>,
     dominant: usize,
     total: f32,
 }
 
-/// One frame's ballot: readings (one length) with their shares.
-struct Frame<'a> {
-    readings: Vec<(Vec<char>, f32)>,
-    weight: f32,
-    observation: &'a PlateObservation,
-}
-
-impl Frame<'_> {
-    /// The read's confidence in its `i`-th character.
-    fn prob(&self, i: usize) -> f32 {
-        let o = self.observation;
-        o.char_confidences
-            .get(i)
-            .copied()
-            .unwrap_or(o.read_confidence)
-            .clamp(0.05, 1.0)
-    }
-
-    fn len(&self) -> usize {
-        self.readings.first().map_or(0, |(r, _)| r.len())
-    }
+/// One string some frames voted for, with per character the weight for
+/// it and the whole weight of the frames whose first reading it was.
+struct Reading {
+    chars: Vec<char>,
+    weight_for: Vec<f32>,
+    whole: Vec<f32>,
 }
 
 /// Index pairs of `a` to `reading`: position by position at the same
@@ -249,30 +236,52 @@ fn pairs(a: &[char], reading: &[char]) -> Vec<(usize, usize)> {
     }
 }
 
-impl<'a> Tally<'a> {
+impl Tally {
     fn new(
         ballots: &[Vec<(&str, f32)>],
-        observations: &'a [PlateObservation],
+        observations: &[PlateObservation],
         weights: &[f32],
     ) -> Self {
-        let frames: Vec<Frame<'a>> = ballots
-            .iter()
-            .zip(observations)
-            .zip(weights)
-            .map(|((b, o), &w)| Frame {
-                readings: b
-                    .iter()
-                    .map(|&(r, share)| (r.chars().collect(), share))
-                    .filter(|(r, _): &(Vec<char>, f32)| !r.is_empty())
-                    .collect(),
-                weight: w,
-                observation: o,
-            })
-            .filter(|f| !f.readings.is_empty())
-            .collect();
+        let mut readings: Vec<Reading> = Vec::new();
         let mut by_len: HashMap<usize, f32> = HashMap::new();
-        for f in &frames {
-            *by_len.entry(f.len()).or_default() += f.weight;
+        for ((ballot, o), &w) in ballots.iter().zip(observations).zip(weights) {
+            // The read's confidence in its `i`-th character.
+            let prob = |i: usize| {
+                o.char_confidences
+                    .get(i)
+                    .copied()
+                    .unwrap_or(o.read_confidence)
+                    .clamp(0.05, 1.0)
+            };
+            let ballot: Vec<(Vec<char>, f32)> = ballot
+                .iter()
+                .map(|&(r, share)| (r.chars().collect::<Vec<char>>(), share))
+                .filter(|(r, _)| !r.is_empty())
+                .collect();
+            let Some(len) = ballot.first().map(|(r, _)| r.len()) else {
+                continue;
+            };
+            *by_len.entry(len).or_default() += w;
+            for (k, (chars, share)) in ballot.into_iter().enumerate() {
+                let at = match readings.iter().position(|r| r.chars == chars) {
+                    Some(at) => at,
+                    None => {
+                        readings.push(Reading {
+                            weight_for: vec![0.0; chars.len()],
+                            whole: vec![0.0; chars.len()],
+                            chars,
+                        });
+                        readings.len() - 1
+                    }
+                };
+                let r = &mut readings[at];
+                for i in 0..r.chars.len() {
+                    r.weight_for[i] += w * share * prob(i);
+                    if k == 0 {
+                        r.whole[i] += w * prob(i);
+                    }
+                }
+            }
         }
         // On equal weight the longer length: OCR drops characters more
         // often than it adds them.
@@ -281,7 +290,7 @@ impl<'a> Tally<'a> {
             .max_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0)))
             .map_or(0, |(l, _)| *l);
         Self {
-            frames,
+            readings,
             by_len,
             dominant,
             total: weights.iter().sum::<f32>().max(1e-6),
@@ -293,19 +302,14 @@ impl<'a> Tally<'a> {
     /// the reads of its own length only, or from all.
     fn positions(&self, reading: &[char], all: bool) -> Vec<(HashMap<char, f32>, f32)> {
         let mut out = vec![(HashMap::new(), 0.0f32); reading.len()];
-        for f in self
-            .frames
+        for r in self
+            .readings
             .iter()
-            .filter(|f| all || f.len() == reading.len())
+            .filter(|r| all || r.chars.len() == reading.len())
         {
-            for (k, (r, share)) in f.readings.iter().enumerate() {
-                for (i, j) in pairs(r, reading) {
-                    let w = f.weight * f.prob(i);
-                    *out[j].0.entry(r[i]).or_default() += w * share;
-                    if k == 0 {
-                        out[j].1 += w;
-                    }
-                }
+            for (i, j) in pairs(&r.chars, reading) {
+                *out[j].0.entry(r.chars[i]).or_default() += r.weight_for[i];
+                out[j].1 += r.whole[i];
             }
         }
         out
