@@ -38,11 +38,11 @@ pub fn nms<T>(
 /// model's corners far from its own box are noise).
 pub fn plausible_quad(corners: &[[f32; 2]; 4], bbox: &BBox) -> bool {
     const MIN_AREA: f32 = 4.0;
-    let turns = (0..4).map(|i| {
+    // Every turn the same way (clockwise, with y down).
+    let convex = (0..4).all(|i| {
         let [a, b, c] = [corners[i], corners[(i + 1) % 4], corners[(i + 2) % 4]];
-        (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0])
+        (b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]) > 0.0
     });
-    let convex = turns.clone().all(|t| t > 0.0);
     // Shoelace: twice the area.
     let area = (0..4)
         .map(|i| {

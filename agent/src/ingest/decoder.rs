@@ -8,7 +8,7 @@
 //! A preset whose elements this machine lacks falls back to software with a
 //! warning; it never fails a camera.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -54,17 +54,13 @@ pub fn converter(preset: DecoderPreset) -> &'static str {
     }
 }
 
-/// Whether the chosen preset needs its own converter (see [`converter`]):
-/// set once by [`apply`], read by every pipeline built after it.
-static NVMM: AtomicBool = AtomicBool::new(false);
+/// The converter of the preset [`apply`] chose, read by every pipeline
+/// built after it.
+static CONVERTER: Mutex<&str> = Mutex::new("videoconvert");
 
 /// The converter the pipelines use under the preset [`apply`] chose.
 pub fn chosen_converter() -> &'static str {
-    if NVMM.load(Ordering::Relaxed) {
-        converter(DecoderPreset::Jetson)
-    } else {
-        converter(DecoderPreset::Software)
-    }
+    *CONVERTER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 const AUTO_ORDER: [DecoderPreset; 5] = [
@@ -135,10 +131,7 @@ pub fn apply(wanted: DecoderPreset) -> DecoderPreset {
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
-    NVMM.store(
-        converter(chosen) != converter(DecoderPreset::Software),
-        Ordering::Relaxed,
-    );
+    *CONVERTER.lock().unwrap_or_else(|e| e.into_inner()) = converter(chosen);
     let top = gst::Rank::PRIMARY + 100;
     for name in elements(chosen).iter().filter(|n| available(n)) {
         if let Some(f) = gst::ElementFactory::find(name) {

@@ -67,24 +67,17 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
         return None;
     }
     let weights: Vec<f32> = observations.iter().map(PlateObservation::weight).collect();
-    // Each frame's own best reading: its top grammatical correction, or the raw read.
     let own: Vec<Vec<grammar::Candidate>> = observations
         .iter()
         .map(|o| grammar::correct(&o.chars, &o.char_confidences, CANDIDATES_PER_READ))
-        .collect();
-    let best_own: Vec<String> = observations
-        .iter()
-        .zip(&own)
-        .map(|(o, c)| {
-            c.first()
-                .map_or_else(|| o.chars.clone(), |c| c.chars.clone())
-        })
         .collect();
     let ballots: Vec<Vec<(&str, f32)>> = observations
         .iter()
         .zip(&own)
         .map(|(o, c)| ballot(&o.chars, c))
         .collect();
+    // Each frame's own best reading: its top grammatical correction, or the raw read.
+    let best_own: Vec<&str> = ballots.iter().map(|b| b[0].0).collect();
     let tally = Tally::new(&ballots, observations, &weights);
 
     let mut candidates: Vec<String> = Vec::new();
@@ -117,7 +110,7 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
     // Valid readings first, then by support; among equals, one a frame
     // read over a blend of several, the longer (OCR drops characters more
     // often than it adds them), then by text for determinism.
-    let read_by_a_frame = |c: &str| best_own.iter().any(|b| b == c);
+    let read_by_a_frame = |c: &str| best_own.contains(&c);
     scored.sort_by(|a, b| {
         b.2.cmp(&a.2)
             .then(b.1.total_cmp(&a.1))
@@ -133,7 +126,7 @@ pub fn vote(observations: &[PlateObservation]) -> Option<Vote> {
                     * if best_own[i] == chars {
                         1.0
                     } else {
-                        0.5 * similarity(&chars, &best_own[i])
+                        0.5 * similarity(&chars, best_own[i])
                     }
             };
             score(a).total_cmp(&score(b))
@@ -185,14 +178,14 @@ fn ballot<'a>(raw: &'a str, candidates: &'a [grammar::Candidate]) -> Vec<(&'a st
 /// best frame's when none is).
 fn agreeing_confidence(
     chars: &str,
-    own: &[String],
+    own: &[&str],
     observations: &[PlateObservation],
     best: usize,
 ) -> f32 {
     let agreeing: Vec<f32> = own
         .iter()
         .zip(observations)
-        .filter(|(r, _)| *r == chars)
+        .filter(|(r, _)| **r == chars)
         .map(|(_, o)| o.read_confidence)
         .collect();
     if agreeing.is_empty() {
