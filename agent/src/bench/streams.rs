@@ -221,12 +221,12 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
     let delta = |name: &str| sum(&after, name) - sum(&before, name);
     let handled =
         delta("matthan_frames_analysed_total{") + delta("matthan_frames_unchanged_total{");
-    let quantile = |q: &str| {
-        value(
-            &after,
-            &format!("matthan_frame_to_event_seconds{{quantile=\"{q}\"}}"),
-        )
-        .map(|s| super::round_to(s * 1000.0, 1))
+    // Over the window only: the agent's summary quantiles would mix in
+    // the events of the start-up.
+    let window = window_histogram(&before, &after, LATENCY_HISTOGRAM);
+    let quantile = |q: f64| {
+        crate::publish::latency::histogram_quantile(&window, q)
+            .map(|s| super::round_to(s * 1000.0, 1))
     };
     let run = StreamsRun {
         streams: setup.streams,
@@ -239,8 +239,8 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
         frames_unchanged: delta("matthan_frames_unchanged_total{") as u64,
         pictures_skipped: delta("matthan_pictures_skipped_total{") as u64,
         frame_to_event_ms: Latency {
-            p50: quantile("0.5"),
-            p99: quantile("0.99"),
+            p50: quantile(0.5),
+            p99: quantile(0.99),
             events: delta("matthan_frame_to_event_seconds_count") as u64,
         },
         cpu_cores_used: super::round_to((cpu_after - cpu_before) / wall, 2),
@@ -283,11 +283,38 @@ fn sum(metrics: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-fn value(metrics: &str, name: &str) -> Option<f64> {
+const LATENCY_HISTOGRAM: &str = "matthan_frame_to_event_latency_seconds";
+
+/// The cumulative buckets (`le`, count) of histogram `name`.
+fn histogram(metrics: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
     metrics
         .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .filter_map(|l| {
+            let (le, count) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Histogram `name` over the window between two readings of the metrics.
+fn window_histogram(before: &str, after: &str, name: &str) -> Vec<(f64, u64)> {
+    let before = histogram(before, name);
+    histogram(after, name)
+        .into_iter()
+        .map(|(le, n)| {
+            let earlier = before
+                .iter()
+                .find(|&&(b, _)| b == le)
+                .map_or(0, |&(_, c)| c);
+            (le, n.saturating_sub(earlier))
+        })
+        .collect()
 }
 
 /// User plus system CPU time of a process, seconds.
@@ -320,6 +347,13 @@ fn rss_peak_mb(pid: u32) -> anyhow::Result<f64> {
 mod tests {
     use super::*;
 
+    fn value(metrics: &str, name: &str) -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     #[test]
     fn metrics_are_summed_and_read_by_name() {
         let m = "# HELP x\nmatthan_frames_analysed_total{camera=\"a\"} 10\nmatthan_frames_analysed_total{camera=\"b\"} 5\n\
@@ -331,6 +365,39 @@ mod tests {
         );
         assert_eq!(value(m, "matthan_frame_to_event_seconds_count"), Some(7.0));
         assert_eq!(value(m, "matthan_frame_to_event_seconds"), None);
+    }
+
+    #[test]
+    fn latency_is_taken_over_the_window_from_the_agents_histogram() {
+        use crate::publish::latency::Latency;
+        use std::time::SystemTime;
+        let latency = std::sync::Arc::new(Latency::default());
+        let page = || {
+            let metrics = crate::health::metrics::Metrics {
+                latency: Some(latency.clone()),
+                ..Default::default()
+            };
+            metrics.render()
+        };
+        let ack = |record: u64, ms: u64| {
+            latency.stored(record, SystemTime::now() - Duration::from_millis(ms));
+            latency.acknowledged(record);
+        };
+        for i in 0..10 {
+            ack(i, 900); // the start-up, before the window
+        }
+        let before = page();
+        for i in 10..60 {
+            ack(i, 120);
+        }
+        let after = page();
+        let window = window_histogram(&before, &after, LATENCY_HISTOGRAM);
+        assert_eq!(window.last().map(|b| b.1), Some(50));
+        let p99 = crate::publish::latency::histogram_quantile(&window, 0.99).unwrap();
+        assert!((0.11..=0.13).contains(&p99), "{p99}");
+        // The summary's p99 holds the start-up.
+        let summary = value(&after, "matthan_frame_to_event_seconds{quantile=\"0.99\"}");
+        assert!(summary.unwrap() >= 0.9, "{summary:?}");
     }
 
     #[test]

@@ -255,6 +255,23 @@ impl Metrics {
             }
             let _ = writeln!(out, "{name}_sum {:.4}", summary.sum);
             let _ = writeln!(out, "{name}_count {}", summary.count);
+            // The same as a histogram, which a scraper (and the benchmark)
+            // can take over any window, where the summary's quantiles mix
+            // in the last 4096 events whenever they came.
+            let name = "matthan_frame_to_event_latency_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} From the arrival of the frame that decided an event to the broker's acknowledgement, since start\n# TYPE {name} histogram"
+            );
+            for (le, count) in l.histogram() {
+                if le.is_infinite() {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+                } else {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+                }
+            }
+            let _ = writeln!(out, "{name}_sum {:.4}", summary.sum);
+            let _ = writeln!(out, "{name}_count {}", summary.count);
         }
         if let Some(r) = &self.mqtt_reconnects {
             series(

@@ -16,6 +16,17 @@ const SAMPLES: usize = 4096;
 /// the oldest go untimed rather than memory growing with the outage.
 const WAITING: usize = 4 * SAMPLES;
 
+/// Upper bounds, in seconds, of the histogram's finite buckets: every
+/// 10 ms up to a second, where the benchmark's 300 ms bar and a healthy
+/// gateway lie, then coarser for outages.
+pub fn bucket_bounds() -> impl Iterator<Item = f64> {
+    (1..=100)
+        .map(|i| f64::from(i) / 100.0)
+        .chain([1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0])
+}
+
+const FINITE_BUCKETS: usize = 109;
+
 #[derive(Default)]
 pub struct Latency {
     /// Outbox record id → when its deciding frame arrived.
@@ -23,13 +34,27 @@ pub struct Latency {
     acknowledged: Mutex<Acknowledged>,
 }
 
-#[derive(Default)]
 struct Acknowledged {
     /// The last [`SAMPLES`], for the quantiles.
     seconds: VecDeque<f64>,
     /// Since start, for a summary's `_count` and `_sum`, which only grow.
     count: u64,
     sum: f64,
+    /// Since start, per bucket of [`bucket_bounds`] (not cumulative); the
+    /// last one is beyond every bound. Unlike the quantiles of the last
+    /// samples, these can be taken over any window by difference.
+    buckets: [u64; FINITE_BUCKETS + 1],
+}
+
+impl Default for Acknowledged {
+    fn default() -> Self {
+        Self {
+            seconds: VecDeque::new(),
+            count: 0,
+            sum: 0.0,
+            buckets: [0; FINITE_BUCKETS + 1],
+        }
+    }
 }
 
 /// The latencies acknowledged since start and the quantiles of the last ones.
@@ -66,7 +91,30 @@ impl Latency {
             a.seconds.push_back(s);
             a.count += 1;
             a.sum += s;
+            let bucket = bucket_bounds()
+                .position(|le| s <= le)
+                .unwrap_or(FINITE_BUCKETS);
+            a.buckets[bucket] += 1;
         }
+    }
+
+    /// Cumulative counts per bucket bound (`le`), the last at infinity,
+    /// as a Prometheus histogram gives them.
+    pub fn histogram(&self) -> Vec<(f64, u64)> {
+        let buckets = self
+            .acknowledged
+            .lock()
+            .map(|a| a.buckets)
+            .unwrap_or([0; FINITE_BUCKETS + 1]);
+        let mut total = 0;
+        bucket_bounds()
+            .chain([f64::INFINITY])
+            .zip(buckets)
+            .map(|(le, n)| {
+                total += n;
+                (le, total)
+            })
+            .collect()
     }
 
     /// The quantiles `qs` of the samples kept (nearest rank, from one
@@ -92,6 +140,30 @@ impl Latency {
     }
 }
 
+/// The quantile `q` of the samples counted by a cumulative histogram
+/// (`le`, count), as Prometheus's `histogram_quantile` estimates it:
+/// linear within the bucket holding the rank. A rank past every finite
+/// bound gives the highest finite bound. None when the histogram is empty.
+pub fn histogram_quantile(cumulative: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = cumulative.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let (mut lower, mut below) = (0.0, 0);
+    for &(le, count) in cumulative {
+        if count as f64 >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let inside = (count - below) as f64;
+            return Some(lower + (le - lower) * (rank - below as f64) / inside.max(1.0));
+        }
+        (lower, below) = (le, count);
+    }
+    Some(lower)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +186,52 @@ mod tests {
         let [p50, p99] = summary.quantiles.unwrap();
         assert!((0.49..0.55).contains(&p50), "{p50}");
         assert!((0.98..1.05).contains(&p99), "{p99}");
+
+        let histogram = l.histogram();
+        assert_eq!(histogram.len(), bucket_bounds().count() + 1);
+        assert_eq!(histogram.last(), Some(&(f64::INFINITY, 100)));
+        // Samples of 0 to 990 ms, ten in every tenth of a second.
+        assert_eq!(histogram[49], (0.5, 50));
+        let p50 = histogram_quantile(&histogram, 0.5).unwrap();
+        let p99 = histogram_quantile(&histogram, 0.99).unwrap();
+        assert!((0.49..=0.51).contains(&p50), "{p50}");
+        assert!((0.98..=1.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn a_window_of_the_histogram_is_the_difference_of_two_readings() {
+        let l = Latency::default();
+        let ack = |record: u64, ms: u64| {
+            l.stored(record, SystemTime::now() - Duration::from_millis(ms));
+            l.acknowledged(record);
+        };
+        // A slow start, then a window of fast events.
+        for i in 0..20 {
+            ack(i, 2_500);
+        }
+        let before = l.histogram();
+        for i in 20..120 {
+            ack(i, 100);
+        }
+        let after = l.histogram();
+        let window: Vec<(f64, u64)> = after
+            .iter()
+            .zip(&before)
+            .map(|(&(le, a), &(_, b))| (le, a - b))
+            .collect();
+        let p99 = histogram_quantile(&window, 0.99).unwrap();
+        assert!((0.09..=0.11).contains(&p99), "{p99}");
+        // Over all samples, the slow start is the tail.
+        let all = histogram_quantile(&after, 0.99).unwrap();
+        assert!((2.0..=3.0).contains(&all), "{all}");
+        assert_eq!(
+            histogram_quantile(&[(0.1, 0), (f64::INFINITY, 0)], 0.5),
+            None
+        );
+        // Beyond every finite bound: the highest finite bound.
+        assert_eq!(
+            histogram_quantile(&[(0.1, 0), (f64::INFINITY, 3)], 0.5),
+            Some(0.1)
+        );
     }
 }
