@@ -138,7 +138,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         });
         let factory = EventFactory::new(&config.site, camera, &models.ids, sequence);
         // The frame and status callbacks both end passes, on one thread.
-        let passes = std::cell::RefCell::new(Passes::new(config.pass_config()));
+        let passes =
+            std::cell::RefCell::new(Passes::new(config.pass_config(config.analysis_fps(camera))));
         let mut supervisor = CameraSupervisor::new(
             camera.clone(),
             config.analysis_fps(camera),
@@ -206,6 +207,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                                 last_detections = None;
                                 cam_metrics.analysis_errors.fetch_add(1, Ordering::Relaxed);
                                 tracing::error!(camera = %id, frame = frame.number, "analysis failed: {e:#}");
+                                // Nothing seen, as far as the passes know: tracks age and
+                                // end as the frames go by, instead of standing frozen
+                                // while analysis fails and catching whatever is there
+                                // when it comes back.
+                                let mut passes = passes.borrow_mut();
+                                let nothing = crate::infer::Detections::default();
+                                passes.on_frame(&frame, &nothing).into_iter().for_each(|p| publish(p, frame.captured_at));
                             }
                         }
                     },

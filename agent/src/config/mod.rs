@@ -99,14 +99,15 @@ impl Config {
         }
     }
 
-    pub fn pass_config(&self) -> crate::rules::PassConfig {
+    /// How passes are made of a camera's frames, analysed at `fps`.
+    pub fn pass_config(&self, fps: f64) -> crate::rules::PassConfig {
         crate::rules::PassConfig {
+            tracker: crate::track::TrackerConfig::at_fps(fps),
             max_delay: std::time::Duration::from_secs_f64(self.events.max_delay_seconds),
             dedup_window: std::time::Duration::from_secs_f64(self.events.dedup_seconds),
             emit_unreadable: self.events.unreadable_plates,
             min_read_confidence: self.analysis.plate_read_threshold,
             min_unreadable_score: self.analysis.plate_unreadable_threshold,
-            ..Default::default()
         }
     }
 

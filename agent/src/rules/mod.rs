@@ -23,7 +23,7 @@ use crate::infer::{BBox, Detections, Face};
 use crate::ingest::Frame;
 use crate::plate::colour::{PlateColour, is_monochrome, plate_colour};
 use crate::plate::vote::{PlateObservation, Vote, similarity, vote};
-use crate::track::{TrackId, Tracker, TrackerConfig};
+use crate::track::{Likeness, TrackId, Tracker, TrackerConfig};
 
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(10);
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(60);
@@ -199,6 +199,24 @@ impl PlateTrack {
         self.reported.as_ref().is_some_and(|r| r.readable)
     }
 
+    /// What the plate reads as: the plate reported, else the last
+    /// confident read (a pass reported unreadable is still to be read).
+    fn identity(&self) -> Option<&str> {
+        match &self.reported {
+            Some(r) if r.readable => Some(&r.chars),
+            _ => self.anchor.as_deref(),
+        }
+    }
+
+    /// Whether a confident read `chars` is this plate, another, or cannot tell.
+    fn likeness(&self, chars: &str) -> Likeness {
+        match self.identity().map(|a| similarity(a, chars)) {
+            Some(s) if s >= CONFIRM_SIMILARITY => Likeness::Same,
+            Some(s) if s < SPLIT_SIMILARITY => Likeness::Different,
+            _ => Likeness::Unknown,
+        }
+    }
+
     /// Whether the track, ending now, still has something to report.
     fn has_news(&self) -> bool {
         match &self.reported {
@@ -208,9 +226,15 @@ impl PlateTrack {
     }
 }
 
-/// Whether a read is confident enough to vote and a valid plate as it stands.
+/// Whether a read is confident enough to vote and a valid plate as it
+/// stands, or after changes the grammar forces (an `O` where only a digit
+/// may stand), which the vote makes too; not after a guess.
 fn reads_as_plate(o: &PlateObservation, min_confidence: f32) -> bool {
-    o.read_confidence >= min_confidence && crate::plate::parse(&o.chars).is_some()
+    o.read_confidence >= min_confidence
+        && (crate::plate::parse(&o.chars).is_some()
+            || crate::plate::grammar::correct(&o.chars, &o.char_confidences, 4)
+                .iter()
+                .any(|c| c.certainty >= 1.0))
 }
 
 /// Sightings a track holds before the least telling go: a plate in view for
@@ -336,9 +360,30 @@ impl Passes {
             .iter()
             .map(|p| (p.bbox, p.detector_score))
             .collect();
-        let tracks = self.plate_tracker.update(&boxes);
+        // What a plate reads follows it where its box cannot: a vehicle
+        // driving past moves its plate many heights between frames.
+        let plates = &self.plates;
+        let tracks = self.plate_tracker.update_with(&boxes, |i, id| {
+            let read = &detections.plates[i];
+            match plates.get(&id) {
+                Some(t) if read.read_confidence >= SPLIT_CONFIDENCE => t.likeness(&read.chars),
+                _ => Likeness::Unknown,
+            }
+        });
         let grey = std::cell::OnceCell::new();
         for (p, id) in detections.plates.iter().zip(&tracks.assigned) {
+            if frame.unchanged {
+                // The motion gate found the scene still: these are the last
+                // analysed frame's detections again. They keep the tracks
+                // alive, but are no new reads: counted again, one misread
+                // at a red light would outvote every real frame.
+                if let Some(r) = self.plates.get(id).and_then(|t| t.reported.as_ref())
+                    && r.readable
+                {
+                    self.recent.insert(r.chars.clone(), now);
+                }
+                continue;
+            }
             let observation = PlateObservation {
                 chars: p.chars.clone(),
                 char_confidences: p.char_confidences.clone(),
@@ -354,14 +399,8 @@ impl Passes {
             let mut carried_frames = KeptFrames::default();
             let mut new_vehicle = false;
             if confident && let Some(t) = self.plates.get_mut(id) {
-                // A pass reported as a plate is that plate; one reported
-                // unreadable is still to be read.
-                let anchor = match &t.reported {
-                    Some(r) if r.readable => Some(r.chars.clone()),
-                    _ => t.anchor.clone(),
-                };
-                match anchor {
-                    Some(a) if similarity(&a, &observation.chars) < SPLIT_SIMILARITY => {
+                match t.likeness(&observation.chars) {
+                    Likeness::Different => {
                         let seen = match &t.switch_candidate {
                             Some((c, n))
                                 if similarity(c, &observation.chars) >= CONFIRM_SIMILARITY =>
@@ -422,13 +461,9 @@ impl Passes {
                 continue;
             }
             let votes = observation.read_confidence >= self.config.min_read_confidence;
-            // A frame the motion gate passed over shows an older image: it
-            // cannot stand as evidence under its own number.
-            if !frame.unchanged {
-                track
-                    .frames
-                    .offer((votes, weight), &observation.chars, frame);
-            }
+            track
+                .frames
+                .offer((votes, weight), &observation.chars, frame);
             let min_confidence = self.config.min_read_confidence;
             let readable = |o: &PlateObservation| reads_as_plate(o, min_confidence);
             if readable(&observation) {
@@ -525,7 +560,7 @@ impl Passes {
                 first_clock: now,
                 reported: false,
             });
-            t.frames += 1;
+            t.frames += usize::from(!frame.unchanged);
             t.last_seen = frame.captured_at;
             if f.score > t.best.1.score {
                 t.best = (s, f.clone());

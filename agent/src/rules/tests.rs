@@ -480,34 +480,38 @@ fn a_vehicle_seen_only_weakly_is_one_pass_whatever_its_misreads() {
 
 #[test]
 fn a_plate_reported_unreadable_at_max_delay_is_reported_again_once_read() {
-    let mut p = Passes::new(agent_thresholds());
-    let mut out = Vec::new();
-    // Queued far off for 4 s: sure it is a plate, never read.
-    for n in 0..8 {
-        let mut far = plate(100.0, "51G1Z34");
-        far.read_confidence = 0.4;
-        out.extend(p.on_frame(&frame(n), &plates(vec![far])));
+    // Read as it stands, or with a change the grammar forces (an O where
+    // only a digit may stand).
+    for (close, plate_read) in [("51G12345", "51G12345"), ("51G1234O", "51G12340")] {
+        let mut p = Passes::new(agent_thresholds());
+        let mut out = Vec::new();
+        // Queued far off for 4 s: sure it is a plate, never read.
+        for n in 0..8 {
+            let mut far = plate(100.0, "51G1Z34");
+            far.read_confidence = 0.4;
+            out.extend(p.on_frame(&frame(n), &plates(vec![far])));
+        }
+        let early = chars_of(&out);
+        assert!(
+            early.len() == 1 && early[0].starts_with("unreadable:"),
+            "{early:?}"
+        );
+        // Then it comes close and reads clearly.
+        for n in 8..18 {
+            out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, close)])));
+        }
+        out.extend(p.finish());
+        assert_eq!(chars_of(&out), vec![early[0].clone(), plate_read.into()]);
+        // Both are the one pass.
+        let ids: Vec<u64> = out
+            .iter()
+            .map(|p| match p {
+                Pass::Plate(p) | Pass::UnreadablePlate(p) => p.track_id,
+                Pass::Face(_) => 0,
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1]);
     }
-    let early = chars_of(&out);
-    assert!(
-        early.len() == 1 && early[0].starts_with("unreadable:"),
-        "{early:?}"
-    );
-    // Then it comes close and reads clearly.
-    for n in 8..18 {
-        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
-    }
-    out.extend(p.finish());
-    assert_eq!(chars_of(&out), vec![early[0].clone(), "51G12345".into()]);
-    // Both are the one pass.
-    let ids: Vec<u64> = out
-        .iter()
-        .map(|p| match p {
-            Pass::Plate(p) | Pass::UnreadablePlate(p) => p.track_id,
-            Pass::Face(_) => 0,
-        })
-        .collect();
-    assert_eq!(ids[0], ids[1]);
 }
 
 #[test]
@@ -549,4 +553,68 @@ fn a_new_stream_ends_the_old_ones_passes_and_counts_the_time_between() {
     let mut got = chars_of(&out);
     got.sort();
     assert_eq!(got, vec!["30A99999", "51G12345", "51G12345"]);
+}
+
+#[test]
+fn vehicles_driving_past_at_two_frames_a_second_are_one_pass_each() {
+    // Two cars down one lane, the second two frames (a second) behind the
+    // first; their plates (30 px high) move 150 px, five heights, a frame.
+    // A misread on the way must not make a pass of its own.
+    let at = |y: f32, chars: &str| PlateRead {
+        bbox: [400.0, y, 520.0, y + 30.0],
+        corners: [[400.0, y], [520.0, y], [520.0, y + 30.0], [400.0, y + 30.0]],
+        ..plate(0.0, chars)
+    };
+    let a = ["51A60216", "51A60216", "51A80216", "51A60216", "51A60216"];
+    let b = ["30H12345", "30H12345", "30H12845", "30H12345", "30H12345"];
+    let mut p = Passes::new(PassConfig {
+        tracker: TrackerConfig::at_fps(2.0),
+        dedup_window: Duration::ZERO,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    for n in 0..16u64 {
+        let mut seen = Vec::new();
+        for (reads, start) in [(&a, 0), (&b, 2)] {
+            let step = n as i64 - start;
+            if (0..5).contains(&step) {
+                seen.push(at(100.0 + 150.0 * step as f32, reads[step as usize]));
+            }
+        }
+        out.extend(p.on_frame(&frame(n), &plates(seen)));
+    }
+    let mut got = chars_of(&out);
+    got.sort();
+    assert_eq!(got, vec!["30H12345", "51A60216"]);
+}
+
+#[test]
+fn frames_the_motion_gate_found_still_are_not_counted_as_reads_again() {
+    // A car stops at a red light; the last frame analysed before the scene
+    // went still misread it, and the gate repeats that frame's detections.
+    let mut p = Passes::new(PassConfig {
+        max_delay: Duration::from_secs(60),
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    let reads = ["51A60216", "51A60216", "51A60216", "51A60216", "51A60218"];
+    for (n, r) in reads.iter().enumerate() {
+        out.extend(p.on_frame(&frame(n as u64), &plates(vec![plate(100.0, r)])));
+    }
+    for n in 5..25 {
+        let still = Frame {
+            unchanged: true,
+            ..frame(n)
+        };
+        out.extend(p.on_frame(&still, &plates(vec![plate(100.0, "51A60218")])));
+    }
+    assert!(out.is_empty(), "{:?}", chars_of(&out));
+    for n in 25..35 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![])));
+    }
+    assert_eq!(chars_of(&out), vec!["51A60216"]);
+    let Pass::Plate(pass) = &out[0] else {
+        unreachable!()
+    };
+    assert_eq!(pass.frames, 5);
 }

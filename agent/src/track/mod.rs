@@ -11,7 +11,15 @@
 //! Cameras are analysed at a few frames per second, so objects move far
 //! between frames. Overlap is therefore measured on boxes enlarged around
 //! their centres ("buffered IoU"), which still separates neighbours but
-//! tolerates the jump.
+//! tolerates the jump. An object seen once has no speed yet, and at 2
+//! frames a second a plate on a moving vehicle moves many times its own
+//! height between frames: no overlap can follow it. What it reads can:
+//! the caller says whether a detection looks like a track's object
+//! ([`Likeness`], for a plate its characters), and a detection that looks
+//! the same is followed as far as such an object moves in the time
+//! between the frames ([`TrackerConfig::reach_same`]); one that cannot be
+//! told apart only as far as a slower object moves, and only to a track
+//! with no speed yet; one that looks different, never beyond overlap.
 
 mod kalman;
 
@@ -32,17 +40,56 @@ pub struct TrackerConfig {
     pub buffer: f32,
     /// Frames a track may go unmatched before it ends.
     pub max_missed: u32,
+    /// Seconds between analysed frames.
+    pub interval: f32,
+    /// How far, in box heights a second, a detection that looks like a
+    /// track's object may be from where the track was predicted: a plate
+    /// on a vehicle driving past a camera moves tens of its heights a
+    /// second in the image.
+    pub reach_same: f32,
+    /// The same for a detection that cannot be told apart from a track
+    /// with no speed yet (seen once): a slower object's reach, so that
+    /// neighbours stay apart.
+    pub reach_unknown: f32,
+}
+
+/// Seconds a track lives on unmatched (an occlusion, a missed detection),
+/// whatever the analysis rate.
+const TRACK_MEMORY_SECONDS: f64 = 2.0;
+
+impl TrackerConfig {
+    /// The defaults for a camera analysed at `fps` frames a second.
+    pub fn at_fps(fps: f64) -> Self {
+        Self {
+            interval: (1.0 / fps) as f32,
+            max_missed: ((TRACK_MEMORY_SECONDS * fps).ceil() as u32).max(2),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for TrackerConfig {
+    /// At 2 analysed frames a second, the configuration's default.
     fn default() -> Self {
         Self {
             high_score: 0.6,
             min_overlap: 0.1,
             buffer: 0.5,
             max_missed: 4,
+            interval: 0.5,
+            reach_same: 40.0,
+            reach_unknown: 8.0,
         }
     }
+}
+
+/// What a detection's content (a plate's characters) says about whether
+/// it is a track's object, beyond where its box is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Likeness {
+    Same,
+    Unknown,
+    Different,
 }
 
 #[derive(Debug)]
@@ -50,6 +97,9 @@ struct Track {
     id: TrackId,
     kalman: KalmanBox,
     missed: u32,
+    /// Detections matched, the first included: from two on, the track
+    /// has a speed and its prediction can be trusted.
+    hits: u32,
 }
 
 /// What one frame did to the tracks.
@@ -91,8 +141,19 @@ impl Tracker {
         self.tracks.drain(..).map(|t| t.id).collect()
     }
 
-    /// Associates one frame's detections (`(box, score)`) with the tracks.
+    /// Associates one frame's detections (`(box, score)`) with the tracks
+    /// by their boxes alone.
     pub fn update(&mut self, detections: &[(BBox, f32)]) -> FrameTracks {
+        self.update_with(detections, |_, _| Likeness::Unknown)
+    }
+
+    /// Associates one frame's detections with the tracks, `likeness(i,
+    /// track)` saying whether detection `i` looks like that track's object.
+    pub fn update_with(
+        &mut self,
+        detections: &[(BBox, f32)],
+        likeness: impl Fn(usize, TrackId) -> Likeness,
+    ) -> FrameTracks {
         for t in &mut self.tracks {
             t.kalman.predict();
         }
@@ -105,7 +166,7 @@ impl Tracker {
         let (high, low): (Vec<usize>, Vec<usize>) =
             (0..detections.len()).partition(|&i| strong(detections[i].1));
         for group in [high, low] {
-            self.associate(detections, &group, &mut assigned, &mut matched);
+            self.associate(detections, &group, &likeness, &mut assigned, &mut matched);
         }
         // Unmatched detections start tracks, weak ones too: a vehicle far
         // away, seen only weakly, is still one vehicle over its frames. (As
@@ -120,6 +181,7 @@ impl Tracker {
                     id,
                     kalman: KalmanBox::new(b),
                     missed: 0,
+                    hits: 1,
                 });
                 matched.push(true);
             }
@@ -142,40 +204,79 @@ impl Tracker {
         }
     }
 
-    /// Greedy matching by descending buffered IoU. With the handful of
-    /// objects a camera sees at once, greedy equals the Hungarian optimum
-    /// in practice and is simpler to reason about.
+    /// Greedy matching, best pairs first: a detection that looks like the
+    /// track's object and is within its reach, then overlap (descending
+    /// buffered IoU), then a detection that cannot be told apart within
+    /// the slower reach of a track seen once. With the handful of objects
+    /// a camera sees at once, greedy equals the Hungarian optimum in
+    /// practice and is simpler to reason about.
     fn associate(
         &mut self,
         detections: &[(BBox, f32)],
         group: &[usize],
+        likeness: &impl Fn(usize, TrackId) -> Likeness,
         assigned: &mut [Option<TrackId>],
         matched: &mut [bool],
     ) {
-        let f = self.config.buffer;
+        let c = &self.config;
+        // (rank, order within the rank: lower first, detection, track)
         let mut pairs = Vec::new();
         for &d in group {
-            let db = buffered(&detections[d].0, f);
+            let det = &detections[d].0;
+            let db = buffered(det, c.buffer);
             for (ti, t) in self.tracks.iter().enumerate() {
                 if matched[ti] {
                     continue;
                 }
-                let o = iou(&db, &buffered(&t.kalman.bbox(), f));
-                if o >= self.config.min_overlap {
-                    pairs.push((o, d, ti));
+                let predicted = t.kalman.bbox();
+                let o = iou(&db, &buffered(&predicted, c.buffer));
+                let like = likeness(d, t.id);
+                // Seconds since the track was last matched.
+                let elapsed = c.interval * (t.missed + 1) as f32;
+                let heights = heights_apart(det, &predicted);
+                let reach = match like {
+                    Likeness::Same => c.reach_same * elapsed,
+                    Likeness::Unknown if t.hits < 2 => c.reach_unknown * elapsed,
+                    _ => 0.0,
+                };
+                if like == Likeness::Same && heights.is_some_and(|h| h <= reach) {
+                    pairs.push((0, heights.unwrap_or_default(), d, ti));
+                } else if o >= c.min_overlap {
+                    pairs.push((1, -o, d, ti));
+                } else if let Some(h) = heights.filter(|&h| h <= reach) {
+                    pairs.push((2, h, d, ti));
                 }
             }
         }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (_, d, ti) in pairs {
+        pairs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        for (_, _, d, ti) in pairs {
             if assigned[d].is_some() || matched[ti] {
                 continue;
             }
             matched[ti] = true;
-            assigned[d] = Some(self.tracks[ti].id);
-            self.tracks[ti].kalman.update(&detections[d].0);
+            let t = &mut self.tracks[ti];
+            assigned[d] = Some(t.id);
+            if t.hits == 1 {
+                t.kalman.second(&detections[d].0, (t.missed + 1) as f32);
+            } else {
+                t.kalman.update(&detections[d].0);
+            }
+            t.hits += 1;
         }
     }
+}
+
+/// How far apart two boxes' centres are, in box heights (the larger of the
+/// two), when their sizes are alike enough to be one object between two
+/// frames; None when one is more than twice the other's height.
+fn heights_apart(a: &BBox, b: &BBox) -> Option<f32> {
+    let (ha, hb) = ((a[3] - a[1]).max(1e-3), (b[3] - b[1]).max(1e-3));
+    if ha > 2.0 * hb || hb > 2.0 * ha {
+        return None;
+    }
+    let dx = (a[0] + a[2] - b[0] - b[2]) / 2.0;
+    let dy = (a[1] + a[3] - b[1] - b[3]) / 2.0;
+    Some((dx * dx + dy * dy).sqrt() / ha.max(hb))
 }
 
 #[cfg(test)]
@@ -252,6 +353,95 @@ mod tests {
         let r = t.update(&[(moving(105.0, 100.0), 0.9), (moving(800.0, 500.0), 0.9)]);
         assert_eq!(r.assigned[0], a);
         assert_ne!(r.assigned[1], a);
+    }
+
+    /// A 120x30 plate (a car's) at `y`.
+    fn plate_at(x: f32, y: f32) -> BBox {
+        [x, y, x + 120.0, y + 30.0]
+    }
+
+    #[test]
+    fn a_plate_driving_past_at_two_frames_a_second_keeps_its_id_by_what_it_reads() {
+        // 150 px a frame, five of its heights: no overlap follows it.
+        let same = |_: usize, _: TrackId| Likeness::Same;
+        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
+        let ids: Vec<TrackId> = (0..6)
+            .map(|i| {
+                t.update_with(&[(plate_at(400.0, 100.0 + 150.0 * i as f32), 0.9)], same)
+                    .assigned[0]
+            })
+            .collect();
+        assert!(ids.iter().all(|&id| id == ids[0]), "{ids:?}");
+        // Unread, the same plate is followed while it moves no faster
+        // than a slower object (100 px, 3.3 heights a frame) until the
+        // track has a speed, and then by its prediction.
+        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
+        let ids: Vec<TrackId> = (0..6)
+            .map(|i| {
+                t.update(&[(plate_at(400.0, 100.0 + 100.0 * i as f32), 0.9)])
+                    .assigned[0]
+            })
+            .collect();
+        assert!(ids.iter().all(|&id| id == ids[0]), "{ids:?}");
+        // Reading otherwise, it is not followed beyond overlap.
+        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
+        let first = t.update(&[(plate_at(400.0, 100.0), 0.9)]).assigned[0];
+        let other = |_: usize, _: TrackId| Likeness::Different;
+        let next = t
+            .update_with(&[(plate_at(400.0, 200.0), 0.9)], other)
+            .assigned[0];
+        assert_ne!(next, first);
+    }
+
+    #[test]
+    fn two_vehicles_one_behind_the_other_in_a_lane_keep_their_own_ids() {
+        // Plate A drives down the lane at 90 px a frame; plate B follows
+        // the same path two frames later. Each reads as itself.
+        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
+        let mut owner: std::collections::HashMap<TrackId, char> = Default::default();
+        let mut seen: Vec<Vec<(char, TrackId)>> = Vec::new();
+        for frame in 0..8 {
+            let mut dets = Vec::new();
+            let mut who = Vec::new();
+            for (name, start) in [('A', 0), ('B', 2)] {
+                let step = frame - start;
+                if (0..6).contains(&step) {
+                    dets.push((plate_at(400.0, 100.0 + 90.0 * step as f32), 0.9));
+                    who.push(name);
+                }
+            }
+            let like = |i: usize, id: TrackId| match owner.get(&id) {
+                Some(&o) if o == who[i] => Likeness::Same,
+                Some(_) => Likeness::Different,
+                None => Likeness::Unknown,
+            };
+            let r = t.update_with(&dets, like);
+            for (&name, &id) in who.iter().zip(&r.assigned) {
+                owner.entry(id).or_insert(name);
+            }
+            seen.push(who.iter().copied().zip(r.assigned).collect());
+        }
+        for name in ['A', 'B'] {
+            let ids: std::collections::BTreeSet<TrackId> = seen
+                .iter()
+                .flatten()
+                .filter(|(n, _)| *n == name)
+                .map(|(_, id)| *id)
+                .collect();
+            assert_eq!(ids.len(), 1, "{name}: {seen:?}");
+        }
+        assert!(
+            owner.values().filter(|&&o| o == 'A').count() == 1,
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_track_lives_two_seconds_unmatched_at_any_rate() {
+        assert_eq!(TrackerConfig::at_fps(2.0).max_missed, 4);
+        assert_eq!(TrackerConfig::at_fps(25.0).max_missed, 50);
+        assert_eq!(TrackerConfig::at_fps(0.5).max_missed, 2);
+        assert_eq!(TrackerConfig::at_fps(5.0).interval, 0.2);
     }
 
     #[test]
