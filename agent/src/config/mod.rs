@@ -141,7 +141,8 @@ impl Config {
 /// toml's message already names the key; add the line and column so the
 /// installer can find it in a long file.
 fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let message = e.message().trim().to_string();
+    // toml quotes the value it could not take: a camera URL, perhaps.
+    let message = hide_credentials(e.message().trim());
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -175,7 +176,7 @@ pub(crate) fn hide_credentials(line: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    schema::redact_parameters(&out)
 }
 
 #[cfg(test)]

@@ -373,12 +373,40 @@ impl Source {
 /// `/` makes a parser take the user and password for the host.
 pub fn redact(url: &str) -> String {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url.rfind('@') {
+    let url = match url.rfind('@') {
         Some(at) if at >= after_scheme => {
             format!("{}***{}", &url[..after_scheme], &url[at..])
         }
         _ => url.to_string(),
+    };
+    redact_parameters(&url)
+}
+
+/// Many cheap cameras (the XMEye family) take their credentials in the
+/// path or query instead: `rtsp://10.0.0.9/user=admin&password=x&channel=1`.
+/// The value of every `key=value` whose key names a user, a password or a
+/// token goes, up to the next separator.
+pub fn redact_parameters(text: &str) -> String {
+    const SECRET_KEYS: [&str; 6] = ["user", "usr", "pass", "pwd", "login", "token"];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let key_start = rest[..eq]
+            .rfind(['/', '?', '&', ';', ' ', '"', '\''])
+            .map_or(0, |i| i + 1);
+        let key = rest[key_start..eq].to_ascii_lowercase();
+        out.push_str(&rest[..=eq]);
+        rest = &rest[eq + 1..];
+        if SECRET_KEYS.iter().any(|k| key.contains(k)) {
+            let end = rest
+                .find(['/', '?', '&', ';', ' ', '"', '\''])
+                .unwrap_or(rest.len());
+            out.push_str("***");
+            rest = &rest[end..];
+        }
     }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -65,6 +65,23 @@ fn credentials_never_reach_messages() {
         e.contains("percent-encoded") && !e.contains("secret") && !e.contains("1234"),
         "{e}"
     );
+    // Credentials in the path and query, as the XMEye family takes them.
+    let xmeye = "rtsp://10.0.0.9:554/user=admin&password=abc123&channel=1&stream=0.sdp?";
+    let c = parse(&MINIMAL.replace("rtsp://user:secret@10.1.2.3:554/live", xmeye)).unwrap();
+    assert_eq!(
+        c.cameras[0].source.display(),
+        "rtsp://10.0.0.9:554/user=***&password=***&channel=1&stream=0.sdp?"
+    );
+    assert_eq!(
+        schema::redact("rtsp://h/Streaming/Channels/101?UserName=a&PWD=b"),
+        "rtsp://h/Streaming/Channels/101?UserName=***&PWD=***"
+    );
+    // A URL where a table was wanted: toml quotes it back in its message.
+    let e = error(&MINIMAL.replace(
+        "[outputs.jsonl]",
+        "location = \"rtsp://admin:pw123@10.0.0.9/live\"\n[outputs.jsonl]",
+    ));
+    assert!(e.contains("location") && !e.contains("pw123"), "{e}");
 }
 
 #[test]

@@ -51,10 +51,34 @@ impl Arrivals {
     }
 }
 
+/// Pictures arrive in decoding order; a B-frame shown before the picture
+/// that arrived ahead of it would make that one's time earlier than its
+/// own, so a capture time a little before the last one (`last`) is taken
+/// as the last. A clock stepped back (NTP correcting a gateway that booted
+/// on local time) is another matter: held at the last time, every frame
+/// would carry one frozen instant for as long as the step.
+pub fn no_earlier(arrived: SystemTime, last: SystemTime) -> SystemTime {
+    const REORDER: std::time::Duration = std::time::Duration::from_secs(1);
+    match last.duration_since(arrived) {
+        Ok(back) if back < REORDER => last,
+        _ => arrived,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn capture_times_hold_through_reordering_but_follow_a_clock_step() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let ms = Duration::from_millis;
+        assert_eq!(no_earlier(t + ms(40), t), t + ms(40));
+        assert_eq!(no_earlier(t - ms(80), t), t, "a B-frame's reordering");
+        let stepped = t - Duration::from_secs(7 * 3600);
+        assert_eq!(no_earlier(stepped, t), stepped, "the clock set back 7 h");
+    }
 
     #[test]
     fn a_picture_is_found_by_its_time_and_old_ones_go() {

@@ -211,6 +211,7 @@ impl CameraSupervisor {
         }
         let description = pipeline_description(&self.camera, self.encoded.is_some());
         let running = OwnedPipeline::launch(&description)?;
+        super::pipeline::refuse_other_codecs(&running);
         let schedule = Schedule::new(self.analysis_interval);
         let decoder_schedule = schedule.clone();
         // Arrival is stamped as the access unit leaves the parser, before
@@ -332,14 +333,13 @@ impl CameraSupervisor {
                 .buffer()
                 .ok_or_else(|| anyhow!("sample without buffer"))?;
             // Arrival, where frame-to-event latency starts: before decoding.
-            // Pictures arrive in decoding order; a B-frame shown before the
-            // picture that arrived ahead of it makes that one's time no
-            // earlier than its own, so capture times never go back.
-            let arrived = buffer
-                .pts()
-                .and_then(|pts| arrivals.of(pts.nseconds()))
-                .unwrap_or_else(SystemTime::now)
-                .max(last_arrival);
+            let arrived = super::arrival::no_earlier(
+                buffer
+                    .pts()
+                    .and_then(|pts| arrivals.of(pts.nseconds()))
+                    .unwrap_or_else(SystemTime::now),
+                last_arrival,
+            );
             last_arrival = arrived;
             // Due-ness follows the stream's own clock when it has one, so a
             // file analysed faster than real time gives the same frames as
@@ -653,6 +653,53 @@ mod tests {
         // 5 of its 25 a second, after the 3 before the panic.
         assert_eq!(frames, 13);
         assert_eq!(statuses.last(), Some(&CameraStatus::Finished));
+    }
+
+    #[test]
+    fn a_camera_in_a_codec_evidence_cannot_keep_is_told_so() {
+        crate::ingest::init_gstreamer().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let clip = dir.path().join("mpeg4.mkv");
+        let made = OwnedPipeline::launch(&format!(
+            "videotestsrc num-buffers=25 ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! videoconvert ! avenc_mpeg4 ! matroskamux ! filesink location={}",
+            clip.display()
+        ))
+        .unwrap();
+        made.set_state(gst::State::Playing).unwrap();
+        let done = made.bus().unwrap().timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        assert!(matches!(
+            done.map(|m| m.type_()),
+            Some(gst::MessageType::Eos)
+        ));
+        drop(made);
+        let camera: CameraConfig = toml::from_str(&format!(
+            "id = \"old\"\nsource = \"file://{}\"\nrealtime = false",
+            clip.display()
+        ))
+        .unwrap();
+        let shutdown = Shutdown::new();
+        let mut reasons = Vec::new();
+        CameraSupervisor::new(camera, 5.0, shutdown.clone())
+            .with_encoded_sink(std::sync::Arc::new(|_: EncodedUnit| {}))
+            .run(
+                |_| {},
+                |s| {
+                    if let CameraStatus::Reconnecting { reason, .. } = s {
+                        reasons.push(reason);
+                        shutdown.trigger();
+                    }
+                },
+            );
+        assert!(
+            reasons
+                .first()
+                .is_some_and(|r| r.contains("video/mpeg") && r.contains("H.264, H.265 or MJPEG")),
+            "{reasons:?}"
+        );
     }
 
     /// A camera analysed at 5 fps of a 25 fps clip with B-frames: the

@@ -95,7 +95,10 @@ impl OwnedPipeline {
     pub fn launch(description: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
         use gstreamer::prelude::*;
-        gstreamer::parse::launch(description)
+        // Fatal errors only: on a missing element or a wrong property the
+        // plain launch returns an error and leaks the partial pipeline it
+        // built, once per retry of a camera that cannot work.
+        gstreamer::parse::launch_full(description, None, gstreamer::ParseFlags::FATAL_ERRORS)
             .context("cannot build the GStreamer pipeline (is the plugin package of the element named installed? run scripts/setup, or install the matthan package)")?
             .downcast::<gstreamer::Pipeline>()
             .map(OwnedPipeline)

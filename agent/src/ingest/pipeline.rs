@@ -19,6 +19,7 @@ use crate::config::{CameraConfig, RtspTransport, Source};
 
 pub const APPSINK_NAME: &str = "frames";
 pub const ENCODED_SINK_NAME: &str = "encoded";
+const PARSER_NAME: &str = "parse";
 /// The video codecs the agent takes: what traffic and security cameras send.
 const VIDEO_CODECS: &str = "video/x-h264;video/x-h265;image/jpeg";
 /// What MP4 can hold without re-encoding: length-prefixed H.264 and H.265
@@ -28,6 +29,11 @@ video/x-h265,stream-format=hvc1,alignment=au;image/jpeg";
 /// Jitter buffer for RTSP, in milliseconds: enough to reorder UDP packets,
 /// small enough to keep events close to real time.
 pub const RTSP_LATENCY_MS: u32 = 200;
+/// How long rtspsrc waits for a camera's answer: well inside the wait for
+/// the first frame (20 s), so that a camera that never answers is reported
+/// as such every time, not as "stalled" on some attempts and "timeout" on
+/// others (which also defeats the one warning per reason).
+pub const RTSP_TCP_TIMEOUT_US: u64 = 10_000_000;
 /// Decoded frames a live camera's sink holds while the analysis is busy:
 /// about 160 ms of 25 fps video, the time one frame's analysis takes on a
 /// loaded gateway.
@@ -48,8 +54,8 @@ pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
             // would otherwise have whichever track's packets come first linked.
             (
                 format!(
-                    "rtspsrc location={} latency={RTSP_LATENCY_MS} protocols={protocols} ! \
-                     application/x-rtp,media=video",
+                    "rtspsrc location={} latency={RTSP_LATENCY_MS} protocols={protocols} \
+                     tcp-timeout={RTSP_TCP_TIMEOUT_US} ! application/x-rtp,media=video",
                     quote(url)
                 ),
                 true,
@@ -80,11 +86,39 @@ pub fn pipeline_description(camera: &CameraConfig, encoded: bool) -> String {
     // Only the codecs MP4 holds without re-encoding reach the tee; the
     // encoded branch never blocks it (its callback only appends to a buffer).
     format!(
-        "{source} ! parsebin ! capsfilter caps=\"{VIDEO_CODECS}\" ! tee name=split \
+        "{source} ! parsebin name={PARSER_NAME} ! capsfilter caps=\"{VIDEO_CODECS}\" ! tee name=split \
          split. ! queue ! {frames} \
          split. ! queue ! capsfilter caps=\"{ENCODED_CAPS}\" ! appsink name={ENCODED_SINK_NAME} \
          sync=false emit-signals=false enable-last-sample=false"
     )
+}
+
+/// A camera sending another codec (MPEG-4 Part 2, H.263: older cameras and
+/// encoders offer them) would fail with "not-linked" from its source, a
+/// message that names neither the codec nor the fix; the parser's new
+/// stream is checked instead, and refused with both.
+pub fn refuse_other_codecs(pipeline: &gstreamer::Pipeline) {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    let Some(parser) = pipeline.by_name(PARSER_NAME) else {
+        return;
+    };
+    let wanted: gst::Caps = VIDEO_CODECS.parse().expect("valid caps");
+    parser.connect_pad_added(move |parser, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        if caps.can_intersect(&wanted) {
+            return;
+        }
+        let codec = caps
+            .structure(0)
+            .map_or_else(|| caps.to_string(), |s| s.to_string());
+        gst::element_error!(
+            parser,
+            gst::StreamError::CodecNotFound,
+            ("the camera sends {codec}, which the agent cannot keep as evidence: set the \
+                 camera's encoder to H.264, H.265 or MJPEG (or turn evidence.enabled off)")
+        );
+    });
 }
 
 /// Quotes a value for `gst_parse_launch`.

@@ -36,7 +36,12 @@ impl NalFormat {
     /// not say.
     pub fn of_h264_caps(caps: &gst::CapsRef) -> Option<Self> {
         let s = caps.structure(0)?;
-        if s.name() != "video/x-h264" {
+        // Fields coded as pictures of their own (interlaced video) would be
+        // taken for whole pictures, and one field of a due frame dropped.
+        if s.name() != "video/x-h264"
+            || s.get::<&str>("interlace-mode")
+                .is_ok_and(|m| m != "progressive")
+        {
             return None;
         }
         match s.get::<&str>("stream-format").ok()? {
@@ -414,6 +419,19 @@ mod tests {
         assert_eq!(
             NalFormat::of_h264_caps(&caps("video/x-h264,stream-format=avc")),
             None
+        );
+        // Interlaced: fields may be pictures of their own; nothing is skipped.
+        assert_eq!(
+            NalFormat::of_h264_caps(&caps(
+                "video/x-h264,stream-format=byte-stream,interlace-mode=mixed"
+            )),
+            None
+        );
+        assert_eq!(
+            NalFormat::of_h264_caps(&caps(
+                "video/x-h264,stream-format=byte-stream,interlace-mode=progressive"
+            )),
+            Some(NalFormat::AnnexB)
         );
     }
 }
