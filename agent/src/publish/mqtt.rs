@@ -522,17 +522,13 @@ impl Connection {
                     tracing::info!(broker = %format!("{}:{}", self.addr.host, self.addr.port), "connected to MQTT broker");
                     connected = true;
                     was_connected = true;
-                    let online = json!({"state": "online", "version": env!("CARGO_PKG_VERSION")})
-                        .to_string();
-                    if client
-                        .try_publish(&self.status_topic, QoS::AtLeastOnce, true, online)
-                        .is_ok()
-                    {
-                        order.push_back(Sent::Status);
-                    }
+                    // The agent's status as it is (degraded, perhaps), not a
+                    // plain "online" that alerting would see flicker on every
+                    // reconnect; the cameras' statuses follow.
                     if let Ok(mut r) = self.retained.lock() {
                         r.dirty = true;
                     }
+                    self.send_statuses(&client, &mut order);
                     if self.acks.is_some() && !self.acks_blocked.load(Ordering::Relaxed) {
                         let _ = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce);
                     }
@@ -587,11 +583,13 @@ impl Connection {
         if !r.dirty {
             return;
         }
-        r.dirty = false;
-        if client
+        // A status the client could not take (its queue full on a slow
+        // link) is sent again on the next turn, not left stale until the
+        // next change.
+        let mut sent_all = client
             .try_publish(&self.status_topic, QoS::AtLeastOnce, true, r.agent_status())
-            .is_ok()
-        {
+            .is_ok();
+        if sent_all {
             order.push_back(Sent::Status);
         }
         for (topic, body) in &r.cameras {
@@ -600,8 +598,11 @@ impl Connection {
                 .is_ok()
             {
                 order.push_back(Sent::Status);
+            } else {
+                sent_all = false;
             }
         }
+        r.dirty = !sent_all;
     }
 
     /// Only the acknowledgement topic carries messages from outside: a

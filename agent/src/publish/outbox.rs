@@ -130,8 +130,10 @@ pub struct Outbox {
     pending: VecDeque<Pending>,
     pending_bytes: u64,
     /// Done out of order, waiting for their predecessors: acknowledged by
-    /// the broker (true) or dropped as corrupt (false).
-    acked_ahead: Vec<(u64, bool)>,
+    /// the broker (true) or dropped (false).
+    acked_ahead: std::collections::BTreeMap<u64, bool>,
+    /// Reads that failed in a row, of whichever records.
+    unreadable: u32,
     watermark: u64,
     next_id: u64,
     pub stats: OutboxStats,
@@ -266,7 +268,8 @@ impl Outbox {
             writer_len,
             pending,
             pending_bytes,
-            acked_ahead: Vec::new(),
+            acked_ahead: Default::default(),
+            unreadable: 0,
             watermark,
             next_id,
             stats,
@@ -359,26 +362,48 @@ impl Outbox {
     pub fn read_pending(&mut self, after: u64, limit: usize) -> anyhow::Result<Vec<Record>> {
         let mut out = Vec::new();
         let mut corrupt = Vec::new();
+        let mut failed = None;
         // Records already done out of order (acknowledged, or dropped
         // here) wait only for their predecessors.
-        for p in self
+        let wanted: Vec<(u64, u64, u64, u32)> = self
             .pending
             .iter()
             .filter(|p| p.id > after && !self.done_ahead(p.id))
             .take(limit)
-        {
-            let path = segment_path(&self.config.dir, p.segment);
-            let mut buf = vec![0; p.len as usize];
-            let mut f =
-                File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            f.seek(SeekFrom::Start(p.offset))?;
-            f.read_exact(&mut buf)?;
+            .map(|p| (p.id, p.segment, p.offset, p.len))
+            .collect();
+        for (id, segment, offset, len) in wanted {
+            let path = segment_path(&self.config.dir, segment);
+            let mut buf = vec![0; len as usize];
+            let read = File::open(&path)
+                .and_then(|mut f| {
+                    f.seek(SeekFrom::Start(offset))?;
+                    f.read_exact(&mut buf)
+                })
+                .with_context(|| format!("cannot read outbox record {id} in {}", path.display()));
+            if let Err(e) = read {
+                // Worth retrying (a busy or flaky card); but a sector that
+                // stays unreadable must not hold back every record after
+                // it until the bounds drop it, hours or days later.
+                self.unreadable += 1;
+                let tries = self.unreadable;
+                if tries < UNREADABLE_TRIES {
+                    failed = Some(e);
+                    break;
+                }
+                tracing::error!(
+                    "{e:#}, the {tries}th read in a row to fail (failing storage?): the record is dropped, the others still go out"
+                );
+                self.stats.dropped_corrupt += 1;
+                self.done(id, false)?;
+                continue;
+            }
+            self.unreadable = 0;
             match parse_record(&buf) {
-                Some((rec, _)) if rec.id == p.id => out.push(rec),
-                // Read errors above are worth retrying; a record that no
-                // longer matches its checksum never will be right again, and
-                // must not hold back every record after it.
-                _ => corrupt.push((p.id, path)),
+                Some((rec, _)) if rec.id == id => out.push(rec),
+                // A record that no longer matches its checksum never will be
+                // right again, and must not hold back every record after it.
+                _ => corrupt.push((id, path)),
             }
         }
         for (id, path) in corrupt {
@@ -390,7 +415,11 @@ impl Outbox {
             self.stats.dropped_corrupt += 1;
             self.done(id, false)?;
         }
-        Ok(out)
+        match failed {
+            // The records before the one that failed still go out.
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
     }
 
     /// The broker acknowledged `id`. Acks may arrive out of order; the
@@ -401,33 +430,44 @@ impl Outbox {
 
     /// Whether `id` is done but waits for a predecessor to be.
     fn done_ahead(&self, id: u64) -> bool {
-        self.acked_ahead.iter().any(|&(a, _)| a == id)
+        self.acked_ahead.contains_key(&id)
     }
 
     /// `id` needs sending no more: acknowledged, or dropped.
     fn done(&mut self, id: u64, acknowledged: bool) -> anyhow::Result<()> {
-        if id <= self.watermark || self.done_ahead(id) {
-            return Ok(());
-        }
-        self.acked_ahead.push((id, acknowledged));
-        let before = self.watermark;
-        while let Some(front) = self.pending.front() {
-            match self.acked_ahead.iter().position(|&(a, _)| a == front.id) {
-                Some(i) => {
-                    let (_, acknowledged) = self.acked_ahead.swap_remove(i);
-                    self.watermark = front.id;
-                    self.stats.acknowledged += u64::from(acknowledged);
-                    self.pending_bytes -= front.len as u64;
-                    self.pending.pop_front();
-                }
-                None => break,
+        self.done_all([(id, acknowledged)]).map(|_| ())
+    }
+
+    /// Records that need sending no more, with whether each was
+    /// acknowledged, in one move of the watermark (one write of it, however
+    /// many). Returns how many were not done before.
+    fn done_all(&mut self, ids: impl IntoIterator<Item = (u64, bool)>) -> anyhow::Result<u64> {
+        let mut newly = 0;
+        for (id, acknowledged) in ids {
+            if id > self.watermark && !self.done_ahead(id) {
+                self.acked_ahead.insert(id, acknowledged);
+                newly += 1;
             }
         }
-        if self.watermark != before {
-            self.persist_watermark()?;
-            self.remove_done_segments()?;
+        let before = self.watermark;
+        while let Some(front) = self.pending.front() {
+            let Some(acknowledged) = self.acked_ahead.remove(&front.id) else {
+                break;
+            };
+            self.watermark = front.id;
+            self.stats.acknowledged += u64::from(acknowledged);
+            self.pending_bytes -= front.len as u64;
+            self.pending.pop_front();
         }
-        Ok(())
+        if self.watermark != before {
+            // Segments wholly done go even when the watermark cannot be
+            // written: on a full disk they are the space that lets it be.
+            // Lost in a crash, the watermark only sends a few records again.
+            let persisted = self.persist_watermark();
+            self.remove_done_segments()?;
+            persisted?;
+        }
+        Ok(newly)
     }
 
     fn persist_watermark(&self) -> anyhow::Result<()> {
@@ -461,41 +501,41 @@ impl Outbox {
     /// it. Dropped records are acknowledged locally (so they are never sent)
     /// and counted; the caller reports the gap.
     fn enforce_bounds(&mut self, incoming: u64) -> anyhow::Result<()> {
-        let mut dropped = Vec::new();
-        for p in &self.pending {
-            let over_size = self.pending_bytes + incoming > self.config.max_bytes;
-            let too_old = p.age.now() > self.config.max_age;
-            if !(over_size || too_old) {
-                break;
-            }
-            dropped.push(p.id);
-            self.pending_bytes = self.pending_bytes.saturating_sub(p.len as u64);
-        }
-        if dropped.is_empty() {
+        let mut bytes = self.pending_bytes;
+        let dropped: Vec<u64> = self
+            .pending
+            .iter()
+            .take_while(|p| {
+                let over =
+                    bytes + incoming > self.config.max_bytes || p.age.now() > self.config.max_age;
+                if over {
+                    bytes = bytes.saturating_sub(p.len as u64);
+                }
+                over
+            })
+            .map(|p| p.id)
+            .collect();
+        let (Some(&first), Some(&last)) = (dropped.first(), dropped.last()) else {
             return Ok(());
-        }
-        // Restore the byte count: ack() subtracts it again.
-        for id in &dropped {
-            if let Some(p) = self.pending.iter().find(|p| p.id == *id) {
-                self.pending_bytes += p.len as u64;
-            }
-        }
+        };
         tracing::error!(
             dropped = dropped.len(),
-            first = dropped[0],
-            last = dropped[dropped.len() - 1],
+            first,
+            last,
             "outbox bounds reached: dropping the oldest undelivered events"
         );
-        self.stats.dropped_for_bounds += dropped.len() as u64;
-        let n = dropped.len() as u64;
-        for id in dropped {
-            self.ack(id)?;
-        }
-        // Dropped, not delivered: they must not count as acknowledged.
-        self.stats.acknowledged -= n;
+        // Dropped, not delivered: not counted as acknowledged. One write of
+        // the watermark for them all: thousands of records over age after
+        // a restart took one synced write each, with the outbox locked.
+        let newly = self.done_all(dropped.into_iter().map(|id| (id, false)))?;
+        self.stats.dropped_for_bounds += newly;
         Ok(())
     }
 }
+
+/// Reads that fail in a row before the record that failed is dropped (and
+/// every unreadable one after it, until one is read: a whole bad segment).
+const UNREADABLE_TRIES: u32 = 3;
 
 /// How far past the id expected a record found after damage may be: the
 /// damaged bytes may have held several records, but an id much further on
@@ -763,6 +803,72 @@ mod tests {
         assert_eq!(o.stats.acknowledged, 2);
     }
 
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut s: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+            .collect();
+        s.sort();
+        s
+    }
+
+    #[test]
+    fn records_that_cannot_be_read_are_dropped_after_a_few_tries_and_the_rest_go_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path());
+        for _ in 0..20 {
+            o.append("t", &[7; 40]).unwrap();
+        }
+        // The oldest segment's sectors go bad: reading it fails (a link to
+        // a folder in its place: opened, then unreadable, even as root).
+        let bad = segments(dir.path())[0].clone();
+        std::fs::remove_file(&bad).unwrap();
+        std::os::unix::fs::symlink(std::env::temp_dir(), &bad).unwrap();
+        for _ in 1..UNREADABLE_TRIES {
+            let e = o.read_pending(0, 100).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("cannot read outbox record 1"),
+                "{e:#}"
+            );
+        }
+        let ids = pending_ids(&mut o);
+        let lost = o.stats.dropped_corrupt;
+        assert!(
+            lost >= 1 && ids.first() == Some(&(lost + 1)),
+            "{lost} dropped, then {ids:?}"
+        );
+        assert_eq!(ids.last(), Some(&20));
+        // Nothing is held back by them any more.
+        for id in ids {
+            o.ack(id).unwrap();
+        }
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn finished_segments_go_even_when_the_watermark_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path());
+        for _ in 0..20 {
+            o.append("t", &[7; 40]).unwrap();
+        }
+        assert!(segments(dir.path()).len() > 3);
+        // No room for the watermark's file (a full disk, here a folder in its way).
+        std::fs::create_dir(dir.path().join("acked.tmp")).unwrap();
+        for id in 1..=20 {
+            assert!(o.ack(id).is_err());
+        }
+        assert_eq!(segments(dir.path()).len(), 1, "the space is freed");
+        drop(o);
+        std::fs::remove_dir(dir.path().join("acked.tmp")).unwrap();
+        let mut o = open(dir.path());
+        // Only what the last segment holds is sent again, and ids go on.
+        let again = pending_ids(&mut o);
+        assert!(again.len() < 20 && again.last() == Some(&20), "{again:?}");
+        assert_eq!(o.append("t", b"x").unwrap(), 21);
+    }
+
     #[test]
     fn size_bound_drops_the_oldest_and_counts_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -782,6 +888,8 @@ mod tests {
             1 + o.stats.dropped_for_bounds,
             "the oldest went first"
         );
+        // Dropped, not delivered: never counted as acknowledged.
+        assert_eq!(o.stats.acknowledged, 0);
     }
 
     #[test]
