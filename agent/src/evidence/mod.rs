@@ -535,10 +535,13 @@ impl Worker {
         } else if closing {
             Some(Some("the agent stopped before the end of the clip".into()))
         } else if Instant::now() >= p.deadline {
-            Some(Some(format!(
-                "the video after the frame did not arrive within {} s",
-                (self.settings.post + LATE_VIDEO).as_secs()
-            )))
+            Some(Some(match ring.waiting() {
+                Some(why) if p.span.units.is_empty() => why.into(),
+                _ => format!(
+                    "the video after the frame did not arrive within {} s",
+                    (self.settings.post + LATE_VIDEO).as_secs()
+                ),
+            }))
         } else {
             None
         }
