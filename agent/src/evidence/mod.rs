@@ -217,6 +217,14 @@ impl Evidence {
                 .with_context(|| format!("cannot write into {}", settings.dir.display()))?,
         }
         store::remove_partials(&settings.dir);
+        match custody::mend_head(&settings.dir, &key) {
+            Ok(true) => tracing::warn!(
+                "{} was one entry behind the custody log (a stop between the two writes); brought up to date",
+                custody::HEAD_FILE
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot check the custody log's head: {e:#}"),
+        }
         let left_over = promises::left_over(&settings.dir);
         tracing::info!(dir = %settings.dir.display(), key = %key.fingerprint(), "evidence packages on");
 
