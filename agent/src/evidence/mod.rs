@@ -151,6 +151,8 @@ pub struct EvidenceCounters {
     pub refused: AtomicU64,
     pub deleted: AtomicU64,
     pub forced_deletions: AtomicU64,
+    /// Packages logged deleted whose folder could not be removed.
+    pub deletion_failures: AtomicU64,
 }
 
 enum Command {
@@ -244,6 +246,7 @@ impl Evidence {
             index,
             early_acks: HashSet::new(),
             left_over,
+            stuck_reported: HashSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("evidence".into())
@@ -398,6 +401,8 @@ struct Worker {
     early_acks: HashSet<String>,
     /// Packages a previous run promised and never announced.
     left_over: Vec<promises::LeftOver>,
+    /// Logged deleted, folder still here, already logged as stuck in this run.
+    stuck_reported: HashSet<String>,
 }
 
 impl Worker {
@@ -664,38 +669,63 @@ impl Worker {
     }
 
     fn retention(&mut self) {
-        let dir = &self.settings.dir;
-        let plan = self.index.refresh(dir).map(|()| {
-            store::plan(
-                &self.index.packages(),
-                self.index.released(),
-                self.settings.retention,
-                SystemTime::now(),
-            )
-        });
-        let plan = match plan {
-            Ok(p) => p,
-            Err(e) => return tracing::error!("evidence retention failed: {e:#}"),
-        };
-        for d in plan {
-            // Read before it goes: the IOC is told which camera's package it was.
-            let camera = camera_of(dir, &d.id);
-            if let Err(e) = store::apply(dir, &self.key, std::slice::from_ref(&d)) {
-                tracing::error!("evidence retention failed: {e:#}");
-                return;
-            }
-            self.counters.deleted.fetch_add(1, Ordering::Relaxed);
-            if d.forced {
-                self.counters
-                    .forced_deletions
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            (self.on_notice)(EvidenceNotice {
-                error: Some(d.reason),
-                forced: d.forced,
-                ..EvidenceNotice::new(&self.settings, &d.id, &camera, "deleted")
-            });
+        let dir = self.settings.dir.clone();
+        if let Err(e) = self.index.refresh(&dir) {
+            return tracing::error!("evidence retention failed: {e:#}");
         }
+        let stuck: Vec<store::Deletion> = self.index.stuck().values().cloned().collect();
+        for d in &stuck {
+            self.remove(d);
+        }
+        let plan = store::plan(
+            &self.index.packages(),
+            self.index.released(),
+            self.index.stuck(),
+            self.settings.retention,
+            SystemTime::now(),
+        );
+        for d in plan {
+            // Nothing goes unlogged: with the log unwritable, retention waits.
+            if let Err(e) = store::log_deletion(&dir, &self.key, &d) {
+                return tracing::error!("evidence retention failed: {e:#}");
+            }
+            self.remove(&d);
+        }
+    }
+
+    /// Removes a package logged deleted, and tells the IOC once it is gone.
+    /// One that will not go (a folder made immutable, a disk error) is
+    /// reported once and tried again at each look, without another entry
+    /// in the log; the next candidates go on meanwhile.
+    fn remove(&mut self, d: &store::Deletion) {
+        let dir = &self.settings.dir;
+        // Read before it goes: the IOC is told which camera's package it was.
+        let camera = camera_of(dir, &d.id);
+        if let Err(e) = store::remove(dir, d) {
+            if self.stuck_reported.insert(d.id.clone()) {
+                let n = self
+                    .counters
+                    .deletion_failures
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                tracing::error!(package = %d.id, failures_total = n, "evidence logged deleted but not removed: {e:#}; retried at each retention pass while other packages go on being deleted; remove the folder by hand if this lasts");
+            }
+            return;
+        }
+        if self.stuck_reported.remove(&d.id) {
+            tracing::info!(package = %d.id, "evidence folder removed at last");
+        }
+        self.counters.deleted.fetch_add(1, Ordering::Relaxed);
+        if d.forced {
+            self.counters
+                .forced_deletions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        (self.on_notice)(EvidenceNotice {
+            error: Some(d.reason.clone()),
+            forced: d.forced,
+            ..EvidenceNotice::new(&self.settings, &d.id, &camera, "deleted")
+        });
     }
 }
 
@@ -727,6 +757,150 @@ mod tests {
             corners: [[0.0; 2]; 4],
             bbox: [0.0; 4],
         }
+    }
+
+    /// A worker on `root/evidence`, its notices kept in the list returned.
+    fn worker(
+        root: &std::path::Path,
+        retention: store::Retention,
+    ) -> (Worker, Arc<Mutex<Vec<EvidenceNotice>>>) {
+        let key = GatewayKey::load_or_create(&root.join("keys")).unwrap();
+        let dir = root.join("evidence");
+        std::fs::create_dir_all(&dir).unwrap();
+        let notices: Arc<Mutex<Vec<EvidenceNotice>>> = Arc::default();
+        let sent = notices.clone();
+        let worker = Worker {
+            settings: Settings {
+                dir: dir.clone(),
+                site: "s".into(),
+                pre: Duration::from_secs(1),
+                post: Duration::from_secs(1),
+                max_event_delay: Duration::from_secs(1),
+                retention,
+                config_sha256: "c".into(),
+            },
+            index: store::Index::for_gateway(key.public()),
+            key,
+            rings: Arc::default(),
+            counters: Arc::default(),
+            on_notice: Box::new(move |n| sent.lock().unwrap().push(n)),
+            pending: Vec::new(),
+            early_acks: HashSet::new(),
+            left_over: promises::left_over(&dir),
+            stuck_reported: HashSet::new(),
+        };
+        (worker, notices)
+    }
+
+    /// Makes a package folder impossible to remove until dropped: its
+    /// manifest immutable (root ignores permissions; this needs
+    /// CAP_LINUX_IMMUTABLE and a filesystem with the flag), else the folder
+    /// read-only (enough for other users). None where neither holds.
+    struct Pin(PathBuf);
+
+    impl Pin {
+        fn new(dir: &std::path::Path) -> Option<Self> {
+            use std::os::unix::fs::PermissionsExt;
+            let manifest = dir.join(package::MANIFEST);
+            let immutable = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&manifest)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !immutable {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).ok()?;
+            }
+            let pin = Pin(dir.to_path_buf());
+            // A new name for the manifest cannot be made where it cannot be removed.
+            let probe = dir.join(".probe");
+            if std::fs::hard_link(&manifest, &probe).is_ok() {
+                let _ = std::fs::remove_file(probe);
+                return None;
+            }
+            Some(pin)
+        }
+    }
+
+    impl Drop for Pin {
+        fn drop(&mut self) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(self.0.join(package::MANIFEST))
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+
+    #[test]
+    fn a_package_that_will_not_go_is_logged_once_and_the_next_one_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let quota_of_nothing = store::Retention {
+            max_bytes: 0,
+            max_age: Duration::MAX,
+        };
+        let (mut w, notices) = worker(root.path(), quota_of_nothing);
+        let dir = w.settings.dir.clone();
+        // Oldest first: UUIDv7 ids carry their time.
+        let (a, b) = (
+            "01900000-0000-7000-8000-00000000000a",
+            "01900000-0000-7000-8000-00000000000b",
+        );
+        for id in [a, b] {
+            std::fs::create_dir(dir.join(id)).unwrap();
+            std::fs::write(
+                dir.join(id).join(package::MANIFEST),
+                br#"{"camera":"gate"}"#,
+            )
+            .unwrap();
+        }
+        let Some(pin) = Pin::new(&dir.join(a)) else {
+            eprintln!(
+                "skipped: no folder can be made unremovable here (neither chattr nor permissions hold)"
+            );
+            return;
+        };
+        let deletions = |id: &str| {
+            custody::entries(&dir)
+                .unwrap()
+                .iter()
+                .filter(|e| e.action == Action::Deleted && e.package == id)
+                .count()
+        };
+        for _ in 0..3 {
+            w.retention();
+        }
+        assert_eq!(deletions(a), 1, "the stuck deletion was logged again");
+        assert!(dir.join(a).exists());
+        assert!(
+            !dir.join(b).exists(),
+            "the next package waited behind the stuck one"
+        );
+        assert_eq!(w.counters.deletion_failures.load(Ordering::Relaxed), 1);
+        let told = |notices: &Mutex<Vec<EvidenceNotice>>| -> Vec<String> {
+            notices
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|n| n.event_id.clone())
+                .collect()
+        };
+        assert_eq!(
+            told(&notices),
+            [b],
+            "a package still here was announced deleted"
+        );
+
+        // Once it can go, it goes, on its one entry, and the IOC is told.
+        drop(pin);
+        w.retention();
+        assert!(!dir.join(a).exists());
+        assert_eq!(deletions(a), 1);
+        assert_eq!(told(&notices), [b, a]);
+        let sent = notices.lock().unwrap();
+        assert!(sent[1].forced && sent[1].camera == "gate", "{:?}", sent[1]);
     }
 
     #[test]
