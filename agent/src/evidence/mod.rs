@@ -12,6 +12,9 @@
 //! ```
 //! The event is published at once with the package's id and location; the
 //! notice follows when the package is sealed, with the manifest's sha256.
+//! The publisher records the package's promise (`promises`) before it
+//! stores the event, and settles it once it has stored the notice, so a
+//! stop anywhere in between leaves the next start something to announce.
 //! Nothing here runs on a camera thread except handing over a request, so
 //! a slow or full disk never slows detection.
 
@@ -97,6 +100,11 @@ pub struct EvidenceNotice {
     /// it shows later whether the gateway's log was cut or replaced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custody: Option<CustodyAnchor>,
+    /// Whether the package's promise is settled once this notice is
+    /// stored. Not for a package sealed but not yet in the custody log
+    /// (the next start logs it, from the promise), nor for deletions.
+    #[serde(skip)]
+    pub settles: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +139,7 @@ impl EvidenceNotice {
             error: None,
             forced: false,
             custody: None,
+            settles: false,
         }
     }
 
@@ -274,6 +283,13 @@ impl Evidence {
             dir: self.dir.clone(),
             counters: self.counters.clone(),
         }
+    }
+
+    /// The publisher's side of the promises: it records each package's
+    /// before storing the event that names it, and settles it once the
+    /// package's notice is stored.
+    pub fn promises(&self) -> promises::Promises {
+        promises::Promises::new(self.dir.clone())
     }
 
     /// What records the IOC's acknowledgements of packages: called by the
@@ -438,50 +454,75 @@ impl Worker {
     /// Tells the IOC what became of the packages a previous run promised
     /// (its events named them) but stopped before announcing.
     fn announce_left_over(&mut self) {
-        let dir = self.settings.dir.clone();
         for left in std::mem::take(&mut self.left_over) {
             let mut notice = EvidenceNotice::new(&self.settings, &left.id, &left.camera, "failed");
+            notice.settles = true;
             match left.sealed {
                 Some(sealed) => {
-                    let logged = custody::entries(&dir).is_ok_and(|entries| {
-                        entries
-                            .iter()
-                            .any(|e| e.action == Action::Created && e.package == left.id)
-                    });
-                    if !logged
-                        && let Err(e) = custody::append(
-                            &dir,
-                            &self.key,
-                            Action::Created,
-                            &left.id,
-                            Some(&sealed.manifest_sha256),
-                            "plate event; logged at the next start (the agent stopped between sealing and logging)",
-                        )
-                    {
-                        tracing::error!(package = %left.id, "cannot log a package sealed before a stop: {e:#}");
-                    }
                     tracing::warn!(event = %left.id, "announcing a package sealed before the agent stopped");
+                    // The notice's anchor is the package's entry; without
+                    // one, verify would take the package for planted, so
+                    // the promise stays for the next start to log it.
+                    match self.created_entry(&left.id, &sealed.manifest_sha256) {
+                        Ok(entry) => notice.custody = Some((&entry).into()),
+                        Err(e) => {
+                            tracing::error!(package = %left.id, "cannot log a package sealed before a stop: {e:#}; it is announced again at the next start");
+                            notice.settles = false;
+                            notice.error = Some(format!(
+                                "sealed, but its custody log entry could not be written yet ({e:#})"
+                            ));
+                        }
+                    }
                     notice.status = "sealed";
                     notice.manifest_sha256 = Some(sealed.manifest_sha256);
                     notice.files = sealed.files;
                     notice.clip_complete = sealed.clip_complete;
                 }
                 None => {
-                    tracing::error!(event = %left.id, camera = %left.camera, "evidence package lost: the agent stopped before sealing it");
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    notice.error = Some(
+                    let why = if left.taken {
                         "the agent stopped (crash or power cut) before the package was sealed"
-                            .into(),
-                    );
+                    } else {
+                        "the agent stopped (crash or power cut) before the evidence thread took the package's request: no video was kept for it"
+                    };
+                    tracing::error!(event = %left.id, camera = %left.camera, "evidence package lost: {why}");
+                    notice.error = Some(why.into());
                 }
             }
             (self.on_notice)(notice);
-            promises::settle(&dir, &left.id);
+        }
+    }
+
+    /// The package's `created` entry in the custody log: the one this
+    /// gateway signed there, or one appended now (the stop came between
+    /// sealing and logging).
+    fn created_entry(&self, id: &str, manifest_sha256: &str) -> anyhow::Result<custody::Entry> {
+        let dir = &self.settings.dir;
+        let public = self.key.public();
+        let found = custody::entries(dir)?
+            .into_iter()
+            .find(|e| e.action == Action::Created && e.package == id && e.signed_by(&public));
+        match found {
+            Some(entry) => Ok(entry),
+            None => custody::append(
+                dir,
+                &self.key,
+                Action::Created,
+                id,
+                Some(manifest_sha256),
+                "plate event; logged at the next start (the agent stopped between sealing and logging)",
+            ),
         }
     }
 
     fn accept(&mut self, req: PackageRequest) {
-        if let Err(e) = promises::record(&self.settings.dir, &req.id, &req.camera) {
+        // The publisher may have recorded the promise already (before it
+        // stored the event) or may not have got to it yet: either way it is
+        // recorded now, and marked taken.
+        let dir = &self.settings.dir;
+        if let Err(e) = promises::record(dir, &req.id, &req.camera)
+            .and_then(|()| promises::mark_taken(dir, &req.id))
+        {
             tracing::warn!(event = %req.id, "cannot record the package as pending, so a crash before it is sealed would go unreported: {e:#}");
         }
         let window = req
@@ -618,10 +659,10 @@ impl Worker {
                 notice.error = Some(format!("{e:#}"));
             }
         }
+        // Settled by the publisher once the notice is stored: a stop before
+        // that leaves the promise, and the next start announces it again.
+        notice.settles = unlogged.is_none();
         (self.on_notice)(notice);
-        if unlogged.is_none() {
-            promises::settle(&self.settings.dir, &p.req.id);
-        }
         if self.early_acks.remove(&p.req.id) {
             if sealed {
                 self.acknowledge(&p.req.id);
@@ -790,6 +831,126 @@ mod tests {
             stuck_reported: HashSet::new(),
         };
         (worker, notices)
+    }
+
+    const KEEP_ALL: store::Retention = store::Retention {
+        max_bytes: u64::MAX,
+        max_age: Duration::MAX,
+    };
+
+    /// Writes the package of `request(..)` under the id `id`.
+    fn sealed_package(w: &Worker, id: &str) -> package::Sealed {
+        let cx = package::Context {
+            key: &w.key,
+            config_sha256: "c",
+            pre: Duration::from_secs(1),
+            post: Duration::from_secs(1),
+        };
+        let req = PackageRequest {
+            id: id.into(),
+            ..request(2000, SystemTime::now())
+        };
+        package::write_package(&w.settings.dir, &cx, &req, &Span::default(), None).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_package_keeps_its_promise_until_its_notice_is_stored() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut w, notices) = worker(root.path(), KEEP_ALL);
+        // No timestamps: no clip to wait for, sealed at the first look.
+        w.accept(PackageRequest {
+            frame_time: None,
+            ..request(2000, SystemTime::now())
+        });
+        let mut p = w.pending.pop().unwrap();
+        let short = w.ready(&mut p, false).unwrap();
+        w.seal(p, short);
+        let notices = notices.lock().unwrap();
+        assert_eq!(notices[0].status, "sealed");
+        assert!(notices[0].settles);
+        assert!(notices[0].custody.is_some());
+        // The notice is only handed over: the publisher settles it once
+        // stored, and a stop before that announces it again.
+        let left = promises::left_over(&w.settings.dir);
+        assert_eq!(
+            left.len(),
+            1,
+            "the promise went before the notice was stored"
+        );
+        assert!(left[0].taken && left[0].sealed.is_some());
+    }
+
+    #[test]
+    fn a_package_sealed_before_a_stop_is_settled_only_with_its_custody_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut w, notices) = worker(root.path(), KEEP_ALL);
+        let dir = w.settings.dir.clone();
+        // "logged": sealed and logged before the stop; "unlogged": sealed only.
+        let logged = sealed_package(&w, "logged");
+        let entry = custody::append(
+            &dir,
+            &w.key,
+            Action::Created,
+            "logged",
+            Some(&logged.manifest_sha256),
+            "plate event",
+        )
+        .unwrap();
+        sealed_package(&w, "unlogged");
+        for id in ["logged", "unlogged"] {
+            promises::record(&dir, id, "c").unwrap();
+        }
+        w.left_over = promises::left_over(&dir);
+        w.announce_left_over();
+        let sent = std::mem::take(&mut *notices.lock().unwrap());
+        let notice = |id: &str| sent.iter().find(|n| n.event_id == id).unwrap();
+        for id in ["logged", "unlogged"] {
+            assert_eq!(notice(id).status, "sealed");
+            assert!(notice(id).settles, "{id}");
+        }
+        let anchor = notice("logged")
+            .custody
+            .as_ref()
+            .expect("no custody anchor");
+        assert_eq!(
+            (anchor.seq, &anchor.line_sha256),
+            (entry.seq, &entry.line_sha256())
+        );
+        assert_eq!(notice("unlogged").custody.as_ref().unwrap().seq, 2);
+
+        // A log that cannot take the entry: announced, but the promise stays.
+        let (mut w, notices) = worker(&root.path().join("other"), KEEP_ALL);
+        let dir = w.settings.dir.clone();
+        sealed_package(&w, "stuck");
+        promises::record(&dir, "stuck", "c").unwrap();
+        std::fs::create_dir(dir.join(custody::LOG_FILE)).unwrap();
+        w.left_over = promises::left_over(&dir);
+        w.announce_left_over();
+        let sent = notices.lock().unwrap();
+        assert_eq!(sent[0].status, "sealed");
+        assert!(sent[0].custody.is_none());
+        assert!(!sent[0].settles, "settled without a custody entry");
+        assert!(sent[0].error.as_ref().unwrap().contains("custody"));
+    }
+
+    #[test]
+    fn a_promise_whose_request_never_reached_the_evidence_thread_is_announced_failed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("evidence");
+        promises::record(&dir, "unseen", "c").unwrap();
+        promises::record(&dir, "taken", "c").unwrap();
+        promises::mark_taken(&dir, "taken").unwrap();
+        let (mut w, notices) = worker(root.path(), KEEP_ALL);
+        w.announce_left_over();
+        let sent = notices.lock().unwrap();
+        let error = |id: &str| {
+            let n = sent.iter().find(|n| n.event_id == id).unwrap();
+            assert_eq!(n.status, "failed");
+            assert!(n.settles);
+            n.error.clone().unwrap()
+        };
+        assert!(error("unseen").contains("before the evidence thread took"));
+        assert!(error("taken").contains("before the package was sealed"));
     }
 
     /// Makes a package folder impossible to remove until dropped: its
