@@ -371,7 +371,14 @@ fn a_package_cut_short_by_a_kill_is_reported_at_the_next_start() {
         notice["error"].as_str().unwrap().contains("stopped"),
         "{notice}"
     );
-    assert!(!promise.exists(), "the promise was kept after its notice");
+    // Settled once the notice is stored in the outbox, which the JSON line
+    // does not wait for.
+    poll(
+        Duration::from_secs(10),
+        "the promise was kept after its notice",
+        &again,
+        || (!promise.exists()).then_some(()),
+    );
     assert!(again.process.terminate().success());
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::event::{Event, EventFactory, Sequencer};
+use crate::evidence::promises::Promises;
 use crate::evidence::{CameraEvidence, Evidence, PackageRequest};
 use crate::health::metrics::Metrics;
 use crate::infer::Models;
@@ -114,11 +115,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let network = runtime.handle().clone();
     let lost = metrics.events_lost.clone();
+    let promises = evidence.as_ref().map(Evidence::promises);
     let publisher = std::thread::Builder::new()
         .name("matthan-publish".into())
         .spawn(move || {
             let (mut jsonl, mut mqtt) = (jsonl, mqtt);
-            publish_loop(inbox, jsonl.as_mut(), mqtt.as_mut(), &lost);
+            publish_loop(inbox, jsonl.as_mut(), mqtt.as_mut(), promises, &lost);
             if let Some(j) = jsonl {
                 j.close();
             }
@@ -359,17 +361,27 @@ fn recover_fallback(outbox: &mut Outbox, fallback: crate::publish::outbox::Outbo
 /// are retried with every new event; beyond this many the oldest go.
 const HELD_MAX: usize = 10_000;
 
+/// An outbox record waiting to be stored, and the evidence package whose
+/// promise it settles once stored.
+type Held = (String, Vec<u8>, Option<SystemTime>, Option<String>);
+
 fn publish_loop(
     mut inbox: mpsc::Receiver<Message>,
     mut jsonl: Option<&mut JsonLinesSink>,
     mut mqtt: Option<&mut MqttSink>,
+    mut promises: Option<Promises>,
     lost_total: &std::sync::atomic::AtomicU64,
 ) {
-    let mut held: VecDeque<(String, Vec<u8>, Option<SystemTime>)> = VecDeque::new();
+    let mut held: VecDeque<Held> = VecDeque::new();
     let mut lost = 0u64;
     while let Some(message) = inbox.blocking_recv() {
-        let (topic, payload, decided_at) = match message {
+        let (topic, payload, decided_at, settles) = match message {
             Message::Event(event) => {
+                // On disk before the event is: a power cut between them must
+                // not leave the IOC an event whose package is never announced.
+                if let (Some(p), Some(e)) = (promises.as_mut(), &event.evidence) {
+                    p.before_event(&e.id, &event.camera.id);
+                }
                 if let Some(sink) = jsonl.as_deref_mut() {
                     sink.write(&event);
                 }
@@ -377,6 +389,7 @@ fn publish_loop(
                     event.topic_suffix(),
                     serde_json::to_vec(&*event),
                     event.decided_at,
+                    None,
                 )
             }
             Message::Evidence(notice) => {
@@ -391,7 +404,12 @@ fn publish_loop(
                         notice.event_id
                     )));
                 }
-                (notice.topic_suffix(), serde_json::to_vec(&*notice), None)
+                (
+                    notice.topic_suffix(),
+                    serde_json::to_vec(&*notice),
+                    None,
+                    notice.settles.then(|| notice.event_id.clone()),
+                )
             }
             Message::CameraStatus(report) => {
                 if let Some(m) = mqtt.as_deref() {
@@ -401,16 +419,18 @@ fn publish_loop(
             }
         };
         let Some(m) = mqtt.as_deref_mut() else {
+            settle(&mut promises, &settles);
             continue;
         };
         match payload {
-            Ok(payload) => held.push_back((topic, payload, decided_at)),
+            Ok(payload) => held.push_back((topic, payload, decided_at, settles)),
             Err(e) => tracing::error!(topic, "cannot serialise message: {e}"),
         }
-        while let Some((topic, payload, decided_at)) = held.front() {
+        while let Some((topic, payload, decided_at, settles)) = held.front() {
             if !m.publish_event(topic, payload, *decided_at) {
                 break;
             }
+            settle(&mut promises, settles);
             held.pop_front();
         }
         while held.len() > HELD_MAX {
@@ -424,8 +444,10 @@ fn publish_loop(
         }
     }
     if let Some(m) = mqtt {
-        for (topic, payload, decided_at) in held.drain(..) {
-            if !m.publish_event(&topic, &payload, decided_at) {
+        for (topic, payload, decided_at, settles) in held.drain(..) {
+            if m.publish_event(&topic, &payload, decided_at) {
+                settle(&mut promises, &settles);
+            } else {
                 lost += 1;
                 lost_total.fetch_add(1, Ordering::Relaxed);
             }
@@ -436,6 +458,15 @@ fn publish_loop(
             lost_total = lost,
             "events lost because the outbox could not store them"
         );
+    }
+}
+
+/// Settles a package's promise once its notice is stored (or, with no
+/// outbox, handed over): a stop before that leaves the promise, and the
+/// next start announces the package again.
+fn settle(promises: &mut Option<Promises>, package: &Option<String>) {
+    if let (Some(p), Some(id)) = (promises.as_mut(), package) {
+        p.notice_stored(id);
     }
 }
 
@@ -497,5 +528,138 @@ async fn wait_for_signal() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CameraRef, EvidenceRef, FrameRef, SiteRef};
+    use crate::evidence::{EvidenceNotice, promises};
+    use crate::publish::outbox::OutboxConfig;
+
+    fn event(id: uuid::Uuid) -> Event {
+        Event {
+            schema_version: crate::event::SCHEMA_VERSION,
+            id,
+            kind: crate::event::EventKind::Plate,
+            site: SiteRef {
+                id: "s".into(),
+                name: "s".into(),
+            },
+            camera: CameraRef {
+                id: "gate".into(),
+                name: "gate".into(),
+                location: None,
+                lanes: Vec::new(),
+                direction: None,
+            },
+            seq: 1,
+            time: time::OffsetDateTime::now_utc(),
+            frame: FrameRef {
+                width: 2,
+                height: 2,
+                number: 1,
+                stream_time_ms: None,
+            },
+            bbox: [0.0; 4],
+            confidence: 1.0,
+            plate: None,
+            face: None,
+            models: Vec::new(),
+            evidence: Some(EvidenceRef {
+                id: id.to_string(),
+                uri: String::new(),
+            }),
+            decided_at: None,
+        }
+    }
+
+    fn notice(id: uuid::Uuid) -> Message {
+        Message::Evidence(Box::new(EvidenceNotice {
+            schema_version: crate::event::SCHEMA_VERSION,
+            kind: "evidence",
+            event_id: id.to_string(),
+            site: "s".into(),
+            camera: "gate".into(),
+            time: String::new(),
+            status: "sealed",
+            uri: String::new(),
+            manifest_sha256: None,
+            files: Vec::new(),
+            clip_complete: true,
+            error: None,
+            forced: false,
+            custody: None,
+            settles: true,
+        }))
+    }
+
+    fn publish(messages: Vec<Message>, mqtt: &mut MqttSink, evidence: &std::path::Path) {
+        let (outbound, inbox) = Outbound::channel();
+        messages.into_iter().for_each(|m| outbound.send(m));
+        drop(outbound);
+        let lost = std::sync::atomic::AtomicU64::new(0);
+        let promises = Some(Promises::new(evidence.to_path_buf()));
+        publish_loop(inbox, None, Some(mqtt), promises, &lost);
+    }
+
+    fn promised(evidence: &std::path::Path) -> Vec<String> {
+        let mut ids: Vec<String> = promises::left_over(evidence)
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_package_is_promised_before_its_event_is_stored_and_kept_until_its_notice_is() {
+        let work = tempfile::tempdir().unwrap();
+        let evidence = work.path().join("evidence");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        // A segment per record: once its folder is gone, the outbox stores nothing more.
+        let outbox_dir = work.path().join("outbox");
+        let outbox = Outbox::open(OutboxConfig {
+            segment_bytes: 1,
+            ..OutboxConfig::new(outbox_dir.clone())
+        })
+        .unwrap();
+        let config: crate::config::MqttOutput =
+            toml::from_str(r#"url = "mqtt://127.0.0.1:1""#).unwrap();
+        let mut mqtt = MqttSink::connect(&config, "s", outbox, None).unwrap();
+
+        let mut ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
+        ids.sort();
+        let (announced, waiting, unstored) = (ids[0], ids[1], ids[2]);
+        publish(
+            vec![
+                Message::Event(Box::new(event(announced))),
+                Message::Event(Box::new(event(waiting))),
+                notice(announced),
+            ],
+            &mut mqtt,
+            &evidence,
+        );
+        assert_eq!(mqtt.outbox().lock().unwrap().len(), 3, "not all stored");
+        // The package still being recorded stays promised; the one whose
+        // notice is stored is settled.
+        assert_eq!(promised(&evidence), [waiting.to_string()]);
+
+        // A notice the outbox cannot store leaves its promise for the next start.
+        std::fs::remove_dir_all(&outbox_dir).unwrap();
+        publish(
+            vec![Message::Event(Box::new(event(unstored))), notice(unstored)],
+            &mut mqtt,
+            &evidence,
+        );
+        assert_eq!(
+            promised(&evidence),
+            [waiting.to_string(), unstored.to_string()]
+        );
     }
 }

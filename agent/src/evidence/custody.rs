@@ -143,6 +143,12 @@ struct Head {
 }
 
 impl Head {
+    fn signed_by(&self, key: &VerifyingKey) -> bool {
+        self.sig
+            .as_deref()
+            .is_some_and(|s| super::keys::verify(key, &self.signed_bytes(), s).is_ok())
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&Head {
             sig: None,
@@ -177,6 +183,58 @@ fn write_head(
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Brings the signed head up to the log's last line when a stop came
+/// between the line's sync and the head's rename (`append` writes them in
+/// that order); until then `verify` would report the log's end as
+/// changed. Only the line the head itself leads to qualifies: signed by
+/// this gateway, numbered one past the head and chaining to the line the
+/// head names. Anything else is left for `verify` to report. True when
+/// the head was brought up to date.
+pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
+    let path = dir.join(LOG_FILE);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot open the custody log {}", path.display()));
+        }
+    };
+    let _lock = Flock::exclusive(&file)
+        .with_context(|| format!("cannot lock the custody log {}", path.display()))?;
+    let (Some(line), _) = last_line(&mut file)
+        .with_context(|| format!("cannot read the custody log {}", path.display()))?
+    else {
+        return Ok(false);
+    };
+    let Ok(entry) = serde_json::from_slice::<Entry>(&line) else {
+        return Ok(false);
+    };
+    let head = match std::fs::read(dir.join(HEAD_FILE)) {
+        Ok(text) => match serde_json::from_slice::<Head>(&text) {
+            Ok(head) if head.signed_by(&key.public()) => head,
+            _ => return Ok(false),
+        },
+        // The first line's head never written.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Head {
+            seq: 0,
+            last_line_sha256: GENESIS.to_string(),
+            sig: None,
+        },
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read {}", dir.join(HEAD_FILE).display()));
+        }
+    };
+    let next = entry.seq == head.seq + 1
+        && entry.prev == head.last_line_sha256
+        && entry.signed_by(&key.public());
+    if next {
+        write_head(dir, key, entry.seq, &sha256_hex(&line))?;
+    }
+    Ok(next)
+}
+
 /// Compares the log's end with its signed head.
 fn check_head(
     dir: &Path,
@@ -202,11 +260,7 @@ fn check_head(
     let Ok(head) = serde_json::from_slice::<Head>(&text) else {
         return problem(format!("{HEAD_FILE} is damaged"));
     };
-    if head
-        .sig
-        .as_deref()
-        .is_none_or(|s| super::keys::verify(key, &head.signed_bytes(), s).is_err())
-    {
+    if !head.signed_by(key) {
         return problem(format!(
             "{HEAD_FILE}: the signature does not match: it was altered"
         ));
@@ -510,6 +564,72 @@ mod tests {
             problems[0].message.contains("removed from its end"),
             "{problems:?}"
         );
+    }
+
+    /// A stop between the line's sync and the head's rename.
+    #[test]
+    fn a_head_one_line_behind_is_brought_up_to_date() {
+        let (dir, key) = log_with(2);
+        let head = std::fs::read(dir.path().join(HEAD_FILE)).unwrap();
+        append(
+            dir.path(),
+            &key,
+            Action::Created,
+            "p2",
+            Some("ab"),
+            "plate event",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(HEAD_FILE), &head).unwrap();
+        let (_, problems) = check(dir.path(), &key.public()).unwrap();
+        assert!(
+            problems[0]
+                .message
+                .contains("not the one its signed head names")
+        );
+
+        assert!(mend_head(dir.path(), &key).unwrap());
+        let (entries, problems) = check(dir.path(), &key.public()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(entries.len(), 3);
+        assert!(
+            !mend_head(dir.path(), &key).unwrap(),
+            "nothing left to mend"
+        );
+
+        // The very first line, its head never written.
+        let (first, key) = log_with(1);
+        std::fs::remove_file(first.path().join(HEAD_FILE)).unwrap();
+        assert!(mend_head(first.path(), &key).unwrap());
+        assert!(check(first.path(), &key.public()).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn a_head_further_behind_or_another_keys_line_is_left_for_verify() {
+        let (dir, key) = log_with(1);
+        let head = std::fs::read(dir.path().join(HEAD_FILE)).unwrap();
+        for i in 0..2 {
+            append(
+                dir.path(),
+                &key,
+                Action::Created,
+                &format!("q{i}"),
+                None,
+                "t",
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.path().join(HEAD_FILE), &head).unwrap();
+        assert!(!mend_head(dir.path(), &key).unwrap(), "two lines behind");
+        assert!(!check(dir.path(), &key.public()).unwrap().1.is_empty());
+
+        // One line past the head, but signed with another key.
+        let (dir, key) = log_with(1);
+        let head = std::fs::read(dir.path().join(HEAD_FILE)).unwrap();
+        let other = GatewayKey::load_or_create(&dir.path().join("other")).unwrap();
+        append(dir.path(), &other, Action::Deleted, "p0", None, "forged").unwrap();
+        std::fs::write(dir.path().join(HEAD_FILE), &head).unwrap();
+        assert!(!mend_head(dir.path(), &key).unwrap());
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! ```
 //! The event is published at once with the package's id and location; the
 //! notice follows when the package is sealed, with the manifest's sha256.
+//! The publisher records the package's promise (`promises`) before it
+//! stores the event, and settles it once it has stored the notice, so a
+//! stop anywhere in between leaves the next start something to announce.
 //! Nothing here runs on a camera thread except handing over a request, so
 //! a slow or full disk never slows detection.
 
@@ -97,6 +100,11 @@ pub struct EvidenceNotice {
     /// it shows later whether the gateway's log was cut or replaced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custody: Option<CustodyAnchor>,
+    /// Whether the package's promise is settled once this notice is
+    /// stored. Not for a package sealed but not yet in the custody log
+    /// (the next start logs it, from the promise), nor for deletions.
+    #[serde(skip)]
+    pub settles: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +139,7 @@ impl EvidenceNotice {
             error: None,
             forced: false,
             custody: None,
+            settles: false,
         }
     }
 
@@ -151,6 +160,8 @@ pub struct EvidenceCounters {
     pub refused: AtomicU64,
     pub deleted: AtomicU64,
     pub forced_deletions: AtomicU64,
+    /// Packages logged deleted whose folder could not be removed.
+    pub deletion_failures: AtomicU64,
 }
 
 enum Command {
@@ -217,6 +228,14 @@ impl Evidence {
                 .with_context(|| format!("cannot write into {}", settings.dir.display()))?,
         }
         store::remove_partials(&settings.dir);
+        match custody::mend_head(&settings.dir, &key) {
+            Ok(true) => tracing::warn!(
+                "{} was one entry behind the custody log (a stop between the two writes); brought up to date",
+                custody::HEAD_FILE
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot check the custody log's head: {e:#}"),
+        }
         let left_over = promises::left_over(&settings.dir);
         tracing::info!(dir = %settings.dir.display(), key = %key.fingerprint(), "evidence packages on");
 
@@ -236,6 +255,7 @@ impl Evidence {
             index,
             early_acks: HashSet::new(),
             left_over,
+            stuck_reported: HashSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name("evidence".into())
@@ -263,6 +283,13 @@ impl Evidence {
             dir: self.dir.clone(),
             counters: self.counters.clone(),
         }
+    }
+
+    /// The publisher's side of the promises: it records each package's
+    /// before storing the event that names it, and settles it once the
+    /// package's notice is stored.
+    pub fn promises(&self) -> promises::Promises {
+        promises::Promises::new(self.dir.clone())
     }
 
     /// What records the IOC's acknowledgements of packages: called by the
@@ -390,6 +417,8 @@ struct Worker {
     early_acks: HashSet<String>,
     /// Packages a previous run promised and never announced.
     left_over: Vec<promises::LeftOver>,
+    /// Logged deleted, folder still here, already logged as stuck in this run.
+    stuck_reported: HashSet<String>,
 }
 
 impl Worker {
@@ -425,50 +454,75 @@ impl Worker {
     /// Tells the IOC what became of the packages a previous run promised
     /// (its events named them) but stopped before announcing.
     fn announce_left_over(&mut self) {
-        let dir = self.settings.dir.clone();
         for left in std::mem::take(&mut self.left_over) {
             let mut notice = EvidenceNotice::new(&self.settings, &left.id, &left.camera, "failed");
+            notice.settles = true;
             match left.sealed {
                 Some(sealed) => {
-                    let logged = custody::entries(&dir).is_ok_and(|entries| {
-                        entries
-                            .iter()
-                            .any(|e| e.action == Action::Created && e.package == left.id)
-                    });
-                    if !logged
-                        && let Err(e) = custody::append(
-                            &dir,
-                            &self.key,
-                            Action::Created,
-                            &left.id,
-                            Some(&sealed.manifest_sha256),
-                            "plate event; logged at the next start (the agent stopped between sealing and logging)",
-                        )
-                    {
-                        tracing::error!(package = %left.id, "cannot log a package sealed before a stop: {e:#}");
-                    }
                     tracing::warn!(event = %left.id, "announcing a package sealed before the agent stopped");
+                    // The notice's anchor is the package's entry; without
+                    // one, verify would take the package for planted, so
+                    // the promise stays for the next start to log it.
+                    match self.created_entry(&left.id, &sealed.manifest_sha256) {
+                        Ok(entry) => notice.custody = Some((&entry).into()),
+                        Err(e) => {
+                            tracing::error!(package = %left.id, "cannot log a package sealed before a stop: {e:#}; it is announced again at the next start");
+                            notice.settles = false;
+                            notice.error = Some(format!(
+                                "sealed, but its custody log entry could not be written yet ({e:#})"
+                            ));
+                        }
+                    }
                     notice.status = "sealed";
                     notice.manifest_sha256 = Some(sealed.manifest_sha256);
                     notice.files = sealed.files;
                     notice.clip_complete = sealed.clip_complete;
                 }
                 None => {
-                    tracing::error!(event = %left.id, camera = %left.camera, "evidence package lost: the agent stopped before sealing it");
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    notice.error = Some(
+                    let why = if left.taken {
                         "the agent stopped (crash or power cut) before the package was sealed"
-                            .into(),
-                    );
+                    } else {
+                        "the agent stopped (crash or power cut) before the evidence thread took the package's request: no video was kept for it"
+                    };
+                    tracing::error!(event = %left.id, camera = %left.camera, "evidence package lost: {why}");
+                    notice.error = Some(why.into());
                 }
             }
             (self.on_notice)(notice);
-            promises::settle(&dir, &left.id);
+        }
+    }
+
+    /// The package's `created` entry in the custody log: the one this
+    /// gateway signed there, or one appended now (the stop came between
+    /// sealing and logging).
+    fn created_entry(&self, id: &str, manifest_sha256: &str) -> anyhow::Result<custody::Entry> {
+        let dir = &self.settings.dir;
+        let public = self.key.public();
+        let found = custody::entries(dir)?
+            .into_iter()
+            .find(|e| e.action == Action::Created && e.package == id && e.signed_by(&public));
+        match found {
+            Some(entry) => Ok(entry),
+            None => custody::append(
+                dir,
+                &self.key,
+                Action::Created,
+                id,
+                Some(manifest_sha256),
+                "plate event; logged at the next start (the agent stopped between sealing and logging)",
+            ),
         }
     }
 
     fn accept(&mut self, req: PackageRequest) {
-        if let Err(e) = promises::record(&self.settings.dir, &req.id, &req.camera) {
+        // The publisher may have recorded the promise already (before it
+        // stored the event) or may not have got to it yet: either way it is
+        // recorded now, and marked taken.
+        let dir = &self.settings.dir;
+        if let Err(e) = promises::record(dir, &req.id, &req.camera)
+            .and_then(|()| promises::mark_taken(dir, &req.id))
+        {
             tracing::warn!(event = %req.id, "cannot record the package as pending, so a crash before it is sealed would go unreported: {e:#}");
         }
         let window = req
@@ -535,10 +589,13 @@ impl Worker {
         } else if closing {
             Some(Some("the agent stopped before the end of the clip".into()))
         } else if Instant::now() >= p.deadline {
-            Some(Some(format!(
-                "the video after the frame did not arrive within {} s",
-                (self.settings.post + LATE_VIDEO).as_secs()
-            )))
+            Some(Some(match ring.waiting() {
+                Some(why) if p.span.units.is_empty() => why.into(),
+                _ => format!(
+                    "the video after the frame did not arrive within {} s",
+                    (self.settings.post + LATE_VIDEO).as_secs()
+                ),
+            }))
         } else {
             None
         }
@@ -602,10 +659,10 @@ impl Worker {
                 notice.error = Some(format!("{e:#}"));
             }
         }
+        // Settled by the publisher once the notice is stored: a stop before
+        // that leaves the promise, and the next start announces it again.
+        notice.settles = unlogged.is_none();
         (self.on_notice)(notice);
-        if unlogged.is_none() {
-            promises::settle(&self.settings.dir, &p.req.id);
-        }
         if self.early_acks.remove(&p.req.id) {
             if sealed {
                 self.acknowledge(&p.req.id);
@@ -653,38 +710,63 @@ impl Worker {
     }
 
     fn retention(&mut self) {
-        let dir = &self.settings.dir;
-        let plan = self.index.refresh(dir).map(|()| {
-            store::plan(
-                &self.index.packages(),
-                self.index.released(),
-                self.settings.retention,
-                SystemTime::now(),
-            )
-        });
-        let plan = match plan {
-            Ok(p) => p,
-            Err(e) => return tracing::error!("evidence retention failed: {e:#}"),
-        };
-        for d in plan {
-            // Read before it goes: the IOC is told which camera's package it was.
-            let camera = camera_of(dir, &d.id);
-            if let Err(e) = store::apply(dir, &self.key, std::slice::from_ref(&d)) {
-                tracing::error!("evidence retention failed: {e:#}");
-                return;
-            }
-            self.counters.deleted.fetch_add(1, Ordering::Relaxed);
-            if d.forced {
-                self.counters
-                    .forced_deletions
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            (self.on_notice)(EvidenceNotice {
-                error: Some(d.reason),
-                forced: d.forced,
-                ..EvidenceNotice::new(&self.settings, &d.id, &camera, "deleted")
-            });
+        let dir = self.settings.dir.clone();
+        if let Err(e) = self.index.refresh(&dir) {
+            return tracing::error!("evidence retention failed: {e:#}");
         }
+        let stuck: Vec<store::Deletion> = self.index.stuck().values().cloned().collect();
+        for d in &stuck {
+            self.remove(d);
+        }
+        let plan = store::plan(
+            &self.index.packages(),
+            self.index.released(),
+            self.index.stuck(),
+            self.settings.retention,
+            SystemTime::now(),
+        );
+        for d in plan {
+            // Nothing goes unlogged: with the log unwritable, retention waits.
+            if let Err(e) = store::log_deletion(&dir, &self.key, &d) {
+                return tracing::error!("evidence retention failed: {e:#}");
+            }
+            self.remove(&d);
+        }
+    }
+
+    /// Removes a package logged deleted, and tells the IOC once it is gone.
+    /// One that will not go (a folder made immutable, a disk error) is
+    /// reported once and tried again at each look, without another entry
+    /// in the log; the next candidates go on meanwhile.
+    fn remove(&mut self, d: &store::Deletion) {
+        let dir = &self.settings.dir;
+        // Read before it goes: the IOC is told which camera's package it was.
+        let camera = camera_of(dir, &d.id);
+        if let Err(e) = store::remove(dir, d) {
+            if self.stuck_reported.insert(d.id.clone()) {
+                let n = self
+                    .counters
+                    .deletion_failures
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                tracing::error!(package = %d.id, failures_total = n, "evidence logged deleted but not removed: {e:#}; retried at each retention pass while other packages go on being deleted; remove the folder by hand if this lasts");
+            }
+            return;
+        }
+        if self.stuck_reported.remove(&d.id) {
+            tracing::info!(package = %d.id, "evidence folder removed at last");
+        }
+        self.counters.deleted.fetch_add(1, Ordering::Relaxed);
+        if d.forced {
+            self.counters
+                .forced_deletions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        (self.on_notice)(EvidenceNotice {
+            error: Some(d.reason.clone()),
+            forced: d.forced,
+            ..EvidenceNotice::new(&self.settings, &d.id, &camera, "deleted")
+        });
     }
 }
 
@@ -716,6 +798,270 @@ mod tests {
             corners: [[0.0; 2]; 4],
             bbox: [0.0; 4],
         }
+    }
+
+    /// A worker on `root/evidence`, its notices kept in the list returned.
+    fn worker(
+        root: &std::path::Path,
+        retention: store::Retention,
+    ) -> (Worker, Arc<Mutex<Vec<EvidenceNotice>>>) {
+        let key = GatewayKey::load_or_create(&root.join("keys")).unwrap();
+        let dir = root.join("evidence");
+        std::fs::create_dir_all(&dir).unwrap();
+        let notices: Arc<Mutex<Vec<EvidenceNotice>>> = Arc::default();
+        let sent = notices.clone();
+        let worker = Worker {
+            settings: Settings {
+                dir: dir.clone(),
+                site: "s".into(),
+                pre: Duration::from_secs(1),
+                post: Duration::from_secs(1),
+                max_event_delay: Duration::from_secs(1),
+                retention,
+                config_sha256: "c".into(),
+            },
+            index: store::Index::for_gateway(key.public()),
+            key,
+            rings: Arc::default(),
+            counters: Arc::default(),
+            on_notice: Box::new(move |n| sent.lock().unwrap().push(n)),
+            pending: Vec::new(),
+            early_acks: HashSet::new(),
+            left_over: promises::left_over(&dir),
+            stuck_reported: HashSet::new(),
+        };
+        (worker, notices)
+    }
+
+    const KEEP_ALL: store::Retention = store::Retention {
+        max_bytes: u64::MAX,
+        max_age: Duration::MAX,
+    };
+
+    /// Writes the package of `request(..)` under the id `id`.
+    fn sealed_package(w: &Worker, id: &str) -> package::Sealed {
+        let cx = package::Context {
+            key: &w.key,
+            config_sha256: "c",
+            pre: Duration::from_secs(1),
+            post: Duration::from_secs(1),
+        };
+        let req = PackageRequest {
+            id: id.into(),
+            ..request(2000, SystemTime::now())
+        };
+        package::write_package(&w.settings.dir, &cx, &req, &Span::default(), None).unwrap()
+    }
+
+    #[test]
+    fn a_sealed_package_keeps_its_promise_until_its_notice_is_stored() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut w, notices) = worker(root.path(), KEEP_ALL);
+        // No timestamps: no clip to wait for, sealed at the first look.
+        w.accept(PackageRequest {
+            frame_time: None,
+            ..request(2000, SystemTime::now())
+        });
+        let mut p = w.pending.pop().unwrap();
+        let short = w.ready(&mut p, false).unwrap();
+        w.seal(p, short);
+        let notices = notices.lock().unwrap();
+        assert_eq!(notices[0].status, "sealed");
+        assert!(notices[0].settles);
+        assert!(notices[0].custody.is_some());
+        // The notice is only handed over: the publisher settles it once
+        // stored, and a stop before that announces it again.
+        let left = promises::left_over(&w.settings.dir);
+        assert_eq!(
+            left.len(),
+            1,
+            "the promise went before the notice was stored"
+        );
+        assert!(left[0].taken && left[0].sealed.is_some());
+    }
+
+    #[test]
+    fn a_package_sealed_before_a_stop_is_settled_only_with_its_custody_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut w, notices) = worker(root.path(), KEEP_ALL);
+        let dir = w.settings.dir.clone();
+        // "logged": sealed and logged before the stop; "unlogged": sealed only.
+        let logged = sealed_package(&w, "logged");
+        let entry = custody::append(
+            &dir,
+            &w.key,
+            Action::Created,
+            "logged",
+            Some(&logged.manifest_sha256),
+            "plate event",
+        )
+        .unwrap();
+        sealed_package(&w, "unlogged");
+        for id in ["logged", "unlogged"] {
+            promises::record(&dir, id, "c").unwrap();
+        }
+        w.left_over = promises::left_over(&dir);
+        w.announce_left_over();
+        let sent = std::mem::take(&mut *notices.lock().unwrap());
+        let notice = |id: &str| sent.iter().find(|n| n.event_id == id).unwrap();
+        for id in ["logged", "unlogged"] {
+            assert_eq!(notice(id).status, "sealed");
+            assert!(notice(id).settles, "{id}");
+        }
+        let anchor = notice("logged")
+            .custody
+            .as_ref()
+            .expect("no custody anchor");
+        assert_eq!(
+            (anchor.seq, &anchor.line_sha256),
+            (entry.seq, &entry.line_sha256())
+        );
+        assert_eq!(notice("unlogged").custody.as_ref().unwrap().seq, 2);
+
+        // A log that cannot take the entry: announced, but the promise stays.
+        let (mut w, notices) = worker(&root.path().join("other"), KEEP_ALL);
+        let dir = w.settings.dir.clone();
+        sealed_package(&w, "stuck");
+        promises::record(&dir, "stuck", "c").unwrap();
+        std::fs::create_dir(dir.join(custody::LOG_FILE)).unwrap();
+        w.left_over = promises::left_over(&dir);
+        w.announce_left_over();
+        let sent = notices.lock().unwrap();
+        assert_eq!(sent[0].status, "sealed");
+        assert!(sent[0].custody.is_none());
+        assert!(!sent[0].settles, "settled without a custody entry");
+        assert!(sent[0].error.as_ref().unwrap().contains("custody"));
+    }
+
+    #[test]
+    fn a_promise_whose_request_never_reached_the_evidence_thread_is_announced_failed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("evidence");
+        promises::record(&dir, "unseen", "c").unwrap();
+        promises::record(&dir, "taken", "c").unwrap();
+        promises::mark_taken(&dir, "taken").unwrap();
+        let (mut w, notices) = worker(root.path(), KEEP_ALL);
+        w.announce_left_over();
+        let sent = notices.lock().unwrap();
+        let error = |id: &str| {
+            let n = sent.iter().find(|n| n.event_id == id).unwrap();
+            assert_eq!(n.status, "failed");
+            assert!(n.settles);
+            n.error.clone().unwrap()
+        };
+        assert!(error("unseen").contains("before the evidence thread took"));
+        assert!(error("taken").contains("before the package was sealed"));
+    }
+
+    /// Makes a package folder impossible to remove until dropped: its
+    /// manifest immutable (root ignores permissions; this needs
+    /// CAP_LINUX_IMMUTABLE and a filesystem with the flag), else the folder
+    /// read-only (enough for other users). None where neither holds.
+    struct Pin(PathBuf);
+
+    impl Pin {
+        fn new(dir: &std::path::Path) -> Option<Self> {
+            use std::os::unix::fs::PermissionsExt;
+            let manifest = dir.join(package::MANIFEST);
+            let immutable = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(&manifest)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !immutable {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).ok()?;
+            }
+            let pin = Pin(dir.to_path_buf());
+            // A new name for the manifest cannot be made where it cannot be removed.
+            let probe = dir.join(".probe");
+            if std::fs::hard_link(&manifest, &probe).is_ok() {
+                let _ = std::fs::remove_file(probe);
+                return None;
+            }
+            Some(pin)
+        }
+    }
+
+    impl Drop for Pin {
+        fn drop(&mut self) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(self.0.join(package::MANIFEST))
+                .stderr(std::process::Stdio::null())
+                .status();
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+
+    #[test]
+    fn a_package_that_will_not_go_is_logged_once_and_the_next_one_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let quota_of_nothing = store::Retention {
+            max_bytes: 0,
+            max_age: Duration::MAX,
+        };
+        let (mut w, notices) = worker(root.path(), quota_of_nothing);
+        let dir = w.settings.dir.clone();
+        // Oldest first: UUIDv7 ids carry their time.
+        let (a, b) = (
+            "01900000-0000-7000-8000-00000000000a",
+            "01900000-0000-7000-8000-00000000000b",
+        );
+        for id in [a, b] {
+            std::fs::create_dir(dir.join(id)).unwrap();
+            std::fs::write(
+                dir.join(id).join(package::MANIFEST),
+                br#"{"camera":"gate"}"#,
+            )
+            .unwrap();
+        }
+        let Some(pin) = Pin::new(&dir.join(a)) else {
+            eprintln!(
+                "skipped: no folder can be made unremovable here (neither chattr nor permissions hold)"
+            );
+            return;
+        };
+        let deletions = |id: &str| {
+            custody::entries(&dir)
+                .unwrap()
+                .iter()
+                .filter(|e| e.action == Action::Deleted && e.package == id)
+                .count()
+        };
+        for _ in 0..3 {
+            w.retention();
+        }
+        assert_eq!(deletions(a), 1, "the stuck deletion was logged again");
+        assert!(dir.join(a).exists());
+        assert!(
+            !dir.join(b).exists(),
+            "the next package waited behind the stuck one"
+        );
+        assert_eq!(w.counters.deletion_failures.load(Ordering::Relaxed), 1);
+        let told = |notices: &Mutex<Vec<EvidenceNotice>>| -> Vec<String> {
+            notices
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|n| n.event_id.clone())
+                .collect()
+        };
+        assert_eq!(
+            told(&notices),
+            [b],
+            "a package still here was announced deleted"
+        );
+
+        // Once it can go, it goes, on its one entry, and the IOC is told.
+        drop(pin);
+        w.retention();
+        assert!(!dir.join(a).exists());
+        assert_eq!(deletions(a), 1);
+        assert_eq!(told(&notices), [b, a]);
+        let sent = notices.lock().unwrap();
+        assert!(sent[1].forced && sent[1].camera == "gate", "{:?}", sent[1]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::clip::write_mp4;
+use super::clip::{ClipInfo, write_mp4};
 use super::keys::GatewayKey;
 use super::ring::Span;
 use crate::digest::sha256_file;
@@ -163,8 +163,7 @@ fn write(
                         "clip.mp4",
                         "the camera's original video around the frame, not re-encoded",
                     )?;
-                    let complete =
-                        short.is_none() && info.start <= from && info.end + frame_slack() >= to;
+                    let complete = short.is_none() && covers(span, &info, from, to);
                     Some(ClipEntry {
                         file: "clip.mp4",
                         encoding: "the camera's own access units, muxed to MP4 without decoding (the parser may repeat the stream's parameter sets at the first keyframe so the clip plays on its own)",
@@ -275,6 +274,16 @@ fn write(
     })
 }
 
+/// Whether the clip holds the whole span asked for. A span ends when the
+/// first unit past `to` arrives, so its last unit may be a whole frame
+/// interval before `to` (200 ms at 5 fps): the end is reached when such a
+/// unit closed the span and every unit went into the clip (a format
+/// change ends the file early).
+fn covers(span: &Span, info: &ClipInfo, from: Duration, to: Duration) -> bool {
+    let closed_past_end = span.closed && span.short.is_none() && info.units == span.units.len();
+    info.start <= from && (closed_past_end || info.end + frame_slack() >= to)
+}
+
 /// The last unit's time is its start; it shows until one frame later.
 fn frame_slack() -> Duration {
     Duration::from_millis(100)
@@ -306,6 +315,53 @@ fn write_jpeg(img: &BgrImage, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::EncodedUnit;
+
+    #[test]
+    fn a_clip_at_5_fps_closed_past_its_end_is_complete() {
+        let mut ring = super::super::ring::Ring::new(Duration::from_secs(30), usize::MAX);
+        let push = |ring: &mut super::super::ring::Ring, ms: u64| {
+            ring.push(EncodedUnit {
+                stream: 1,
+                format: "video/x-h264".into(),
+                data: vec![0u8; 10].into(),
+                pts: Some(Duration::from_millis(ms)),
+                dts: Some(Duration::from_millis(ms)),
+                duration: Some(Duration::from_millis(200)),
+                keyframe: ms.is_multiple_of(1000),
+                arrived: SystemTime::now(),
+            })
+        };
+        // The frame at 2150 ms, 1 s either side: the last frame before the
+        // end is at 3000 ms, 150 ms short of it; the one at 3200 closes it.
+        let (from, to) = (Duration::from_millis(1150), Duration::from_millis(3150));
+        for ms in (0..=3000).step_by(200) {
+            push(&mut ring, ms);
+        }
+        let mut span = ring.cut(from, to);
+        let info = |span: &Span| ClipInfo {
+            units: span.units.len(),
+            keyframes: 1,
+            format: "video/x-h264".into(),
+            start: span.start().unwrap(),
+            end: span.end().unwrap(),
+        };
+        assert!(!span.closed);
+        assert!(
+            !covers(&span, &info(&span), from, to),
+            "the end has not arrived yet"
+        );
+        push(&mut ring, 3200);
+        ring.extend(&mut span, to);
+        assert!(span.closed);
+        assert_eq!(span.end(), Some(Duration::from_millis(3000)));
+        assert!(covers(&span, &info(&span), from, to));
+        // A clip that lost its last units (the format changed) does not.
+        let mut cut = info(&span);
+        cut.units -= 1;
+        cut.end = Duration::from_millis(2800);
+        assert!(!covers(&span, &cut, from, to));
+    }
 
     #[test]
     fn jpeg_keeps_colours_the_right_way_round() {

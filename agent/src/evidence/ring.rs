@@ -3,7 +3,11 @@
 //!
 //! GStreamer's streaming thread appends; the evidence thread cuts clips.
 //! Trimming drops whole groups of pictures from the front, so the buffer
-//! always starts where a decoder can start.
+//! always starts where a decoder can start. A group that grows past the
+//! byte cap (or twice the time kept) with no keyframe after it goes whole,
+//! and the buffer starts again at the next keyframe: a camera that sends
+//! a keyframe only when its stream starts must not take the gateway's
+//! memory.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -23,8 +27,14 @@ pub struct Ring {
     /// The stream attempt the units belong to; a new one empties the ring.
     stream: u64,
     /// Bumped when timestamps jump back within one attempt (a camera that
-    /// reset its clock): spans of the old timeline end there.
+    /// reset its clock), or when the only group of pictures had to go:
+    /// spans of the old timeline end there.
     epoch: u64,
+    /// Why the ring last started afresh: what the spans it cut short say.
+    restarted: &'static str,
+    /// Set while the ring waits for a keyframe after dropping its only
+    /// group of pictures: why a clip asked for now finds no video.
+    waiting: Option<&'static str>,
     /// Set when the camera will send no more units (a file that ended).
     pub finished: bool,
 }
@@ -46,6 +56,8 @@ pub struct Span {
 
 /// How far past its end a span may run to finish a group of reordered frames.
 const REORDER_LIMIT: Duration = Duration::from_secs(2);
+const STREAM_RESTARTED: &str = "the camera's stream restarted before the end of the clip";
+const LONE_GROUP_DROPPED: &str = "the camera sent no keyframe for too long (a stream without regular keyframes): the buffer dropped its video and waits for the next keyframe";
 
 impl Span {
     /// Whether the frames held show without a gap: their presentation
@@ -89,6 +101,8 @@ impl Ring {
             max_bytes,
             stream: 0,
             epoch: 0,
+            restarted: STREAM_RESTARTED,
+            waiting: None,
             finished: false,
         }
     }
@@ -97,10 +111,8 @@ impl Ring {
         let jumped_back =
             matches!((unit.time(), self.newest()), (Some(t), Some(n)) if t + REORDER_LIMIT < n);
         if unit.stream != self.stream || jumped_back {
-            self.units.clear();
-            self.bytes = 0;
+            self.start_afresh(STREAM_RESTARTED);
             self.stream = unit.stream;
-            self.epoch += 1;
         }
         self.finished = false;
         // Without a time a unit cannot be placed in a clip; without a
@@ -108,10 +120,21 @@ impl Ring {
         if unit.time().is_none() || (self.units.is_empty() && !unit.keyframe) {
             return;
         }
+        if unit.keyframe {
+            self.waiting = None;
+        }
         self.bytes += unit.data.len();
         self.units.push_back((self.next, unit));
         self.next += 1;
         self.trim();
+    }
+
+    /// Empties the ring: the spans cut from it end, saying `why`.
+    fn start_afresh(&mut self, why: &'static str) {
+        self.units.clear();
+        self.bytes = 0;
+        self.epoch += 1;
+        self.restarted = why;
     }
 
     fn trim(&mut self) {
@@ -123,7 +146,7 @@ impl Ring {
         // starts early enough (or the ring is over its byte cap).
         loop {
             let Some(next_key) = self.units.iter().skip(1).position(|(_, u)| u.keyframe) else {
-                return;
+                return self.drop_lone_group(horizon);
             };
             let next_key = next_key + 1;
             let next_time = self.units[next_key].1.time().unwrap_or_default();
@@ -136,8 +159,30 @@ impl Ring {
         }
     }
 
+    /// A lone group of pictures cannot lose its front and still decode, so
+    /// over the byte cap, or spanning twice the time kept, it goes whole
+    /// and the ring starts again at the next keyframe. Twice: a camera
+    /// whose keyframes are merely far apart (a "smart" encoder on a still
+    /// scene) still gets its clips from the keyframe before; a group that
+    /// long is a stream without regular keyframes, whose clips would only
+    /// grow.
+    fn drop_lone_group(&mut self, horizon: Duration) {
+        let oldest = self.units.front().and_then(|(_, u)| u.time());
+        let too_long = oldest.is_some_and(|t| t + self.keep < horizon);
+        if self.bytes > self.max_bytes || too_long {
+            self.start_afresh(LONE_GROUP_DROPPED);
+            self.waiting = Some(LONE_GROUP_DROPPED);
+        }
+    }
+
     pub fn stream(&self) -> u64 {
         self.stream
+    }
+
+    /// Why the ring holds no video now, when it dropped its only group of
+    /// pictures and waits for the next keyframe.
+    pub fn waiting(&self) -> Option<&'static str> {
+        self.waiting
     }
 
     pub fn newest(&self) -> Option<Duration> {
@@ -175,8 +220,11 @@ impl Ring {
             span.closed = true;
             span.short = Some(why);
         };
-        if span.stream != self.stream || span.epoch != self.epoch {
-            return cut_short("the camera's stream restarted before the end of the clip");
+        if span.stream != self.stream {
+            return cut_short(STREAM_RESTARTED);
+        }
+        if span.epoch != self.epoch {
+            return cut_short(self.restarted);
         }
         // A span that took nothing yet is cut afresh by its owner.
         if let Some(last) = span.last {
@@ -326,6 +374,63 @@ mod tests {
         fill(&mut ring, 2, 1);
         assert_eq!(ring.stream(), 2);
         assert_eq!(ring.units.len(), 25);
+    }
+
+    /// A camera that sends a keyframe only when its stream starts
+    /// (intra refresh): one group of pictures that never ends.
+    #[test]
+    fn a_lone_group_of_pictures_cannot_grow_past_the_cap() {
+        let cap = 100 * 25 * 3;
+        let mut ring = Ring::new(Duration::from_secs(60), cap);
+        ring.push(unit(1, 0, true));
+        let mut span = ring.cut(Duration::ZERO, Duration::from_secs(60));
+        for i in 1..25 * 60 {
+            ring.push(unit(1, i * 40, false));
+            assert!(
+                ring.bytes() <= cap,
+                "{} bytes after {i} units",
+                ring.bytes()
+            );
+        }
+        // Emptied, and it takes nothing it could not decode.
+        assert_eq!(ring.bytes(), 0);
+        assert!(ring.waiting().is_some());
+        // The span being recorded ends there, and says why.
+        ring.extend(&mut span, Duration::from_secs(60));
+        assert!(span.closed);
+        assert!(
+            span.short.unwrap().contains("no keyframe"),
+            "{:?}",
+            span.short
+        );
+        // The next keyframe starts it again.
+        ring.push(unit(1, 60_000, true));
+        ring.push(unit(1, 60_040, false));
+        assert_eq!(ring.units.len(), 2);
+        assert!(ring.units[0].1.keyframe);
+        assert!(ring.waiting().is_none());
+    }
+
+    #[test]
+    fn a_lone_group_goes_when_it_spans_twice_the_time_kept() {
+        let mut ring = Ring::new(Duration::from_secs(5), usize::MAX);
+        // Keyframes 9 s apart: more than the 5 s kept, still clipped.
+        for i in 0..25 * 9 {
+            ring.push(unit(1, i * 40, i == 0));
+        }
+        assert_eq!(ring.units.len(), 25 * 9);
+        assert!(ring.units[0].1.keyframe);
+        // No keyframe at all: gone once it spans more than 10 s.
+        let mut ring = Ring::new(Duration::from_secs(5), usize::MAX);
+        for i in 0..25 * 20 {
+            ring.push(unit(1, i * 40, i == 0));
+            assert!(
+                ring.units.len() <= 25 * 10 + 1,
+                "{} units after {i}",
+                ring.units.len()
+            );
+        }
+        assert!(ring.waiting().is_some());
     }
 
     #[test]

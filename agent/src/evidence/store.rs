@@ -4,7 +4,9 @@
 //! that was neither exported by an officer nor acknowledged by the IOC is
 //! never deleted for its age, only when the quota leaves no other choice;
 //! that forced deletion is logged in the custody log with its reason and
-//! reported in the agent's status.
+//! reported in the agent's status. A package logged deleted whose folder
+//! then cannot be removed is tried again at each look, never logged again,
+//! and does not hold up the others.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,9 @@ pub struct Index {
     log_read_to: u64,
     log_file: Option<(u64, u64)>,
     released: HashSet<String>,
+    /// Packages logged deleted whose folder is still here: the removal
+    /// failed, in this run or an earlier one.
+    stuck: HashMap<String, Deletion>,
     /// The gateway's key, when known: only entries it signed release a
     /// package, so a line written into the log by hand cannot get a
     /// package deleted (with a properly signed deletion entry).
@@ -68,6 +73,8 @@ impl Index {
         // retention, or by hand) leaves the set.
         let packages = &self.packages;
         self.released.retain(|id| packages.contains_key(id));
+        // Usually gone by the time its entry is read; one stat per deletion.
+        self.stuck.retain(|id, _| root.join(id).exists());
         Ok(())
     }
 
@@ -81,6 +88,11 @@ impl Index {
     /// Packages here that an officer exported or the IOC acknowledged.
     pub fn released(&self) -> &HashSet<String> {
         &self.released
+    }
+
+    /// Packages logged deleted but still here, with their logged deletion.
+    pub fn stuck(&self) -> &HashMap<String, Deletion> {
+        &self.stuck
     }
 
     fn refresh_packages(&mut self, root: &Path) -> anyhow::Result<()> {
@@ -121,6 +133,7 @@ impl Index {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 (self.log_read_to, self.released, self.log_file) = (0, HashSet::new(), None);
+                self.stuck.clear();
                 return Ok(());
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -135,6 +148,7 @@ impl Index {
         if meta.len() < self.log_read_to || identity != self.log_file {
             // The log was replaced or cut (verify reports that): read it afresh.
             (self.log_read_to, self.released) = (0, HashSet::new());
+            self.stuck.clear();
             self.log_file = identity;
         }
         let mut new = Vec::new();
@@ -155,7 +169,18 @@ impl Index {
                 Action::Exported | Action::Acknowledged => {
                     self.released.insert(entry.package);
                 }
-                _ => {}
+                Action::Deleted => {
+                    let forced = !self.released.contains(&entry.package);
+                    self.stuck.insert(
+                        entry.package.clone(),
+                        Deletion {
+                            id: entry.package,
+                            reason: entry.reason,
+                            forced,
+                        },
+                    );
+                }
+                Action::Created => {}
             }
         }
         self.log_read_to += whole as u64;
@@ -209,10 +234,13 @@ pub struct Deletion {
     pub forced: bool,
 }
 
-/// What retention deletes now; `packages` oldest first.
+/// What retention deletes now; `packages` oldest first. Packages already
+/// logged deleted (`stuck`) are not deleted again, but their bytes count:
+/// the quota is of the disk, so others go in their place.
 pub fn plan(
     packages: &[PackageInfo],
     released: &HashSet<String>,
+    stuck: &HashMap<String, Deletion>,
     policy: Retention,
     now: SystemTime,
 ) -> Vec<Deletion> {
@@ -220,7 +248,7 @@ pub fn plan(
     let mut out = Vec::new();
     for p in packages {
         let age = now.duration_since(p.created).unwrap_or_default();
-        if age > policy.max_age && released.contains(&p.id) {
+        if age > policy.max_age && released.contains(&p.id) && !stuck.contains_key(&p.id) {
             out.push(Deletion {
                 id: p.id.clone(),
                 reason: format!(
@@ -242,7 +270,7 @@ pub fn plan(
             if total <= policy.max_bytes {
                 return out;
             }
-            if released.contains(&p.id) == forced {
+            if released.contains(&p.id) == forced || stuck.contains_key(&p.id) {
                 continue;
             }
             total -= p.bytes;
@@ -260,20 +288,21 @@ pub fn plan(
     out
 }
 
-/// Logs and deletes. The entry is written first: a package that then
-/// fails to go is reported by `verify` as present though logged deleted,
-/// never silently missing.
-pub fn apply(root: &Path, key: &GatewayKey, deletions: &[Deletion]) -> anyhow::Result<()> {
-    for d in deletions {
-        custody::append(root, key, Action::Deleted, &d.id, None, &d.reason)?;
-        let dir = root.join(&d.id);
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot delete {}", dir.display()))?;
-        if d.forced {
-            tracing::error!(package = %d.id, "evidence deleted before export or acknowledgement: {}", d.reason);
-        } else {
-            tracing::info!(package = %d.id, "evidence deleted: {}", d.reason);
-        }
+/// Logs a deletion, before the folder goes: a package that then fails to
+/// go is reported by `verify` as present though logged deleted, never
+/// silently missing. Nothing may be deleted when this fails.
+pub fn log_deletion(root: &Path, key: &GatewayKey, d: &Deletion) -> anyhow::Result<()> {
+    custody::append(root, key, Action::Deleted, &d.id, None, &d.reason).map(|_| ())
+}
+
+/// Removes a package already logged deleted.
+pub fn remove(root: &Path, d: &Deletion) -> anyhow::Result<()> {
+    let dir = root.join(&d.id);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+    if d.forced {
+        tracing::error!(package = %d.id, "evidence deleted before export or acknowledgement: {}", d.reason);
+    } else {
+        tracing::info!(package = %d.id, "evidence deleted: {}", d.reason);
     }
     Ok(())
 }
@@ -394,16 +423,13 @@ mod tests {
         assert!(index.released().contains(b));
         assert_eq!(index.packages().len(), 2);
 
-        apply(
-            root,
-            &key,
-            &[Deletion {
-                id: a.into(),
-                reason: "test".into(),
-                forced: false,
-            }],
-        )
-        .unwrap();
+        let d = Deletion {
+            id: a.into(),
+            reason: "test".into(),
+            forced: false,
+        };
+        log_deletion(root, &key, &d).unwrap();
+        remove(root, &d).unwrap();
         index.refresh(root).unwrap();
         assert_eq!(
             index
@@ -440,7 +466,7 @@ mod tests {
             max_bytes: 100 * MB,
             max_age: Duration::from_secs(90 * 86400),
         };
-        let d = plan(&p, &released, policy, now);
+        let d = plan(&p, &released, &HashMap::new(), policy, now);
         assert_eq!(ids(&d), ["b"]);
         assert!(!d[0].forced);
     }
@@ -459,13 +485,37 @@ mod tests {
             max_bytes: 8 * MB,
             max_age: Duration::from_secs(90 * 86400),
         };
-        let d = plan(&p, &released, policy, now);
+        let d = plan(&p, &released, &HashMap::new(), policy, now);
         assert_eq!(ids(&d), ["c", "a"]);
         assert_eq!(
             d.iter().map(|d| d.forced).collect::<Vec<_>>(),
             [false, true]
         );
         assert!(d[1].reason.contains("never exported"));
+    }
+
+    #[test]
+    fn a_package_logged_deleted_is_not_deleted_again_and_others_go_instead() {
+        let now = SystemTime::now();
+        let p = [
+            pkg("a", 5, 4, now),
+            pkg("b", 4, 4, now),
+            pkg("c", 3, 4, now),
+        ];
+        let stuck = HashMap::from([(
+            "a".to_string(),
+            Deletion {
+                id: "a".into(),
+                reason: "quota".into(),
+                forced: true,
+            },
+        )]);
+        let policy = Retention {
+            max_bytes: 8 * MB,
+            max_age: Duration::from_secs(90 * 86400),
+        };
+        let d = plan(&p, &HashSet::new(), &stuck, policy, now);
+        assert_eq!(ids(&d), ["b"], "a still takes its 4 MiB");
     }
 
     #[test]
@@ -476,6 +526,6 @@ mod tests {
             max_bytes: 8 * MB,
             max_age: Duration::from_secs(90 * 86400),
         };
-        assert!(plan(&p, &HashSet::new(), policy, now).is_empty());
+        assert!(plan(&p, &HashSet::new(), &HashMap::new(), policy, now).is_empty());
     }
 }

@@ -238,6 +238,11 @@ impl Metrics {
                     "Evidence packages deleted by the disk quota before any export or acknowledgement",
                     &e.forced_deletions,
                 ),
+                (
+                    "matthan_evidence_deletion_failures_total",
+                    "Evidence packages logged deleted whose folder could not be removed (retried at each retention pass)",
+                    &e.deletion_failures,
+                ),
             ] {
                 series(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
             }

@@ -58,6 +58,11 @@ impl Outbound {
                 Message::Event(ev) => {
                     format!("event {} seq {} of camera {}", ev.id, ev.seq, ev.camera.id)
                 }
+                // Its promise stays: the next start announces the package again.
+                Message::Evidence(n) if n.status != "deleted" => format!(
+                    "evidence notice for event {} (announced again at the next start)",
+                    n.event_id
+                ),
                 Message::Evidence(n) => format!("evidence notice for event {}", n.event_id),
                 Message::CameraStatus(s) => format!("status of camera {}", s.camera),
             };
