@@ -358,8 +358,12 @@ fn recover_fallback(outbox: &mut Outbox, fallback: crate::publish::outbox::Outbo
 }
 
 /// Events the outbox could not store (disk full, read-only) wait here and
-/// are retried with every new event; beyond this many the oldest go.
+/// are retried with every new message, and every [`HELD_RETRY`] while none
+/// comes; beyond this many the oldest go.
 const HELD_MAX: usize = 10_000;
+/// How often events held in memory are offered to the outbox again while
+/// no other message comes.
+const HELD_RETRY: Duration = Duration::from_secs(1);
 
 /// An outbox record waiting to be stored, and the evidence package whose
 /// promise it settles once stored.
@@ -374,7 +378,27 @@ fn publish_loop(
 ) {
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut lost = 0u64;
-    while let Some(message) = inbox.blocking_recv() {
+    loop {
+        // Events held in memory (the outbox could not store them) are tried
+        // again now and then, not only when another message comes: on a
+        // quiet camera at night that may be hours, with the events at the
+        // mercy of a power cut all along.
+        let message = if held.is_empty() {
+            inbox.blocking_recv()
+        } else {
+            match inbox.try_recv() {
+                Ok(message) => Some(message),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(HELD_RETRY);
+                    if let Some(m) = mqtt.as_deref_mut() {
+                        store_held(&mut held, m, &mut promises);
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        };
+        let Some(message) = message else { break };
         let (topic, payload, decided_at, settles) = match message {
             Message::Event(event) => {
                 // On disk before the event is: a power cut between them must
@@ -426,13 +450,7 @@ fn publish_loop(
             Ok(payload) => held.push_back((topic, payload, decided_at, settles)),
             Err(e) => tracing::error!(topic, "cannot serialise message: {e}"),
         }
-        while let Some((topic, payload, decided_at, settles)) = held.front() {
-            if !m.publish_event(topic, payload, *decided_at) {
-                break;
-            }
-            settle(&mut promises, settles);
-            held.pop_front();
-        }
+        store_held(&mut held, m, &mut promises);
         while held.len() > HELD_MAX {
             held.pop_front();
             lost += 1;
@@ -458,6 +476,18 @@ fn publish_loop(
             lost_total = lost,
             "events lost because the outbox could not store them"
         );
+    }
+}
+
+/// Stores what the memory holds in the outbox, oldest first, until the
+/// outbox refuses one.
+fn store_held(held: &mut VecDeque<Held>, m: &mut MqttSink, promises: &mut Option<Promises>) {
+    while let Some((topic, payload, decided_at, settles)) = held.front() {
+        if !m.publish_event(topic, payload, *decided_at) {
+            break;
+        }
+        settle(promises, settles);
+        held.pop_front();
     }
 }
 
@@ -661,5 +691,53 @@ mod tests {
             promised(&evidence),
             [waiting.to_string(), unstored.to_string()]
         );
+    }
+
+    #[test]
+    fn events_held_in_memory_are_stored_once_the_outbox_can_without_waiting_for_another() {
+        let work = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        let outbox_dir = work.path().join("outbox");
+        let outbox = Outbox::open(OutboxConfig {
+            segment_bytes: 1,
+            ..OutboxConfig::new(outbox_dir.clone())
+        })
+        .unwrap();
+        let config: crate::config::MqttOutput =
+            toml::from_str(r#"url = "mqtt://127.0.0.1:1""#).unwrap();
+        let mut mqtt = MqttSink::connect(&config, "s", outbox, None).unwrap();
+        let stored = mqtt.outbox();
+        // One record already: the next needs a segment of its own.
+        stored.lock().unwrap().append("t", b"earlier").unwrap();
+        std::fs::remove_dir_all(&outbox_dir).unwrap();
+        let (outbound, inbox) = Outbound::channel();
+        let lost = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| publish_loop(inbox, None, Some(&mut mqtt), None, &lost));
+            outbound.send(Message::Event(Box::new(event(uuid::Uuid::now_v7()))));
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(
+                stored.lock().unwrap().len(),
+                1,
+                "the outbox's folder is gone"
+            );
+            // The folder is back; no other message comes.
+            std::fs::create_dir_all(&outbox_dir).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while stored.lock().unwrap().len() == 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert_eq!(
+                stored.lock().unwrap().len(),
+                2,
+                "stored while the channel is quiet"
+            );
+            drop(outbound);
+        });
+        assert_eq!(lost.load(Ordering::Relaxed), 0);
     }
 }

@@ -187,6 +187,16 @@ fn errors_name_file_key_and_fix() {
         ),
         (
             "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://x'\nqos = 0",
+            "write qos = 1",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://x'\nqos = 2",
+            "write qos = 1",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
             "[outputs.mqtt]\nurl = 'mqtt://x'\ntopic_prefix = 'a/#'",
             "`outputs.mqtt.topic_prefix`",
         ),

@@ -205,11 +205,16 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
                 "a password is configured but no username".into(),
             );
         }
-        if m.qos > 2 {
+        // Delivery rests on the broker's PUBACK: at QoS 0 a record would
+        // leave the outbox unacknowledged, lost with the connection; at
+        // QoS 2 a broker may still hold a packet id of the connection
+        // before and drop the new message that reuses it.
+        if m.qos != 1 {
             return fail(
                 "outputs.mqtt.qos",
                 format!(
-                    "{} is not an MQTT QoS; use 0, 1 or 2 (1 is recommended)",
+                    "{} is not supported: events are delivered at least once, which needs the broker's \
+                     acknowledgement of each; write qos = 1 (events carry ids, so a consumer can drop a repeat)",
                     m.qos
                 ),
             );
