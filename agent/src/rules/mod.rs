@@ -208,11 +208,18 @@ impl PlateTrack {
         }
     }
 
-    /// Whether a confident read `chars` is this plate, another, or cannot tell.
+    /// Whether a confident read `chars` is this plate, another, or cannot
+    /// tell. A read much shorter than the plate (a line hidden by a leg or
+    /// a bag) cannot tell: it is no other vehicle.
     fn likeness(&self, chars: &str) -> Likeness {
-        match self.identity().map(|a| similarity(a, chars)) {
-            Some(s) if s >= CONFIRM_SIMILARITY => Likeness::Same,
-            Some(s) if s < SPLIT_SIMILARITY => Likeness::Different,
+        let Some(identity) = self.identity() else {
+            return Likeness::Unknown;
+        };
+        match similarity(identity, chars) {
+            s if s >= CONFIRM_SIMILARITY => Likeness::Same,
+            s if s < SPLIT_SIMILARITY && chars.chars().count() + 1 >= identity.chars().count() => {
+                Likeness::Different
+            }
             _ => Likeness::Unknown,
         }
     }
@@ -472,12 +479,17 @@ impl Passes {
             if track.sightings.len() == MAX_SIGHTINGS {
                 // The least telling goes, never the first or last (the
                 // pass's span), nor one whose frame is kept.
+                // Nor the surest detection: it alone may vouch that an
+                // unreadable track is a plate.
+                let score = |i: usize| track.sightings[i].detector_score;
+                let surest = (0..MAX_SIGHTINGS).max_by(|&a, &b| score(a).total_cmp(&score(b)));
                 let least = (1..MAX_SIGHTINGS - 1)
                     .filter(|&i| {
-                        track
-                            .frames
-                            .get(track.sightings[i].at.frame_number)
-                            .is_none()
+                        Some(i) != surest
+                            && track
+                                .frames
+                                .get(track.sightings[i].at.frame_number)
+                                .is_none()
                     })
                     .min_by(|&a, &b| {
                         let w = |i: usize| track.sightings[i].observation.weight();

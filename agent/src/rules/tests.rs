@@ -618,3 +618,50 @@ fn frames_the_motion_gate_found_still_are_not_counted_as_reads_again() {
     };
     assert_eq!(pass.frames, 5);
 }
+
+#[test]
+fn a_read_of_half_the_plate_is_no_other_vehicle() {
+    // A motorbike's lower line hidden by the rider's leg for a few frames:
+    // the top line alone, read confidently, must not split the pass (the
+    // dedup window, which would hide a second pass of the same plate, off).
+    let mut p = Passes::new(PassConfig {
+        dedup_window: Duration::ZERO,
+        ..agent_thresholds()
+    });
+    let mut out = Vec::new();
+    let reads = [
+        "59KA19166",
+        "59KA19166",
+        "59KA",
+        "59KA",
+        "59KA",
+        "59KA",
+        "59KA19166",
+    ];
+    for (n, r) in reads.iter().enumerate() {
+        let mut read = plate(100.0, r);
+        read.read_confidence = 0.8;
+        out.extend(p.on_frame(&frame(n as u64), &plates(vec![read])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["59KA19166"]);
+}
+
+#[test]
+fn trimming_a_long_track_keeps_the_detection_that_vouches_for_it() {
+    // Hundreds of frames of a plate never read, the detector sure of it on
+    // one frame only, the one read worst: the track, trimmed to its bound,
+    // is still reported unreadable when it ends, not dismissed.
+    let mut p = Passes::new(PassConfig {
+        max_delay: Duration::from_secs(3600),
+        ..agent_thresholds()
+    });
+    let mut out = Vec::new();
+    for n in 0..(MAX_SIGHTINGS as u64 + 50) {
+        let mut seen = plate(100.0, "51G1Z34");
+        (seen.detector_score, seen.read_confidence) = if n == 1 { (0.9, 0.1) } else { (0.6, 0.3) };
+        out.extend(p.on_frame(&frame(n), &plates(vec![seen])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["unreadable:51G1234"]);
+}
