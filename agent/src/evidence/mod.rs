@@ -165,7 +165,9 @@ pub struct EvidenceCounters {
 }
 
 enum Command {
-    Package(Box<PackageRequest>),
+    /// A package, with the video its camera's buffer held for it when it
+    /// was asked for (see [`CameraEvidence::request`]).
+    Package(Box<(PackageRequest, Span)>),
     /// One message's ids: a batch of hundreds takes one place in the
     /// queue, not hundreds (and the cameras' packages keep theirs).
     Acknowledge(Vec<String>),
@@ -180,6 +182,8 @@ pub struct Evidence {
     thread: Option<std::thread::JoinHandle<()>>,
     rings: Arc<Mutex<HashMap<String, Arc<Mutex<Ring>>>>>,
     ring_keep: Duration,
+    /// Pre- and post-roll of every clip.
+    roll: (Duration, Duration),
     dir: PathBuf,
     pub counters: Arc<EvidenceCounters>,
 }
@@ -189,6 +193,7 @@ pub struct Evidence {
 #[derive(Clone)]
 pub struct CameraEvidence {
     ring: Arc<Mutex<Ring>>,
+    roll: (Duration, Duration),
     tx: SyncSender<Command>,
     dir: PathBuf,
     counters: Arc<EvidenceCounters>,
@@ -243,6 +248,7 @@ impl Evidence {
         let rings: Arc<Mutex<HashMap<String, Arc<Mutex<Ring>>>>> = Arc::default();
         let counters = Arc::new(EvidenceCounters::default());
         let ring_keep = settings.pre + settings.post + settings.max_event_delay + RING_MARGIN;
+        let roll = (settings.pre, settings.post);
         let dir = settings.dir.clone();
         let index = store::Index::for_gateway(key.public());
         let worker = Worker {
@@ -266,6 +272,7 @@ impl Evidence {
             thread: Some(thread),
             rings,
             ring_keep,
+            roll,
             dir,
             counters,
         })
@@ -279,6 +286,7 @@ impl Evidence {
             .insert(id.to_string(), ring.clone());
         CameraEvidence {
             ring,
+            roll: self.roll,
             tx: self.tx.clone().expect("running"),
             dir: self.dir.clone(),
             counters: self.counters.clone(),
@@ -348,7 +356,17 @@ impl CameraEvidence {
     /// it was refused (counted and logged): no package will be made.
     pub fn request(&self, req: PackageRequest) -> bool {
         let id = req.id.clone();
-        let Err(e) = self.tx.try_send(Command::Package(Box::new(req))) else {
+        // The clip's start is taken now, from what the buffer holds: the
+        // evidence thread may come to the request only after sealing other
+        // packages or a retention sweep, when the video before the frame
+        // may have left the buffer. (Only shared handles: nothing copied.)
+        let span = req
+            .frame_time
+            .zip(self.ring.lock().ok())
+            .filter(|(_, ring)| ring.stream() == req.stream)
+            .map(|(t, ring)| ring.cut(t.saturating_sub(self.roll.0), t + self.roll.1))
+            .unwrap_or_default();
+        let Err(e) = self.tx.try_send(Command::Package(Box::new((req, span)))) else {
             return true;
         };
         let n = self.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
@@ -386,6 +404,22 @@ fn other_timeline(span: &Span, req: &PackageRequest) -> bool {
             .unwrap_or_else(|e| e.duration());
         apart > SAME_TIMELINE
     })
+}
+
+const FRAME_LEFT_THE_BUFFER: &str =
+    "the video of the frame had left the camera's buffer before the package was made: no clip";
+
+/// Whether the span's video begins after the frame: the keyframe before it
+/// had left the buffer, and a clip from the next one would not show it (or
+/// the buffer's oldest video is past the clip's end, and the span closed
+/// with nothing in it).
+fn starts_after_the_frame(span: &Span, req: &PackageRequest) -> bool {
+    let first = span.units.iter().filter_map(|u| u.time()).min();
+    match (first, req.frame_time) {
+        (Some(first), Some(frame)) => first > frame,
+        (None, Some(_)) => span.closed,
+        _ => false,
+    }
 }
 
 /// Where a package lives on the gateway, as the IOC is told.
@@ -428,7 +462,10 @@ impl Worker {
         let mut last_retention: Option<Instant> = None;
         while open || !self.pending.is_empty() {
             match rx.recv_timeout(POLL) {
-                Ok(Command::Package(req)) => self.accept(*req),
+                Ok(Command::Package(request)) => {
+                    let (req, span) = *request;
+                    self.accept(req, span);
+                }
                 Ok(Command::Acknowledge(ids)) => self.acknowledge_all(ids),
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => open = false,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -515,7 +552,9 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self, req: PackageRequest) {
+    /// `span`: the video cut when the package was asked for; empty when
+    /// none was there yet, and cut here then.
+    fn accept(&mut self, req: PackageRequest, span: Span) {
         // The publisher may have recorded the promise already (before it
         // stored the event) or may not have got to it yet: either way it is
         // recorded now, and marked taken.
@@ -529,6 +568,7 @@ impl Worker {
             .frame_time
             .map(|t| (t.saturating_sub(self.settings.pre), t + self.settings.post));
         let span = match (window, self.ring(&req.camera)) {
+            _ if !span.units.is_empty() => span,
             (Some((from, to)), Some(ring)) => ring
                 .lock()
                 .ok()
@@ -537,7 +577,13 @@ impl Worker {
                 .unwrap_or_default(),
             _ => Span::default(),
         };
-        let no_clip = other_timeline(&span, &req).then_some(OTHER_TIMELINE);
+        let no_clip = if other_timeline(&span, &req) {
+            Some(OTHER_TIMELINE)
+        } else if starts_after_the_frame(&span, &req) {
+            Some(FRAME_LEFT_THE_BUFFER)
+        } else {
+            None
+        };
         self.pending.push(Pending {
             span: if no_clip.is_some() {
                 Span::default()
@@ -575,9 +621,17 @@ impl Worker {
         }
         if p.span.units.is_empty() {
             p.span = ring.cut(from, to);
-            if other_timeline(&p.span, &p.req) {
-                p.span = Span::default();
-                return Some(Some(OTHER_TIMELINE.into()));
+            for (wrong, why) in [
+                (other_timeline(&p.span, &p.req), OTHER_TIMELINE),
+                (
+                    starts_after_the_frame(&p.span, &p.req),
+                    FRAME_LEFT_THE_BUFFER,
+                ),
+            ] {
+                if wrong {
+                    p.span = Span::default();
+                    return Some(Some(why.into()));
+                }
             }
         } else {
             ring.extend(&mut p.span, to);
@@ -858,10 +912,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let (mut w, notices) = worker(root.path(), KEEP_ALL);
         // No timestamps: no clip to wait for, sealed at the first look.
-        w.accept(PackageRequest {
-            frame_time: None,
-            ..request(2000, SystemTime::now())
-        });
+        w.accept(
+            PackageRequest {
+                frame_time: None,
+                ..request(2000, SystemTime::now())
+            },
+            Span::default(),
+        );
         let mut p = w.pending.pop().unwrap();
         let short = w.ready(&mut p, false).unwrap();
         w.seal(p, short);
@@ -1129,5 +1186,66 @@ mod tests {
             &span,
             &request(2000, now - Duration::from_secs(60))
         ));
+    }
+
+    #[test]
+    fn the_clip_is_cut_when_the_package_is_asked_for_not_when_the_thread_gets_to_it() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut w, notices) = worker(root.path(), KEEP_ALL);
+        let now = SystemTime::now();
+        // A buffer that keeps 3 s, a keyframe a second, 25 pictures a second.
+        let ring = Arc::new(Mutex::new(Ring::new(Duration::from_secs(3), 1 << 20)));
+        w.rings.lock().unwrap().insert("c".into(), ring.clone());
+        let push = |from: u64, to: u64| {
+            for i in from..to {
+                ring.lock().unwrap().push(EncodedUnit {
+                    stream: 1,
+                    format: "video/x-h264".into(),
+                    data: vec![0u8; 10].into(),
+                    pts: Some(Duration::from_millis(i * 40)),
+                    dts: Some(Duration::from_millis(i * 40)),
+                    duration: Some(Duration::from_millis(40)),
+                    keyframe: i % 25 == 0,
+                    arrived: now,
+                });
+            }
+        };
+        push(0, 60);
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let camera = CameraEvidence {
+            ring: ring.clone(),
+            roll: (Duration::from_secs(1), Duration::from_secs(1)),
+            tx,
+            dir: w.settings.dir.clone(),
+            counters: Arc::default(),
+        };
+        // The frame at 2 s; the evidence thread is busy for 5 s meanwhile.
+        assert!(camera.request(request(2000, now)));
+        push(60, 185);
+        let Ok(Command::Package(request)) = rx.try_recv() else {
+            panic!("no request")
+        };
+        let (req, span) = *request;
+        let first = span.units.first().and_then(|u| u.time()).unwrap();
+        assert!(
+            first <= Duration::from_secs(1),
+            "the clip starts at {first:?}"
+        );
+        w.accept(req.clone(), span);
+        assert!(w.pending[0].no_clip.is_none());
+        // Cut only now, the clip would start after the frame: no clip,
+        // and the package says why instead of showing other video.
+        w.pending.clear();
+        w.accept(
+            PackageRequest {
+                id: "later".into(),
+                ..req
+            },
+            Span::default(),
+        );
+        let mut p = w.pending.pop().unwrap();
+        let why = w.ready(&mut p, false).unwrap().unwrap();
+        assert!(why.contains("had left the camera's buffer"), "{why}");
+        drop(notices);
     }
 }

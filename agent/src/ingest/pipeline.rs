@@ -106,7 +106,11 @@ pub fn refuse_other_codecs(pipeline: &gstreamer::Pipeline) {
     let wanted: gst::Caps = VIDEO_CODECS.parse().expect("valid caps");
     parser.connect_pad_added(move |parser, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
-        if caps.can_intersect(&wanted) {
+        // A file's sound track is left unlinked, as it always was.
+        let picture = caps
+            .structure(0)
+            .is_some_and(|s| s.name().starts_with("video/") || s.name().starts_with("image/"));
+        if !picture || caps.can_intersect(&wanted) {
             return;
         }
         let codec = caps
