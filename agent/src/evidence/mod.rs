@@ -772,6 +772,13 @@ impl Worker {
         for d in &stuck {
             self.remove(d);
         }
+        // A stuck package removed now frees its bytes: counted still, it
+        // would make one more package go than the quota needs.
+        if !stuck.is_empty()
+            && let Err(e) = self.index.refresh(&dir)
+        {
+            return tracing::error!("evidence retention failed: {e:#}");
+        }
         let plan = store::plan(
             &self.index.packages(),
             self.index.released(),
@@ -1050,6 +1057,50 @@ mod tests {
                 .status();
             let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
         }
+    }
+
+    #[test]
+    fn a_package_logged_deleted_before_a_stop_frees_its_room_when_it_goes() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            "01900000-0000-7000-8000-00000000000a",
+            "01900000-0000-7000-8000-00000000000b",
+            "01900000-0000-7000-8000-00000000000c",
+        );
+        let dir = root.path().join("evidence");
+        std::fs::create_dir_all(&dir).unwrap();
+        for id in [a, b, c] {
+            std::fs::create_dir(dir.join(id)).unwrap();
+            std::fs::write(dir.join(id).join(package::MANIFEST), [b'x'; 1000]).unwrap();
+        }
+        let size = |id: &str| {
+            store::Index::read(&dir)
+                .unwrap()
+                .packages()
+                .iter()
+                .find(|p| p.id == id)
+                .unwrap()
+                .bytes
+        };
+        // Room for two: the oldest goes, and the agent stops after logging
+        // its deletion, before its folder is gone.
+        let two = store::Retention {
+            max_bytes: size(b) + size(c),
+            max_age: Duration::MAX,
+        };
+        let (mut w, _notices) = worker(root.path(), two);
+        let oldest = store::Deletion {
+            id: a.into(),
+            reason: "quota".into(),
+            forced: true,
+        };
+        store::log_deletion(&dir, &w.key, &oldest).unwrap();
+        w.retention();
+        assert!(!dir.join(a).exists());
+        assert!(
+            dir.join(b).exists() && dir.join(c).exists(),
+            "a package went for room the stuck one freed"
+        );
     }
 
     #[test]

@@ -87,8 +87,14 @@ struct Retained {
     /// Why the agent is degraded, by what it concerns (one problem's end
     /// must not hide another's); empty when all is well.
     agent_problems: std::collections::BTreeMap<Problem, String>,
-    dirty: bool,
+    /// Statuses to publish: camera topics, and [`AGENT`] for the agent's.
+    /// Only these go, so that one camera's change (or one status the
+    /// client could not take) does not send every status again.
+    unsent: std::collections::BTreeSet<String>,
 }
+
+/// The agent's own status among [`Retained::unsent`].
+const AGENT: &str = "";
 
 /// What a problem in the agent's status concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,7 +117,15 @@ impl Retained {
             Some(p) => self.agent_problems.insert(what, p.clone()).as_ref() != Some(&p),
             None => self.agent_problems.remove(&what).is_some(),
         };
-        self.dirty |= changed;
+        if changed {
+            self.unsent.insert(AGENT.into());
+        }
+    }
+
+    /// Every status, as after a reconnect.
+    fn all_unsent(&mut self) {
+        self.unsent = self.cameras.keys().cloned().collect();
+        self.unsent.insert(AGENT.into());
     }
 
     fn agent_status(&self) -> String {
@@ -292,8 +306,9 @@ impl MqttSink {
         }
         let topic = format!("{}/{}/{}/status", self.prefix, self.site, report.camera);
         if let Ok(mut r) = self.retained.lock() {
-            r.cameras.insert(topic, body.to_string().into_bytes());
-            r.dirty = true;
+            r.cameras
+                .insert(topic.clone(), body.to_string().into_bytes());
+            r.unsent.insert(topic);
         }
         self.wake.notify_one();
     }
@@ -526,7 +541,7 @@ impl Connection {
                     // plain "online" that alerting would see flicker on every
                     // reconnect; the cameras' statuses follow.
                     if let Ok(mut r) = self.retained.lock() {
-                        r.dirty = true;
+                        r.all_unsent();
                     }
                     self.send_statuses(&client, &mut order);
                     if self.acks.is_some() && !self.acks_blocked.load(Ordering::Relaxed) {
@@ -580,29 +595,24 @@ impl Connection {
         let Ok(mut r) = self.retained.lock() else {
             return;
         };
-        if !r.dirty {
-            return;
-        }
         // A status the client could not take (its queue full on a slow
-        // link) is sent again on the next turn, not left stale until the
-        // next change.
-        let mut sent_all = client
-            .try_publish(&self.status_topic, QoS::AtLeastOnce, true, r.agent_status())
-            .is_ok();
-        if sent_all {
-            order.push_back(Sent::Status);
-        }
-        for (topic, body) in &r.cameras {
-            if client
-                .try_publish(topic, QoS::AtLeastOnce, true, body.clone())
-                .is_ok()
-            {
+        // link) stays unsent, and goes on a later turn rather than being
+        // left stale until the next change.
+        for topic in std::mem::take(&mut r.unsent) {
+            let (to, body) = if topic == AGENT {
+                (self.status_topic.as_str(), r.agent_status().into_bytes())
+            } else {
+                match r.cameras.get(&topic) {
+                    Some(body) => (topic.as_str(), body.clone()),
+                    None => continue,
+                }
+            };
+            if client.try_publish(to, QoS::AtLeastOnce, true, body).is_ok() {
                 order.push_back(Sent::Status);
             } else {
-                sent_all = false;
+                r.unsent.insert(topic);
             }
         }
-        r.dirty = !sent_all;
     }
 
     /// Only the acknowledgement topic carries messages from outside: a
@@ -755,6 +765,19 @@ mod tests {
         r.agent_problems.clear();
         let status: serde_json::Value = serde_json::from_str(&r.agent_status()).unwrap();
         assert_eq!(status["state"], "online");
+    }
+
+    #[test]
+    fn only_the_statuses_that_changed_are_sent_again() {
+        let mut r = Retained::default();
+        r.cameras.insert("a".into(), b"streaming".to_vec());
+        r.cameras.insert("b".into(), b"streaming".to_vec());
+        r.all_unsent();
+        assert_eq!(r.unsent.len(), 3, "after a reconnect, every status");
+        r.unsent.clear();
+        r.set_problem(Problem::OutboxWrite, Some("disk full".into()));
+        r.set_problem(Problem::OutboxWrite, Some("disk full".into()));
+        assert_eq!(r.unsent.iter().collect::<Vec<_>>(), [AGENT]);
     }
 
     #[test]

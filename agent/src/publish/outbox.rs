@@ -36,7 +36,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
 
@@ -132,8 +132,9 @@ pub struct Outbox {
     /// Done out of order, waiting for their predecessors: acknowledged by
     /// the broker (true) or dropped (false).
     acked_ahead: std::collections::BTreeMap<u64, bool>,
-    /// Reads that failed in a row, of whichever records.
-    unreadable: u32,
+    /// The record that failed to be read, how many times, and when last
+    /// counted.
+    unreadable: Option<(u64, u32, Instant)>,
     watermark: u64,
     next_id: u64,
     pub stats: OutboxStats,
@@ -186,6 +187,10 @@ impl Outbox {
         let mut pending_bytes = 0;
         let mut next_id = watermark + 1;
         for &first in &segments {
+            // A segment is named by the id its first record has or will
+            // have: an empty one, made before a watermark that could not be
+            // written, must not see ids below its name.
+            next_id = next_id.max(first);
             let path = segment_path(dir, first);
             let mut data = Vec::new();
             File::open(&path)
@@ -269,7 +274,7 @@ impl Outbox {
             pending,
             pending_bytes,
             acked_ahead: Default::default(),
-            unreadable: 0,
+            unreadable: None,
             watermark,
             next_id,
             stats,
@@ -382,23 +387,35 @@ impl Outbox {
                 })
                 .with_context(|| format!("cannot read outbox record {id} in {}", path.display()));
             if let Err(e) = read {
-                // Worth retrying (a busy or flaky card); but a sector that
-                // stays unreadable must not hold back every record after
-                // it until the bounds drop it, hours or days later.
-                self.unreadable += 1;
-                let tries = self.unreadable;
-                if tries < UNREADABLE_TRIES {
-                    failed = Some(e);
-                    break;
+                // Worth retrying (a busy card, too many open files); but a
+                // sector that stays unreadable must not hold back every
+                // record after it until the bounds drop it, hours or days
+                // later. Only failures of the same record, a while apart,
+                // count, and one record goes at a time.
+                let tries = match self.unreadable {
+                    Some((last, n, at)) if last == id => {
+                        n + u32::from(at.elapsed() >= UNREADABLE_SPACING)
+                    }
+                    _ => 1,
+                };
+                if self
+                    .unreadable
+                    .is_none_or(|(last, n, _)| last != id || tries > n)
+                {
+                    self.unreadable = Some((id, tries, Instant::now()));
                 }
-                tracing::error!(
-                    "{e:#}, the {tries}th read in a row to fail (failing storage?): the record is dropped, the others still go out"
-                );
-                self.stats.dropped_corrupt += 1;
-                self.done(id, false)?;
-                continue;
+                if tries >= UNREADABLE_TRIES {
+                    tracing::error!(
+                        "{e:#}, {tries} times over {} s (failing storage?): the record is dropped, the others still go out",
+                        (UNREADABLE_SPACING * (UNREADABLE_TRIES - 1)).as_secs()
+                    );
+                    self.unreadable = None;
+                    self.stats.dropped_corrupt += 1;
+                    self.done(id, false)?;
+                }
+                failed = Some(e);
+                break;
             }
-            self.unreadable = 0;
             match parse_record(&buf) {
                 Some((rec, _)) if rec.id == id => out.push(rec),
                 // A record that no longer matches its checksum never will be
@@ -435,18 +452,16 @@ impl Outbox {
 
     /// `id` needs sending no more: acknowledged, or dropped.
     fn done(&mut self, id: u64, acknowledged: bool) -> anyhow::Result<()> {
-        self.done_all([(id, acknowledged)]).map(|_| ())
+        self.done_all([(id, acknowledged)])
     }
 
     /// Records that need sending no more, with whether each was
     /// acknowledged, in one move of the watermark (one write of it, however
-    /// many). Returns how many were not done before.
-    fn done_all(&mut self, ids: impl IntoIterator<Item = (u64, bool)>) -> anyhow::Result<u64> {
-        let mut newly = 0;
+    /// many).
+    fn done_all(&mut self, ids: impl IntoIterator<Item = (u64, bool)>) -> anyhow::Result<()> {
         for (id, acknowledged) in ids {
             if id > self.watermark && !self.done_ahead(id) {
                 self.acked_ahead.insert(id, acknowledged);
-                newly += 1;
             }
         }
         let before = self.watermark;
@@ -467,7 +482,7 @@ impl Outbox {
             self.remove_done_segments()?;
             persisted?;
         }
-        Ok(newly)
+        Ok(())
     }
 
     fn persist_watermark(&self) -> anyhow::Result<()> {
@@ -527,15 +542,17 @@ impl Outbox {
         // Dropped, not delivered: not counted as acknowledged. One write of
         // the watermark for them all: thousands of records over age after
         // a restart took one synced write each, with the outbox locked.
-        let newly = self.done_all(dropped.into_iter().map(|id| (id, false)))?;
-        self.stats.dropped_for_bounds += newly;
-        Ok(())
+        // Counted first: gone from the outbox even if the watermark cannot be written.
+        self.stats.dropped_for_bounds +=
+            dropped.iter().filter(|&&id| !self.done_ahead(id)).count() as u64;
+        self.done_all(dropped.into_iter().map(|id| (id, false)))
     }
 }
 
-/// Reads that fail in a row before the record that failed is dropped (and
-/// every unreadable one after it, until one is read: a whole bad segment).
+/// Failed reads of one record, [`UNREADABLE_SPACING`] apart, before it is
+/// dropped.
 const UNREADABLE_TRIES: u32 = 3;
+const UNREADABLE_SPACING: Duration = Duration::from_secs(1);
 
 /// How far past the id expected a record found after damage may be: the
 /// damaged bytes may have held several records, but an id much further on
@@ -814,36 +831,51 @@ mod tests {
     }
 
     #[test]
-    fn records_that_cannot_be_read_are_dropped_after_a_few_tries_and_the_rest_go_out() {
+    fn a_record_that_stays_unreadable_is_dropped_and_the_rest_go_out() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = open(dir.path());
-        for _ in 0..20 {
+        // A segment per record.
+        let mut o = Outbox::open(OutboxConfig {
+            segment_bytes: 1,
+            ..OutboxConfig::new(dir.path().to_path_buf())
+        })
+        .unwrap();
+        for _ in 0..5 {
             o.append("t", &[7; 40]).unwrap();
         }
-        // The oldest segment's sectors go bad: reading it fails (a link to
-        // a folder in its place: opened, then unreadable, even as root).
+        // The first record's sectors go bad: reading it fails (a link to a
+        // folder in its place: opened, then unreadable, even as root).
         let bad = segments(dir.path())[0].clone();
+        let good = std::fs::read(&bad).unwrap();
         std::fs::remove_file(&bad).unwrap();
         std::os::unix::fs::symlink(std::env::temp_dir(), &bad).unwrap();
-        for _ in 1..UNREADABLE_TRIES {
+        // A passing fault: it fails, then reads again; nothing is lost.
+        for _ in 0..2 {
             let e = o.read_pending(0, 100).unwrap_err();
             assert!(
                 format!("{e:#}").contains("cannot read outbox record 1"),
                 "{e:#}"
             );
         }
-        let ids = pending_ids(&mut o);
-        let lost = o.stats.dropped_corrupt;
-        assert!(
-            lost >= 1 && ids.first() == Some(&(lost + 1)),
-            "{lost} dropped, then {ids:?}"
-        );
-        assert_eq!(ids.last(), Some(&20));
-        // Nothing is held back by them any more.
-        for id in ids {
-            o.ack(id).unwrap();
-        }
-        assert!(o.is_empty());
+        std::fs::remove_file(&bad).unwrap();
+        std::fs::write(&bad, &good).unwrap();
+        assert_eq!(pending_ids(&mut o), [1, 2, 3, 4, 5]);
+        // A lasting one: after a few failures some time apart, that record
+        // alone is dropped, and the others go out.
+        std::fs::remove_file(&bad).unwrap();
+        std::os::unix::fs::symlink(std::env::temp_dir(), &bad).unwrap();
+        let mut failures = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ids = loop {
+            match o.read_pending(0, 100) {
+                Ok(records) => break records.iter().map(|r| r.id).collect::<Vec<_>>(),
+                Err(_) if Instant::now() < deadline => failures += 1,
+                Err(e) => panic!("still failing: {e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(failures >= UNREADABLE_TRIES, "{failures}");
+        assert_eq!(ids, [2, 3, 4, 5]);
+        assert_eq!(o.stats.dropped_corrupt, 1);
     }
 
     #[test]

@@ -209,15 +209,18 @@ impl PlateTrack {
     }
 
     /// Whether a confident read `chars` is this plate, another, or cannot
-    /// tell. A read much shorter than the plate (a line hidden by a leg or
-    /// a bag) cannot tell: it is no other vehicle.
+    /// tell. Two reads of much different lengths cannot tell: one of them
+    /// saw part of the plate (a line hidden by a leg or a bag).
     fn likeness(&self, chars: &str) -> Likeness {
         let Some(identity) = self.identity() else {
             return Likeness::Unknown;
         };
         match similarity(identity, chars) {
             s if s >= CONFIRM_SIMILARITY => Likeness::Same,
-            s if s < SPLIT_SIMILARITY && chars.chars().count() + 1 >= identity.chars().count() => {
+            s if s < SPLIT_SIMILARITY
+                && !much_shorter(chars, identity)
+                && !much_shorter(identity, chars) =>
+            {
                 Likeness::Different
             }
             _ => Likeness::Unknown,
@@ -231,6 +234,11 @@ impl PlateTrack {
             Some(r) => !r.readable && self.readable_reads > 0,
         }
     }
+}
+
+/// Whether `a` has fewer characters than `b` by more than one.
+fn much_shorter(a: &str, b: &str) -> bool {
+    a.chars().count() + 1 < b.chars().count()
 }
 
 /// Whether a read is confident enough to vote and a valid plate as it
@@ -278,6 +286,9 @@ pub struct Passes {
     /// Plate chars → analysis clock of their last sighting.
     recent: HashMap<String, Duration>,
     clock: AnalysisClock,
+    /// The clock at the last frame: the trackers follow objects as far as
+    /// they move in the time between frames.
+    last_frame_clock: Duration,
     /// The stream attempt of the last frame.
     stream: Option<u64>,
     next_pass_id: u64,
@@ -341,12 +352,18 @@ impl Passes {
     pub fn new(config: PassConfig) -> Self {
         Self {
             plate_tracker: Tracker::new(config.tracker.clone()),
-            face_tracker: Tracker::new(config.tracker.clone()),
+            // Faces read as nothing: a face seen once is not followed
+            // beyond overlap, where in a crowd it would as well be another's.
+            face_tracker: Tracker::new(TrackerConfig {
+                reach_unknown: 0.0,
+                ..config.tracker.clone()
+            }),
             config,
             plates: HashMap::new(),
             faces: HashMap::new(),
             recent: HashMap::new(),
             clock: AnalysisClock::default(),
+            last_frame_clock: Duration::ZERO,
             stream: None,
             next_pass_id: 1,
             counters: PassCounters::default(),
@@ -370,7 +387,8 @@ impl Passes {
         // What a plate reads follows it where its box cannot: a vehicle
         // driving past moves its plate many heights between frames.
         let plates = &self.plates;
-        let tracks = self.plate_tracker.update_with(&boxes, |i, id| {
+        let since_last = now.saturating_sub(std::mem::replace(&mut self.last_frame_clock, now));
+        let tracks = self.plate_tracker.update_with(&boxes, since_last, |i, id| {
             let read = &detections.plates[i];
             match plates.get(&id) {
                 Some(t) if read.read_confidence >= SPLIT_CONFIDENCE => t.likeness(&read.chars),
@@ -427,6 +445,13 @@ impl Passes {
                         } else {
                             t.switch_candidate = Some((observation.chars.clone(), seen));
                         }
+                    }
+                    // A partial read is no anchor for the plate's next reads.
+                    _ if t
+                        .identity()
+                        .is_some_and(|a| much_shorter(&observation.chars, a)) =>
+                    {
+                        t.switch_candidate = None;
                     }
                     _ => {
                         t.switch_candidate = None;
@@ -561,7 +586,9 @@ impl Passes {
         }
 
         let boxes: Vec<(BBox, f32)> = detections.faces.iter().map(|f| (f.bbox, f.score)).collect();
-        let tracks = self.face_tracker.update(&boxes);
+        let tracks = self
+            .face_tracker
+            .update_with(&boxes, since_last, |_, _| Likeness::Unknown);
         for (f, id) in detections.faces.iter().zip(&tracks.assigned) {
             let s = sighting(frame, f.bbox);
             let t = self.faces.entry(*id).or_insert_with(|| FaceTrack {

@@ -102,11 +102,20 @@ impl KalmanBox {
     /// the step between them. A few frames a second are far too few for
     /// the filter to learn a speed of several box heights a frame from its
     /// prior of none.
+    ///
+    /// Only the centre's speed: two boxes' sizes differ by jitter (a clipped
+    /// box at the frame's edge) as much as by motion, and a size speed the
+    /// filter barely corrects would grow or squash the box frame after
+    /// frame. The speed is uncertain by half itself, so that a vehicle
+    /// that stops is followed as its measurements show.
     pub fn second(&mut self, b: &BBox, frames: f32) {
         let z = to_xyah(b);
         let mut restarted = Self::new(b);
-        for i in 0..4 {
-            restarted.x[i + 4] = (z[i] - self.x[i]) / frames.max(1.0);
+        for i in 0..2 {
+            let v = (z[i] - self.x[i]) / frames.max(1.0);
+            restarted.x[i + 4] = v;
+            let std = (0.5 * v.abs()).max(restarted.p[i + 4][i + 4].sqrt());
+            restarted.p[i + 4][i + 4] = std * std;
         }
         *self = restarted;
     }
@@ -223,6 +232,26 @@ mod tests {
         k.predict();
         let b = k.bbox();
         assert!((b[1] - 270.0).abs() < 1.0, "predicted {b:?}");
+        // A plate that then stops is followed within a few frames.
+        let mut k = KalmanBox::new(&[0.0, 0.0, 40.0, 20.0]);
+        k.predict();
+        k.second(&[0.0, 90.0, 40.0, 110.0], 1.0);
+        for _ in 0..4 {
+            k.predict();
+            k.update(&[0.0, 90.0, 40.0, 110.0]);
+        }
+        k.predict();
+        assert!((k.bbox()[1] - 90.0).abs() < 30.0, "{:?}", k.bbox());
+        // Sizes that differ by jitter give no size speed.
+        let mut k = KalmanBox::new(&[0.0, 0.0, 40.0, 20.0]);
+        k.predict();
+        k.second(&[0.0, 0.0, 36.0, 20.0], 1.0);
+        for _ in 0..20 {
+            k.predict();
+            k.update(&[0.0, 0.0, 40.0, 20.0]);
+        }
+        let b = k.bbox();
+        assert!((b[2] - b[0] - 40.0).abs() < 3.0, "{b:?}");
         // The filter's own update barely moves from no speed.
         let mut k = KalmanBox::new(&[0.0, 0.0, 40.0, 20.0]);
         k.predict();

@@ -25,6 +25,8 @@ mod kalman;
 
 use kalman::KalmanBox;
 
+use std::time::Duration;
+
 use crate::infer::BBox;
 use crate::infer::geometry::iou;
 
@@ -100,6 +102,8 @@ struct Track {
     /// Detections matched, the first included: from two on, the track
     /// has a speed and its prediction can be trusted.
     hits: u32,
+    /// When it was last matched, on the tracker's clock (seconds).
+    seen_at: f64,
 }
 
 /// What one frame did to the tracks.
@@ -116,6 +120,8 @@ pub struct Tracker {
     config: TrackerConfig,
     tracks: Vec<Track>,
     next_id: TrackId,
+    /// Seconds of the frames given so far.
+    clock: f64,
 }
 
 fn buffered(b: &BBox, f: f32) -> BBox {
@@ -129,6 +135,7 @@ impl Tracker {
             config,
             tracks: Vec::new(),
             next_id: 1,
+            clock: 0.0,
         }
     }
 
@@ -142,18 +149,25 @@ impl Tracker {
     }
 
     /// Associates one frame's detections (`(box, score)`) with the tracks
-    /// by their boxes alone.
+    /// by their boxes alone, the frame [`TrackerConfig::interval`] after
+    /// the last.
     pub fn update(&mut self, detections: &[(BBox, f32)]) -> FrameTracks {
-        self.update_with(detections, |_, _| Likeness::Unknown)
+        let interval = Duration::from_secs_f32(self.config.interval);
+        self.update_with(detections, interval, |_, _| Likeness::Unknown)
     }
 
-    /// Associates one frame's detections with the tracks, `likeness(i,
-    /// track)` saying whether detection `i` looks like that track's object.
+    /// Associates one frame's detections with the tracks, the frame
+    /// `since_last` after the last one (an overloaded gateway analyses
+    /// fewer frames than asked, and objects move further between them),
+    /// `likeness(i, track)` saying whether detection `i` looks like that
+    /// track's object.
     pub fn update_with(
         &mut self,
         detections: &[(BBox, f32)],
+        since_last: Duration,
         likeness: impl Fn(usize, TrackId) -> Likeness,
     ) -> FrameTracks {
+        self.clock += since_last.as_secs_f64();
         for t in &mut self.tracks {
             t.kalman.predict();
         }
@@ -182,6 +196,7 @@ impl Tracker {
                     kalman: KalmanBox::new(b),
                     missed: 0,
                     hits: 1,
+                    seen_at: self.clock,
                 });
                 matched.push(true);
             }
@@ -232,7 +247,7 @@ impl Tracker {
                 let o = iou(&db, &buffered(&predicted, c.buffer));
                 let like = likeness(d, t.id);
                 // Seconds since the track was last matched.
-                let elapsed = c.interval * (t.missed + 1) as f32;
+                let elapsed = (self.clock - t.seen_at) as f32;
                 let heights = heights_apart(det, &predicted);
                 let reach = match like {
                     Likeness::Same => c.reach_same * elapsed,
@@ -262,6 +277,7 @@ impl Tracker {
                 t.kalman.update(&detections[d].0);
             }
             t.hits += 1;
+            t.seen_at = self.clock;
         }
     }
 }
@@ -355,6 +371,9 @@ mod tests {
         assert_ne!(r.assigned[1], a);
     }
 
+    /// Between frames analysed twice a second.
+    const HALF: Duration = Duration::from_millis(500);
+
     /// A 120x30 plate (a car's) at `y`.
     fn plate_at(x: f32, y: f32) -> BBox {
         [x, y, x + 120.0, y + 30.0]
@@ -367,8 +386,12 @@ mod tests {
         let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
         let ids: Vec<TrackId> = (0..6)
             .map(|i| {
-                t.update_with(&[(plate_at(400.0, 100.0 + 150.0 * i as f32), 0.9)], same)
-                    .assigned[0]
+                t.update_with(
+                    &[(plate_at(400.0, 100.0 + 150.0 * i as f32), 0.9)],
+                    HALF,
+                    same,
+                )
+                .assigned[0]
             })
             .collect();
         assert!(ids.iter().all(|&id| id == ids[0]), "{ids:?}");
@@ -388,9 +411,29 @@ mod tests {
         let first = t.update(&[(plate_at(400.0, 100.0), 0.9)]).assigned[0];
         let other = |_: usize, _: TrackId| Likeness::Different;
         let next = t
-            .update_with(&[(plate_at(400.0, 200.0), 0.9)], other)
+            .update_with(&[(plate_at(400.0, 200.0), 0.9)], HALF, other)
             .assigned[0];
         assert_ne!(next, first);
+    }
+
+    #[test]
+    fn the_reach_is_the_time_between_the_frames_analysed_not_the_rate_asked() {
+        // Asked for 5 frames a second, an overloaded gateway analyses one:
+        // the plate moves 400 px, 13 heights, between them.
+        let same = |_: usize, _: TrackId| Likeness::Same;
+        let mut t = Tracker::new(TrackerConfig::at_fps(5.0));
+        let second = Duration::from_secs(1);
+        let ids: Vec<TrackId> = (0..3)
+            .map(|i| {
+                t.update_with(
+                    &[(plate_at(400.0, 100.0 + 400.0 * i as f32), 0.9)],
+                    second,
+                    same,
+                )
+                .assigned[0]
+            })
+            .collect();
+        assert!(ids.iter().all(|&id| id == ids[0]), "{ids:?}");
     }
 
     #[test]
@@ -415,7 +458,7 @@ mod tests {
                 Some(_) => Likeness::Different,
                 None => Likeness::Unknown,
             };
-            let r = t.update_with(&dets, like);
+            let r = t.update_with(&dets, HALF, like);
             for (&name, &id) in who.iter().zip(&r.assigned) {
                 owner.entry(id).or_insert(name);
             }
