@@ -643,25 +643,35 @@ mod tests {
         ids
     }
 
-    #[test]
-    fn a_package_is_promised_before_its_event_is_stored_and_kept_until_its_notice_is() {
-        let work = tempfile::tempdir().unwrap();
-        let evidence = work.path().join("evidence");
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        let _inside = runtime.enter();
-        // A segment per record: once its folder is gone, the outbox stores nothing more.
-        let outbox_dir = work.path().join("outbox");
+            .unwrap()
+    }
+
+    /// An MQTT sink whose broker never answers (its outbox keeps all), a
+    /// segment per record: once the folder is gone, it stores nothing
+    /// more. Made inside a runtime.
+    fn sink_without_broker(outbox_dir: &std::path::Path) -> MqttSink {
         let outbox = Outbox::open(OutboxConfig {
             segment_bytes: 1,
-            ..OutboxConfig::new(outbox_dir.clone())
+            ..OutboxConfig::new(outbox_dir.to_path_buf())
         })
         .unwrap();
         let config: crate::config::MqttOutput =
             toml::from_str(r#"url = "mqtt://127.0.0.1:1""#).unwrap();
-        let mut mqtt = MqttSink::connect(&config, "s", outbox, None).unwrap();
+        MqttSink::connect(&config, "s", outbox, None).unwrap()
+    }
+
+    #[test]
+    fn a_package_is_promised_before_its_event_is_stored_and_kept_until_its_notice_is() {
+        let work = tempfile::tempdir().unwrap();
+        let evidence = work.path().join("evidence");
+        let runtime = runtime();
+        let _inside = runtime.enter();
+        let outbox_dir = work.path().join("outbox");
+        let mut mqtt = sink_without_broker(&outbox_dir);
 
         let mut ids: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::now_v7()).collect();
         ids.sort();
@@ -696,20 +706,10 @@ mod tests {
     #[test]
     fn events_held_in_memory_are_stored_once_the_outbox_can_without_waiting_for_another() {
         let work = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let _inside = runtime.enter();
         let outbox_dir = work.path().join("outbox");
-        let outbox = Outbox::open(OutboxConfig {
-            segment_bytes: 1,
-            ..OutboxConfig::new(outbox_dir.clone())
-        })
-        .unwrap();
-        let config: crate::config::MqttOutput =
-            toml::from_str(r#"url = "mqtt://127.0.0.1:1""#).unwrap();
-        let mut mqtt = MqttSink::connect(&config, "s", outbox, None).unwrap();
+        let mut mqtt = sink_without_broker(&outbox_dir);
         let stored = mqtt.outbox();
         // One record already: the next needs a segment of its own.
         stored.lock().unwrap().append("t", b"earlier").unwrap();

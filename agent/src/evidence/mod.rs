@@ -1206,22 +1206,27 @@ mod tests {
         }
     }
 
+    /// Picture `i` of 25 a second, a keyframe a second.
+    fn picture(i: u64, arrived: SystemTime) -> EncodedUnit {
+        EncodedUnit {
+            stream: 1,
+            format: "video/x-h264".into(),
+            data: vec![0u8; 10].into(),
+            pts: Some(Duration::from_millis(i * 40)),
+            dts: Some(Duration::from_millis(i * 40)),
+            duration: Some(Duration::from_millis(40)),
+            keyframe: i.is_multiple_of(25),
+            arrived,
+        }
+    }
+
     #[test]
     fn video_that_reached_the_agent_long_after_the_frame_is_another_timeline() {
         let now = SystemTime::now();
         let mut ring = Ring::new(Duration::from_secs(30), 1 << 20);
         // 4 s of 25 fps video, a keyframe a second, all arriving now.
         for i in 0..100u64 {
-            ring.push(EncodedUnit {
-                stream: 1,
-                format: "video/x-h264".into(),
-                data: vec![0u8; 10].into(),
-                pts: Some(Duration::from_millis(i * 40)),
-                dts: Some(Duration::from_millis(i * 40)),
-                duration: Some(Duration::from_millis(40)),
-                keyframe: i % 25 == 0,
-                arrived: now,
-            });
+            ring.push(picture(i, now));
         }
         let span = ring.cut(Duration::from_millis(1000), Duration::from_millis(3000));
         assert!(!span.units.is_empty());
@@ -1249,16 +1254,7 @@ mod tests {
         w.rings.lock().unwrap().insert("c".into(), ring.clone());
         let push = |from: u64, to: u64| {
             for i in from..to {
-                ring.lock().unwrap().push(EncodedUnit {
-                    stream: 1,
-                    format: "video/x-h264".into(),
-                    data: vec![0u8; 10].into(),
-                    pts: Some(Duration::from_millis(i * 40)),
-                    dts: Some(Duration::from_millis(i * 40)),
-                    duration: Some(Duration::from_millis(40)),
-                    keyframe: i % 25 == 0,
-                    arrived: now,
-                });
+                ring.lock().unwrap().push(picture(i, now));
             }
         };
         push(0, 60);
