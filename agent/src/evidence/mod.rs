@@ -360,11 +360,10 @@ impl CameraEvidence {
         // evidence thread may come to the request only after sealing other
         // packages or a retention sweep, when the video before the frame
         // may have left the buffer. (Only shared handles: nothing copied.)
-        let span = req
-            .frame_time
+        let span = clip_window(req.frame_time, self.roll)
             .zip(self.ring.lock().ok())
             .filter(|(_, ring)| ring.stream() == req.stream)
-            .map(|(t, ring)| ring.cut(t.saturating_sub(self.roll.0), t + self.roll.1))
+            .map(|((from, to), ring)| ring.cut(from, to))
             .unwrap_or_default();
         let Err(e) = self.tx.try_send(Command::Package(Box::new((req, span)))) else {
             return true;
@@ -404,6 +403,27 @@ fn other_timeline(span: &Span, req: &PackageRequest) -> bool {
             .unwrap_or_else(|e| e.duration());
         apart > SAME_TIMELINE
     })
+}
+
+/// The stream time span of a package's clip: `pre` before its frame to
+/// `post` after; None when the stream gives no timestamps.
+fn clip_window(
+    frame_time: Option<Duration>,
+    (pre, post): (Duration, Duration),
+) -> Option<(Duration, Duration)> {
+    frame_time.map(|t| (t.saturating_sub(pre), t + post))
+}
+
+/// Why the video cut for a package cannot stand as the footage around its
+/// frame, if it cannot.
+fn not_the_frames_video(span: &Span, req: &PackageRequest) -> Option<&'static str> {
+    if other_timeline(span, req) {
+        Some(OTHER_TIMELINE)
+    } else if starts_after_the_frame(span, req) {
+        Some(FRAME_LEFT_THE_BUFFER)
+    } else {
+        None
+    }
 }
 
 const FRAME_LEFT_THE_BUFFER: &str =
@@ -564,26 +584,9 @@ impl Worker {
         {
             tracing::warn!(event = %req.id, "cannot record the package as pending, so a crash before it is sealed would go unreported: {e:#}");
         }
-        let window = req
-            .frame_time
-            .map(|t| (t.saturating_sub(self.settings.pre), t + self.settings.post));
-        let span = match (window, self.ring(&req.camera)) {
-            _ if !span.units.is_empty() => span,
-            (Some((from, to)), Some(ring)) => ring
-                .lock()
-                .ok()
-                .filter(|r| r.stream() == req.stream)
-                .map(|r| r.cut(from, to))
-                .unwrap_or_default(),
-            _ => Span::default(),
-        };
-        let no_clip = if other_timeline(&span, &req) {
-            Some(OTHER_TIMELINE)
-        } else if starts_after_the_frame(&span, &req) {
-            Some(FRAME_LEFT_THE_BUFFER)
-        } else {
-            None
-        };
+        let window = clip_window(req.frame_time, (self.settings.pre, self.settings.post));
+        // An empty span (no video yet when asked for) is cut by `ready`.
+        let no_clip = not_the_frames_video(&span, &req);
         self.pending.push(Pending {
             span: if no_clip.is_some() {
                 Span::default()
@@ -621,17 +624,9 @@ impl Worker {
         }
         if p.span.units.is_empty() {
             p.span = ring.cut(from, to);
-            for (wrong, why) in [
-                (other_timeline(&p.span, &p.req), OTHER_TIMELINE),
-                (
-                    starts_after_the_frame(&p.span, &p.req),
-                    FRAME_LEFT_THE_BUFFER,
-                ),
-            ] {
-                if wrong {
-                    p.span = Span::default();
-                    return Some(Some(why.into()));
-                }
+            if let Some(why) = not_the_frames_video(&p.span, &p.req) {
+                p.span = Span::default();
+                return Some(Some(why.into()));
             }
         } else {
             ring.extend(&mut p.span, to);
@@ -1209,14 +1204,8 @@ mod tests {
     /// Picture `i` of 25 a second, a keyframe a second.
     fn picture(i: u64, arrived: SystemTime) -> EncodedUnit {
         EncodedUnit {
-            stream: 1,
-            format: "video/x-h264".into(),
-            data: vec![0u8; 10].into(),
-            pts: Some(Duration::from_millis(i * 40)),
-            dts: Some(Duration::from_millis(i * 40)),
-            duration: Some(Duration::from_millis(40)),
-            keyframe: i.is_multiple_of(25),
             arrived,
+            ..ring::tests::unit(1, i * 40, i.is_multiple_of(25))
         }
     }
 

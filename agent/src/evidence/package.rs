@@ -322,14 +322,8 @@ mod tests {
         let mut ring = super::super::ring::Ring::new(Duration::from_secs(30), usize::MAX);
         let push = |ring: &mut super::super::ring::Ring, ms: u64| {
             ring.push(EncodedUnit {
-                stream: 1,
-                format: "video/x-h264".into(),
-                data: vec![0u8; 10].into(),
-                pts: Some(Duration::from_millis(ms)),
-                dts: Some(Duration::from_millis(ms)),
                 duration: Some(Duration::from_millis(200)),
-                keyframe: ms.is_multiple_of(1000),
-                arrived: SystemTime::now(),
+                ..super::super::ring::tests::unit(1, ms, ms.is_multiple_of(1000))
             })
         };
         // The frame at 2150 ms, 1 s either side: the last frame before the

@@ -255,10 +255,11 @@ impl Ring {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn unit(stream: u64, ms: u64, keyframe: bool) -> EncodedUnit {
+    /// A picture of `stream` at `ms`, 40 ms long, arriving now.
+    pub(in crate::evidence) fn unit(stream: u64, ms: u64, keyframe: bool) -> EncodedUnit {
         EncodedUnit {
             stream,
             format: "video/x-h264".into(),
