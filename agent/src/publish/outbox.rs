@@ -392,18 +392,16 @@ impl Outbox {
                 // record after it until the bounds drop it, hours or days
                 // later. Only failures of the same record, a while apart,
                 // count, and one record goes at a time.
-                let tries = match self.unreadable {
+                let counted = match self.unreadable {
                     Some((last, n, at)) if last == id => {
-                        n + u32::from(at.elapsed() >= UNREADABLE_SPACING)
+                        (at.elapsed() >= UNREADABLE_SPACING).then_some(n + 1)
                     }
-                    _ => 1,
+                    _ => Some(1),
                 };
-                if self
-                    .unreadable
-                    .is_none_or(|(last, n, _)| last != id || tries > n)
-                {
-                    self.unreadable = Some((id, tries, Instant::now()));
+                if let Some(n) = counted {
+                    self.unreadable = Some((id, n, Instant::now()));
                 }
+                let tries = counted.unwrap_or_default();
                 if tries >= UNREADABLE_TRIES {
                     tracing::error!(
                         "{e:#}, {tries} times over {} s (failing storage?): the record is dropped, the others still go out",
@@ -663,23 +661,15 @@ mod tests {
         for _ in 0..20 {
             o.append("t", &[7; 40]).unwrap();
         }
-        let segments = || {
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with("seg-")
-                })
-                .count()
-        };
-        assert!(segments() > 3);
+        assert!(segments(dir.path()).len() > 3);
         for id in 1..=20 {
             o.ack(id).unwrap();
         }
-        assert_eq!(segments(), 1, "only the segment being written is kept");
+        assert_eq!(
+            segments(dir.path()).len(),
+            1,
+            "only the segment being written is kept"
+        );
         assert!(o.is_empty());
         drop(o);
         let mut o = open(dir.path());
