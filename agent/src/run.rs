@@ -196,28 +196,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                                 r
                             }
                         };
-                        match result {
-                            Ok(detections) => {
-                                let mut passes = passes.borrow_mut();
-                                passes.on_frame(&frame, &detections).into_iter().for_each(|p| publish(p, frame.captured_at));
-                                last_detections = Some(detections);
-                                cam_metrics.record(&passes.counters);
-                            }
+                        let analysed = match result {
+                            Ok(detections) => Some(detections),
                             Err(e) => {
-                                // The motion gate took this frame as its reference: the
-                                // older detections no longer describe what it compares to.
-                                last_detections = None;
                                 cam_metrics.analysis_errors.fetch_add(1, Ordering::Relaxed);
                                 tracing::error!(camera = %id, frame = frame.number, "analysis failed: {e:#}");
-                                // Nothing seen, as far as the passes know: tracks age and
-                                // end as the frames go by, instead of standing frozen
-                                // while analysis fails and catching whatever is there
-                                // when it comes back.
-                                let mut passes = passes.borrow_mut();
-                                let nothing = crate::infer::Detections::default();
-                                passes.on_frame(&frame, &nothing).into_iter().for_each(|p| publish(p, frame.captured_at));
+                                None
                             }
-                        }
+                        };
+                        // A frame whose analysis failed is one where nothing was seen,
+                        // as far as the passes know: tracks age and end as the frames go
+                        // by, instead of standing frozen while analysis fails and
+                        // catching whatever is there when it comes back.
+                        let nothing = crate::infer::Detections::default();
+                        let mut passes = passes.borrow_mut();
+                        passes.on_frame(&frame, analysed.as_ref().unwrap_or(&nothing)).into_iter().for_each(|p| publish(p, frame.captured_at));
+                        cam_metrics.record(&passes.counters);
+                        // After a failure, the motion gate took this frame as its
+                        // reference: older detections no longer describe what it compares to.
+                        last_detections = analysed;
                     },
                     |status| {
                         if !matches!(status, CameraStatus::Starting | CameraStatus::Streaming) {
