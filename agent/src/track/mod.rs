@@ -42,8 +42,6 @@ pub struct TrackerConfig {
     pub buffer: f32,
     /// Frames a track may go unmatched before it ends.
     pub max_missed: u32,
-    /// Seconds between analysed frames.
-    pub interval: f32,
     /// How far, in box heights a second, a detection that looks like a
     /// track's object may be from where the track was predicted: a plate
     /// on a vehicle driving past a camera moves tens of its heights a
@@ -63,7 +61,6 @@ impl TrackerConfig {
     /// The defaults for a camera analysed at `fps` frames a second.
     pub fn at_fps(fps: f64) -> Self {
         Self {
-            interval: (1.0 / fps) as f32,
             max_missed: ((TRACK_MEMORY_SECONDS * fps).ceil() as u32).max(2),
             ..Self::default()
         }
@@ -78,7 +75,6 @@ impl Default for TrackerConfig {
             min_overlap: 0.1,
             buffer: 0.5,
             max_missed: 4,
-            interval: 0.5,
             reach_same: 40.0,
             reach_unknown: 8.0,
         }
@@ -146,14 +142,6 @@ impl Tracker {
     /// Ends every track (shutdown, or the camera's stream ended).
     pub fn end_all(&mut self) -> Vec<TrackId> {
         self.tracks.drain(..).map(|t| t.id).collect()
-    }
-
-    /// Associates one frame's detections (`(box, score)`) with the tracks
-    /// by their boxes alone, the frame [`TrackerConfig::interval`] after
-    /// the last.
-    pub fn update(&mut self, detections: &[(BBox, f32)]) -> FrameTracks {
-        let interval = Duration::from_secs_f32(self.config.interval);
-        self.update_with(detections, interval, |_, _| Likeness::Unknown)
     }
 
     /// Associates one frame's detections with the tracks, the frame
@@ -248,18 +236,17 @@ impl Tracker {
                 let like = likeness(d, t.id);
                 // Seconds since the track was last matched.
                 let elapsed = (self.clock - t.seen_at) as f32;
-                let heights = heights_apart(det, &predicted);
                 let reach = match like {
                     Likeness::Same => c.reach_same * elapsed,
                     Likeness::Unknown if t.hits < 2 => c.reach_unknown * elapsed,
                     _ => 0.0,
                 };
-                if like == Likeness::Same && heights.is_some_and(|h| h <= reach) {
-                    pairs.push((0, heights.unwrap_or_default(), d, ti));
-                } else if o >= c.min_overlap {
-                    pairs.push((1, -o, d, ti));
-                } else if let Some(h) = heights.filter(|&h| h <= reach) {
-                    pairs.push((2, h, d, ti));
+                let within = heights_apart(det, &predicted).filter(|&h| h <= reach);
+                match within {
+                    Some(h) if like == Likeness::Same => pairs.push((0, h, d, ti)),
+                    _ if o >= c.min_overlap => pairs.push((1, -o, d, ti)),
+                    Some(h) => pairs.push((2, h, d, ti)),
+                    None => {}
                 }
             }
         }
@@ -298,6 +285,17 @@ fn heights_apart(a: &BBox, b: &BBox) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Between frames analysed twice a second.
+    const HALF: Duration = Duration::from_millis(500);
+
+    impl Tracker {
+        /// Associates a frame's detections by their boxes alone, half a
+        /// second after the last.
+        fn update(&mut self, detections: &[(BBox, f32)]) -> FrameTracks {
+            self.update_with(detections, HALF, |_, _| Likeness::Unknown)
+        }
+    }
 
     fn moving(x: f32, y: f32) -> BBox {
         [x, y, x + 60.0, y + 40.0]
@@ -370,9 +368,6 @@ mod tests {
         assert_eq!(r.assigned[0], a);
         assert_ne!(r.assigned[1], a);
     }
-
-    /// Between frames analysed twice a second.
-    const HALF: Duration = Duration::from_millis(500);
 
     /// A 120x30 plate (a car's) at `y`.
     fn plate_at(x: f32, y: f32) -> BBox {
@@ -484,7 +479,6 @@ mod tests {
         assert_eq!(TrackerConfig::at_fps(2.0).max_missed, 4);
         assert_eq!(TrackerConfig::at_fps(25.0).max_missed, 50);
         assert_eq!(TrackerConfig::at_fps(0.5).max_missed, 2);
-        assert_eq!(TrackerConfig::at_fps(5.0).interval, 0.2);
     }
 
     #[test]
