@@ -223,7 +223,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
         delta("matthan_frames_analysed_total{") + delta("matthan_frames_unchanged_total{");
     // Over the window only: the agent's summary quantiles would mix in
     // the events of the start-up.
-    let window = window_histogram(&before, &after, LATENCY_HISTOGRAM);
+    let window = window_histogram(&before, &after, crate::publish::latency::HISTOGRAM);
     let quantile = |q: f64| {
         crate::publish::latency::histogram_quantile(&window, q)
             .map(|s| super::round_to(s * 1000.0, 1))
@@ -282,8 +282,6 @@ fn sum(metrics: &str, prefix: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
-
-const LATENCY_HISTOGRAM: &str = "matthan_frame_to_event_latency_seconds";
 
 /// The cumulative buckets (`le`, count) of histogram `name`.
 fn histogram(metrics: &str, name: &str) -> Vec<(f64, u64)> {
@@ -391,7 +389,7 @@ mod tests {
             ack(i, 120);
         }
         let after = page();
-        let window = window_histogram(&before, &after, LATENCY_HISTOGRAM);
+        let window = window_histogram(&before, &after, crate::publish::latency::HISTOGRAM);
         assert_eq!(window.last().map(|b| b.1), Some(50));
         let p99 = crate::publish::latency::histogram_quantile(&window, 0.99).unwrap();
         assert!((0.11..=0.13).contains(&p99), "{p99}");

@@ -263,7 +263,7 @@ impl Metrics {
             // The same as a histogram, which a scraper (and the benchmark)
             // can take over any window, where the summary's quantiles mix
             // in the last 4096 events whenever they came.
-            let name = "matthan_frame_to_event_latency_seconds";
+            let name = crate::publish::latency::HISTOGRAM;
             let _ = writeln!(
                 out,
                 "# HELP {name} From the arrival of the frame that decided an event to the broker's acknowledgement, since start\n# TYPE {name} histogram"

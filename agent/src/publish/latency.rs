@@ -27,6 +27,9 @@ pub fn bucket_bounds() -> impl Iterator<Item = f64> {
 
 const FINITE_BUCKETS: usize = 109;
 
+/// The histogram's name on the metrics page.
+pub const HISTOGRAM: &str = "matthan_frame_to_event_latency_seconds";
+
 #[derive(Default)]
 pub struct Latency {
     /// Outbox record id → when its deciding frame arrived.
