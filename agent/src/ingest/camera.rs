@@ -597,19 +597,26 @@ mod tests {
         (width, height): (u32, u32),
         x264: &str,
     ) -> CameraConfig {
+        file_camera(
+            "ball",
+            &dir.join("ball.mp4"),
+            &format!(
+                "videotestsrc pattern=ball num-buffers={frames} \
+                 ! video/x-raw,width={width},height={height},framerate=25/1 \
+                 ! videoconvert ! video/x-raw,format=I420 ! x264enc {x264} ! h264parse ! mp4mux"
+            ),
+        )
+    }
+
+    /// Writes `encode` (a test source and its encoder) into `clip` to its
+    /// end, and returns a file camera `id` reading it as fast as it can.
+    fn file_camera(id: &str, clip: &std::path::Path, encode: &str) -> CameraConfig {
         crate::ingest::init_gstreamer().unwrap();
-        let clip = dir.join("ball.mp4");
-        let made = OwnedPipeline::launch(&format!(
-            "videotestsrc pattern=ball num-buffers={frames} \
-             ! video/x-raw,width={width},height={height},framerate=25/1 \
-             ! videoconvert ! video/x-raw,format=I420 ! x264enc {x264} \
-             ! h264parse ! mp4mux ! filesink location={}",
-            clip.display()
-        ))
-        .unwrap();
+        let made =
+            OwnedPipeline::launch(&format!("{encode} ! filesink location={}", clip.display()))
+                .unwrap();
         made.set_state(gst::State::Playing).unwrap();
-        let bus = made.bus().unwrap();
-        let done = bus.timed_pop_filtered(
+        let done = made.bus().unwrap().timed_pop_filtered(
             gst::ClockTime::from_seconds(30),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
@@ -618,7 +625,7 @@ mod tests {
             Some(gst::MessageType::Eos)
         ));
         toml::from_str(&format!(
-            "id = \"ball\"\nsource = \"file://{}\"\nrealtime = false",
+            "id = \"{id}\"\nsource = \"file://{}\"\nrealtime = false",
             clip.display()
         ))
         .unwrap()
@@ -657,30 +664,13 @@ mod tests {
 
     #[test]
     fn a_camera_in_a_codec_evidence_cannot_keep_is_told_so() {
-        crate::ingest::init_gstreamer().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let clip = dir.path().join("mpeg4.mkv");
-        let made = OwnedPipeline::launch(&format!(
+        let camera = file_camera(
+            "old",
+            &dir.path().join("mpeg4.mkv"),
             "videotestsrc num-buffers=25 ! video/x-raw,width=160,height=120,framerate=25/1 \
-             ! videoconvert ! avenc_mpeg4 ! matroskamux ! filesink location={}",
-            clip.display()
-        ))
-        .unwrap();
-        made.set_state(gst::State::Playing).unwrap();
-        let done = made.bus().unwrap().timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
+             ! videoconvert ! avenc_mpeg4 ! matroskamux",
         );
-        assert!(matches!(
-            done.map(|m| m.type_()),
-            Some(gst::MessageType::Eos)
-        ));
-        drop(made);
-        let camera: CameraConfig = toml::from_str(&format!(
-            "id = \"old\"\nsource = \"file://{}\"\nrealtime = false",
-            clip.display()
-        ))
-        .unwrap();
         let shutdown = Shutdown::new();
         let mut reasons = Vec::new();
         CameraSupervisor::new(camera, 5.0, shutdown.clone())
