@@ -106,16 +106,15 @@ pub fn refuse_other_codecs(pipeline: &gstreamer::Pipeline) {
     let wanted: gst::Caps = VIDEO_CODECS.parse().expect("valid caps");
     parser.connect_pad_added(move |parser, pad| {
         let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let Some(stream) = caps.structure(0) else {
+            return;
+        };
         // A file's sound track is left unlinked, as it always was.
-        let picture = caps
-            .structure(0)
-            .is_some_and(|s| s.name().starts_with("video/") || s.name().starts_with("image/"));
+        let picture = stream.name().starts_with("video/") || stream.name().starts_with("image/");
         if !picture || caps.can_intersect(&wanted) {
             return;
         }
-        let codec = caps
-            .structure(0)
-            .map_or_else(|| caps.to_string(), |s| s.to_string());
+        let codec = stream.to_string();
         gst::element_error!(
             parser,
             gst::StreamError::CodecNotFound,
