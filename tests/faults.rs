@@ -166,8 +166,9 @@ fn broker_outage_loses_nothing() {
     let work = tempfile::tempdir().unwrap();
     let clip = gate_loop(work.path());
     let port = free_port();
-    let broker = Mosquitto::start_on(port);
-    let sub = Subscriber::connect(port, "matthan/v1/s/gate/event/#");
+    let store = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start_lasting_on(port, store.path());
+    let sub = Subscriber::connect_lasting(port, "matthan/v1/s/gate/event/#");
     let mut agent = Agent::start(&config(
         &clip,
         &format!("mqtt://127.0.0.1:{port}"),
@@ -175,7 +176,7 @@ fn broker_outage_loses_nothing() {
     ));
     sub.wait_until(Duration::from_secs(60), "first events", |m| m.len() >= 2);
 
-    drop(broker);
+    broker.stop();
     // 8 s in the default run; the long version (the 30 s) is
     // MATTHAN_OUTAGE_SECONDS=30 cargo test --test faults broker_outage
     let outage: u64 = std::env::var("MATTHAN_OUTAGE_SECONDS")
@@ -185,7 +186,7 @@ fn broker_outage_loses_nothing() {
     std::thread::sleep(Duration::from_secs(outage));
     // Events only: evidence notices share the file but not the topic.
     let written_while_down = read_jsonl(&work.path().join("events.jsonl")).len();
-    let _broker = Mosquitto::start_on(port);
+    let _broker = Mosquitto::start_lasting_on(port, store.path());
     let wanted = written_while_down + 2;
     let messages = sub.wait_until(
         Duration::from_secs(60),

@@ -126,11 +126,31 @@ impl Mosquitto {
     /// A broker on a given port: a restarted broker comes back where the
     /// agent expects it.
     pub fn start_on(port: u16) -> Mosquitto {
+        Self::start_with(port, "persistence false\n")
+    }
+
+    /// A broker that keeps its sessions and queued messages in `store`
+    /// across [`Mosquitto::stop`] and a start on the same store, as a
+    /// production broker restarted for maintenance does. Without it, a
+    /// test subscriber loses what the old broker had acknowledged but not
+    /// yet forwarded, and what the new one takes before the subscriber is
+    /// back: losses of the test's broker, not of the agent.
+    pub fn start_lasting_on(port: u16, store: &Path) -> Mosquitto {
+        Self::start_with(
+            port,
+            &format!(
+                "persistence true\npersistence_location {}/\n",
+                store.display()
+            ),
+        )
+    }
+
+    fn start_with(port: u16, persistence: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"),
         )
         .unwrap();
         Mosquitto {
@@ -138,6 +158,15 @@ impl Mosquitto {
             _process: Self::spawn(&conf, &[port]),
             _dir: dir,
         }
+    }
+
+    /// Stops the broker as a service manager does (SIGTERM), so a lasting
+    /// one writes its store first.
+    pub fn stop(mut self) {
+        assert!(
+            self._process.terminate().success(),
+            "mosquitto failed to stop"
+        );
     }
 
     /// Runs Mosquitto on a config file of the test's own and waits for its ports.
@@ -309,7 +338,21 @@ impl Drop for Subscriber {
 
 impl Subscriber {
     pub fn connect(port: u16, filter: &str) -> Subscriber {
-        let mut opts = rumqttc::MqttOptions::new(client_id("test"), "127.0.0.1", port);
+        Self::connect_as(
+            rumqttc::MqttOptions::new(client_id("test"), "127.0.0.1", port),
+            filter,
+        )
+    }
+
+    /// A subscriber with a session the broker keeps while it is away (and,
+    /// on a lasting broker, across restarts): what the IOC's consumer is.
+    pub fn connect_lasting(port: u16, filter: &str) -> Subscriber {
+        let mut opts = rumqttc::MqttOptions::new(client_id("ioc-consumer"), "127.0.0.1", port);
+        opts.set_clean_session(false);
+        Self::connect_as(opts, filter)
+    }
+
+    fn connect_as(mut opts: rumqttc::MqttOptions, filter: &str) -> Subscriber {
         opts.set_keep_alive(Duration::from_secs(30));
         // The IOC's batch acknowledgements are larger than rumqttc's default limit.
         opts.set_max_packet_size(1 << 20, 1 << 20);
