@@ -70,6 +70,15 @@ fn check_names_the_bad_key() {
             "[site]\nid='s'\n[storage]\ndir='bad.toml/state'\n[[camera]]\nid='a'\nsource='rtsp://h/x'\n[outputs.jsonl]\npath='-'\n",
             "`storage.dir`",
         ),
+        // Folders where files belong open without error: `run` would fail.
+        (
+            "[site]\nid='s'\n[[camera]]\nid='a'\nsource='rtsp://h/x'\n[outputs.mqtt]\nurl='mqtts://h'\nca_file='.'\n",
+            "`outputs.mqtt.ca_file`",
+        ),
+        (
+            "[site]\nid='s'\n[[camera]]\nid='a'\nsource='rtsp://h/x'\n[outputs.jsonl]\npath='.'\n",
+            "`outputs.jsonl.path`",
+        ),
     ] {
         let path = dir.path().join("bad.toml");
         write_file(&path, text);

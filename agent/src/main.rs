@@ -480,8 +480,9 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             ("client_key_file", &mqtt.client_key_file),
             ("password_file", &mqtt.password_file),
         ] {
+            // Read whole, as the connection will: a folder opens as a file.
             if let Some(file) = file
-                && let Err(e) = std::fs::File::open(file)
+                && let Err(e) = std::fs::read(file)
             {
                 problems.push(format!(
                     "{}: `outputs.mqtt.{key}`: cannot read {}: {e}",
@@ -490,6 +491,32 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
+    }
+    if let Some(var) = config
+        .outputs
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.password_env.as_ref())
+        && std::env::var_os(var).is_none()
+    {
+        // A warning only: `check` is often run from a shell, outside the
+        // service's environment that sets it.
+        eprintln!(
+            "warning: {}: `outputs.mqtt.password_env`: {var} is not set here; the service's \
+             environment must set it, or the agent stops at start",
+            path.display()
+        );
+    }
+    if let Some(matthan::config::JsonLinesOutput {
+        path: matthan::config::JsonLinesTarget::File(file),
+    }) = &config.outputs.jsonl
+        && file.is_dir()
+    {
+        problems.push(format!(
+            "{}: `outputs.jsonl.path`: {} is a folder; name a file in it",
+            path.display(),
+            file.display()
+        ));
     }
     // Under the systemd unit only /var/lib/matthan is writable: a folder
     // moved elsewhere must show here, before the start, not as lost

@@ -55,6 +55,17 @@ fn credentials_never_reach_messages() {
         "rtp://user:secret@h/x",
     ));
     assert!(!e.contains("secret"), "{e}");
+    // Nor the broker's, in the URL the agent refuses to take them from.
+    for url in ["mqtt://u:s3cret@h", "mqtt://u:s3cret@h:99999"] {
+        let e = error(&MINIMAL.replace(
+            "[outputs.jsonl]\npath = \"-\"",
+            &format!("[outputs.mqtt]\nurl = '{url}'"),
+        ));
+        assert!(
+            e.contains("outputs.mqtt.url") && !e.contains("s3cret"),
+            "{e}"
+        );
+    }
     // A password holding `/` makes a URL parser take user and password for
     // the host: refused, with the fix, and still never shown.
     let e = error(&MINIMAL.replace(
@@ -201,6 +212,41 @@ fn errors_name_file_key_and_fix() {
             "`outputs.mqtt.topic_prefix`",
         ),
         ("[site]\nid = \"s1\"", "[site]\nid = 5", "line 3"),
+        (
+            "[site]\nid = \"s1\"",
+            "[site]\nid = \"s1\"\n[events]\nmax_delay_seconds = 0",
+            "`events.max_delay_seconds`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://x'\nclient_id = ''",
+            "`outputs.mqtt.client_id`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://matthan:pw@x'",
+            "`outputs.mqtt.url`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtts://x'\nclient_cert_file = 'c.pem'\nclient_key_file = 'k.pem'",
+            "`outputs.mqtt.ca_file`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://x'\ntopic_prefix = '/matthan'",
+            "`outputs.mqtt.topic_prefix`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.mqtt]\nurl = 'mqtt://x'\ntopic_prefix = '$SYS/m'",
+            "`outputs.mqtt.topic_prefix`",
+        ),
+        (
+            "[outputs.jsonl]\npath = \"-\"",
+            "[outputs.jsonl]\npath = \"\"",
+            "`outputs.jsonl.path`",
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(MINIMAL.contains(from), "bad test case {from}");
@@ -213,7 +259,12 @@ fn errors_name_file_key_and_fix() {
 #[test]
 fn duplicate_camera_ids_are_rejected() {
     let text = format!("{MINIMAL}\n[[camera]]\nid = \"c1\"\nsource = \"rtsp://h/2\"\n");
-    assert!(error(&text).contains("`camera[1].id`: `c1` is used by an earlier camera"));
+    let e = error(&text);
+    assert!(
+        e.contains("`camera[1].id`: `c1` is used by an earlier camera")
+            && e.contains("(camera `c1`, the [[camera]] table number 2)"),
+        "{e}"
+    );
 }
 
 #[test]

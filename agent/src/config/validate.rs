@@ -21,6 +21,18 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
         c.analysis.plate_unreadable_threshold,
     )?;
     check_detection_threshold("analysis.face_threshold", c.analysis.face_threshold)?;
+    // A track reported at its first readable frame is never read again:
+    // the vote across frames, which makes reads right, would be off.
+    if c.events.max_delay_seconds < 1.0 {
+        return fail(
+            "events.max_delay_seconds",
+            format!(
+                "{} would report each plate from its first frame, without the vote across frames; \
+                 use at least 1 (seconds; default {})",
+                c.events.max_delay_seconds, DEFAULT_MAX_DELAY_SECONDS
+            ),
+        );
+    }
     for (key, v, max) in [
         (
             "events.max_delay_seconds",
@@ -113,57 +125,72 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
     }
     let mut ids = HashSet::new();
     for (i, cam) in c.cameras.iter().enumerate() {
-        let key = |k: &str| format!("camera[{i}].{k}");
-        check_id(&key("id"), &cam.id)?;
-        if !ids.insert(cam.id.as_str()) {
-            return fail(
-                &key("id"),
+        // Keys count tables from 0; an installer counts them from 1 and
+        // knows cameras by id, so both are named.
+        let mut check = || -> Result<(), Failure> {
+            let key = |k: &str| format!("camera[{i}].{k}");
+            check_id(&key("id"), &cam.id)?;
+            if !ids.insert(cam.id.as_str()) {
+                return fail(
+                    &key("id"),
+                    format!(
+                        "`{}` is used by an earlier camera; camera ids must be unique",
+                        cam.id
+                    ),
+                );
+            }
+            if let Some(fps) = cam.analysis_fps {
+                check_fps(&key("analysis_fps"), fps)?;
+            }
+            if let Some(s) = cam.stall_seconds
+                && !(s.is_finite() && (1.0..=600.0).contains(&s))
+            {
+                return fail(
+                    &key("stall_seconds"),
+                    format!("{s} is not a stall timeout; use 1 to 600 seconds"),
+                );
+            }
+            if let Some(loc) = &cam.location {
+                if !(-90.0..=90.0).contains(&loc.lat) {
+                    return fail(
+                        &key("location.lat"),
+                        format!(
+                            "{} is not a latitude; it must be between -90 and 90",
+                            loc.lat
+                        ),
+                    );
+                }
+                if !(-180.0..=180.0).contains(&loc.lon) {
+                    return fail(
+                        &key("location.lon"),
+                        format!(
+                            "{} is not a longitude; it must be between -180 and 180",
+                            loc.lon
+                        ),
+                    );
+                }
+            }
+            if cam.detect.is_empty() {
+                return fail(&key("detect"), "is empty, so the camera would analyse nothing; use [\"plates\"], [\"faces\"] or both".into());
+            }
+            if matches!(cam.source, Source::Rtsp(_)) && cam.loop_file {
+                return fail(
+                    &key("loop"),
+                    "applies to file:// sources only; remove it for an RTSP camera".into(),
+                );
+            }
+            Ok(())
+        };
+        check().map_err(|(key, message)| {
+            (
+                key,
                 format!(
-                    "`{}` is used by an earlier camera; camera ids must be unique",
-                    cam.id
+                    "{message} (camera `{}`, the [[camera]] table number {})",
+                    cam.id,
+                    i + 1
                 ),
-            );
-        }
-        if let Some(fps) = cam.analysis_fps {
-            check_fps(&key("analysis_fps"), fps)?;
-        }
-        if let Some(s) = cam.stall_seconds
-            && !(s.is_finite() && (1.0..=600.0).contains(&s))
-        {
-            return fail(
-                &key("stall_seconds"),
-                format!("{s} is not a stall timeout; use 1 to 600 seconds"),
-            );
-        }
-        if let Some(loc) = &cam.location {
-            if !(-90.0..=90.0).contains(&loc.lat) {
-                return fail(
-                    &key("location.lat"),
-                    format!(
-                        "{} is not a latitude; it must be between -90 and 90",
-                        loc.lat
-                    ),
-                );
-            }
-            if !(-180.0..=180.0).contains(&loc.lon) {
-                return fail(
-                    &key("location.lon"),
-                    format!(
-                        "{} is not a longitude; it must be between -180 and 180",
-                        loc.lon
-                    ),
-                );
-            }
-        }
-        if cam.detect.is_empty() {
-            return fail(&key("detect"), "is empty, so the camera would analyse nothing; use [\"plates\"], [\"faces\"] or both".into());
-        }
-        if matches!(cam.source, Source::Rtsp(_)) && cam.loop_file {
-            return fail(
-                &key("loop"),
-                "applies to file:// sources only; remove it for an RTSP camera".into(),
-            );
-        }
+            )
+        })?;
     }
 
     if c.outputs.mqtt.is_none() && c.outputs.jsonl.is_none() {
@@ -193,6 +220,15 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
                 "mutual TLS needs both client_cert_file and client_key_file".into(),
             );
         }
+        if m.client_cert_file.is_some() && m.ca_file.is_none() {
+            return fail(
+                "outputs.mqtt.ca_file",
+                "mutual TLS needs the CA file that signed the broker's certificate as well".into(),
+            );
+        }
+        if let Some(id) = &m.client_id {
+            check_client_id(id)?;
+        }
         if m.password_file.is_some() && m.password_env.is_some() {
             return fail(
                 "outputs.mqtt.password_env",
@@ -219,18 +255,52 @@ pub(super) fn validate(c: &Config) -> Result<(), Failure> {
                 ),
             );
         }
+        // Brokers keep `$` topics for themselves, and a leading `/` is a
+        // topic tree of its own that the IOC's subscriptions would miss.
         if m.topic_prefix.is_empty()
             || m.topic_prefix.contains(['+', '#'])
+            || m.topic_prefix.starts_with(['$', '/'])
             || m.topic_prefix.ends_with('/')
         {
             return fail(
                 "outputs.mqtt.topic_prefix",
                 format!(
-                    "`{}` is not a topic prefix: it must be non-empty, without + or # and without a trailing /",
+                    "`{}` is not a topic prefix: it must be non-empty, without + or #, and start and end \
+                     with neither / nor $ (default `matthan/v1`)",
                     m.topic_prefix
                 ),
             );
         }
+    }
+    if let Some(JsonLinesOutput {
+        path: JsonLinesTarget::File(file),
+    }) = &c.outputs.jsonl
+        && (file.as_os_str().is_empty() || file.as_os_str().to_string_lossy().ends_with('/'))
+    {
+        return fail(
+            "outputs.jsonl.path",
+            format!(
+                "`{}` names no file; write a file's path, or \"-\" for standard output",
+                file.display()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The broker tells clients apart by this id: an empty one cannot keep
+/// the session that carries the evidence acknowledgements, and a second
+/// gateway with the same id would throw this one off the broker.
+fn check_client_id(id: &str) -> Result<(), Failure> {
+    const MAX: usize = 128;
+    if id.is_empty() || id.len() > MAX || id.trim() != id || id.chars().any(char::is_control) {
+        return fail(
+            "outputs.mqtt.client_id",
+            format!(
+                "`{id}` is not a client id: it must be 1 to {MAX} characters, without spaces at \
+                 either end; leave it out for matthan-<site id>"
+            ),
+        );
     }
     Ok(())
 }

@@ -268,15 +268,17 @@ impl Metrics {
                 out,
                 "# HELP {name} From the arrival of the frame that decided an event to the broker's acknowledgement, since start\n# TYPE {name} histogram"
             );
-            for (le, count) in l.histogram() {
+            let (buckets, sum) = l.histogram();
+            for &(le, count) in &buckets {
                 if le.is_infinite() {
                     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
                 } else {
                     let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
                 }
             }
-            let _ = writeln!(out, "{name}_sum {:.4}", summary.sum);
-            let _ = writeln!(out, "{name}_count {}", summary.count);
+            let count = buckets.last().map_or(0, |&(_, n)| n);
+            let _ = writeln!(out, "{name}_sum {sum:.4}");
+            let _ = writeln!(out, "{name}_count {count}");
         }
         if let Some(r) = &self.mqtt_reconnects {
             series(

@@ -53,6 +53,11 @@ struct LinesFile {
 
 impl LinesFile {
     fn open(path: &Path) -> std::io::Result<Self> {
+        // As storage.dir and evidence.dir are: `check` passes a path whose
+        // folder it could make.
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder)?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -102,22 +102,25 @@ impl Latency {
     }
 
     /// Cumulative counts per bucket bound (`le`), the last at infinity,
-    /// as a Prometheus histogram gives them.
-    pub fn histogram(&self) -> Vec<(f64, u64)> {
-        let buckets = self
+    /// as a Prometheus histogram gives them, and the sum of the samples.
+    /// Both are read at once: a scraper requires the `+Inf` bucket to be
+    /// the count the sum is of.
+    pub fn histogram(&self) -> (Vec<(f64, u64)>, f64) {
+        let (buckets, sum) = self
             .acknowledged
             .lock()
-            .map(|a| a.buckets)
-            .unwrap_or([0; FINITE_BUCKETS + 1]);
+            .map(|a| (a.buckets, a.sum))
+            .unwrap_or(([0; FINITE_BUCKETS + 1], 0.0));
         let mut total = 0;
-        bucket_bounds()
+        let cumulative = bucket_bounds()
             .chain([f64::INFINITY])
             .zip(buckets)
             .map(|(le, n)| {
                 total += n;
                 (le, total)
             })
-            .collect()
+            .collect();
+        (cumulative, sum)
     }
 
     /// The quantiles `qs` of the samples kept (nearest rank, from one
@@ -190,7 +193,8 @@ mod tests {
         assert!((0.49..0.55).contains(&p50), "{p50}");
         assert!((0.98..1.05).contains(&p99), "{p99}");
 
-        let histogram = l.histogram();
+        let (histogram, sum) = l.histogram();
+        assert!((sum - summary.sum).abs() < 1e-9);
         assert_eq!(histogram.len(), bucket_bounds().count() + 1);
         assert_eq!(histogram.last(), Some(&(f64::INFINITY, 100)));
         // Samples of 0 to 990 ms, ten in every tenth of a second.
@@ -212,11 +216,11 @@ mod tests {
         for i in 0..20 {
             ack(i, 2_500);
         }
-        let before = l.histogram();
+        let (before, _) = l.histogram();
         for i in 20..120 {
             ack(i, 100);
         }
-        let after = l.histogram();
+        let (after, _) = l.histogram();
         let window: Vec<(f64, u64)> = after
             .iter()
             .zip(&before)

@@ -48,11 +48,22 @@ pub struct BrokerAddress {
 
 impl BrokerAddress {
     pub fn parse(url: &str) -> Result<BrokerAddress, String> {
+        let shown = crate::config::redact(url);
         let u = url::Url::parse(url).map_err(|e| {
             format!(
-                "`{url}` is not a broker URL ({e}); write mqtt://host:1883 or mqtts://host:8883"
+                "`{shown}` is not a broker URL ({e}); write mqtt://host:1883 or mqtts://host:8883"
             )
         })?;
+        // The connection takes its credentials from `username` and
+        // `password_file`/`password_env` only; ones in the URL would be
+        // dropped without a word and the broker would refuse the agent.
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(format!(
+                "`{shown}` holds credentials, which are not read from the url; write the url \
+                 without them and put the user in `username`, the password in `password_file` \
+                 or `password_env`"
+            ));
+        }
         let tls = match u.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" => true,
@@ -65,7 +76,7 @@ impl BrokerAddress {
         let host = u
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("`{url}` names no host"))?;
+            .ok_or_else(|| format!("`{shown}` names no host"))?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
