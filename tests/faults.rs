@@ -533,6 +533,14 @@ fn events_kept_in_the_temporary_outbox_reach_the_ioc_once_the_folder_is_fixed() 
     let mut again = Agent::start_with_tmp(&cfg, Some(tmp.path()));
     wait_for_ids(&sub, &ids, "the events the temporary outbox held");
     again.process.wait_exit(Duration::from_secs(60));
+    // The clip's car again, this run: numbered after the moved events,
+    // whose numbers the unusable folder could not keep.
+    let events = by_seq(
+        &sub.wait_until(Duration::from_secs(30), "this run's event too", |m| {
+            parse_events(m).len() > ids.len()
+        }),
+    );
+    assert_no_gap(&events);
     assert!(again.log_text().contains("moved"), "{}", again.log_text());
 }
 

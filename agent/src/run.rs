@@ -8,7 +8,7 @@
 //! the publisher drains what they queued, then the MQTT connection waits
 //! for the broker's acknowledgements and closes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -81,16 +81,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mqtt = match &config.outputs.mqtt {
+    let (mqtt, given_out) = match &config.outputs.mqtt {
         Some(m) => {
-            let (outbox, problem) = open_outbox(&config)?;
+            let (outbox, problem, given_out) = open_outbox(&config)?;
             let _guard = runtime.enter();
             let acks = evidence.as_ref().map(Evidence::acknowledger);
             let sink = MqttSink::connect(m, &config.site.id, outbox, acks)?;
             sink.set_problem(Problem::OutboxFolder, problem);
-            Some(sink)
+            (Some(sink), given_out)
         }
-        None => None,
+        None => (None, HashMap::new()),
     };
     let metrics = Arc::new(Metrics {
         evidence: evidence.as_ref().map(|e| e.counters.clone()),
@@ -134,9 +134,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (alive_tx, mut alive_rx) = mpsc::unbounded_channel::<()>();
     let mut threads = Vec::new();
     for camera in &config.cameras {
-        let sequence = Sequencer::persistent(config.storage.dir.join("sequence").join(&camera.id)).unwrap_or_else(|e| {
-            tracing::error!(camera = %camera.id, "{e:#}; sequence numbers restart at 1 for this run: fix storage.dir");
-            Sequencer::in_memory()
+        let given_out = given_out.get(&camera.id).copied().unwrap_or(0);
+        let sequence = Sequencer::persistent(config.storage.dir.join("sequence").join(&camera.id), given_out).unwrap_or_else(|e| {
+            tracing::error!(camera = %camera.id, "{e:#}; sequence numbers go on from {given_out}, the highest of the events waiting, for this run: fix storage.dir");
+            Sequencer::in_memory_after(given_out)
         });
         let factory = EventFactory::new(&config.site, camera, &models.ids, sequence);
         // The frame and status callbacks both end passes, on one thread.
@@ -289,13 +290,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// and the installer can fix the folder without losing the site. The
 /// temporary outbox has one name per site, so the next start, with the
 /// folder fixed, moves what it still holds into the real one.
-fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
+///
+/// Also returns, per camera, the highest sequence number among the events
+/// the temporary outbox held: storage that could not keep events could not
+/// keep the camera's last number either.
+fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>, HashMap<String, u64>)> {
     let wanted = config.outbox_config();
     let fallback = std::env::temp_dir().join(format!("matthan-outbox-{}", config.site.id));
     match Outbox::open(wanted.clone()) {
         Ok(mut o) => {
+            let mut given_out = HashMap::new();
             if fallback.is_dir() {
-                recover_fallback(
+                given_out = recover_fallback(
                     &mut o,
                     crate::publish::outbox::OutboxConfig {
                         dir: fallback,
@@ -303,7 +309,7 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
                     },
                 );
             }
-            Ok((o, None))
+            Ok((o, None, given_out))
         }
         Err(e) => {
             let problem = format!(
@@ -312,23 +318,48 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>)> {
                 fallback.display()
             );
             tracing::error!("{problem}");
-            let o = Outbox::open(crate::publish::outbox::OutboxConfig {
+            let mut o = Outbox::open(crate::publish::outbox::OutboxConfig {
                 dir: fallback,
                 ..wanted
             })?;
-            Ok((o, Some(problem)))
+            let given_out = o
+                .read_pending(0, usize::MAX)
+                .map(|records| highest_seqs(&records))
+                .unwrap_or_default();
+            Ok((o, Some(problem), given_out))
         }
     }
+}
+
+/// The highest `seq` per camera among the events in `records` (evidence
+/// notices and other messages carry none).
+fn highest_seqs(records: &[crate::publish::outbox::Record]) -> HashMap<String, u64> {
+    let mut highest = HashMap::new();
+    for r in records {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.payload) else {
+            continue;
+        };
+        if let (Some(camera), Some(seq)) = (v["camera"]["id"].as_str(), v["seq"].as_u64()) {
+            let h = highest.entry(camera.to_string()).or_insert(0);
+            *h = seq.max(*h);
+        }
+    }
+    highest
 }
 
 /// Moves the events a temporary outbox still holds (from a start when the
 /// real one was unusable) into the real one, oldest first, then removes it.
 /// Each is acknowledged there once stored here, so a move cut short (a
 /// full disk, a power cut) repeats none at the next start.
-fn recover_fallback(outbox: &mut Outbox, fallback: crate::publish::outbox::OutboxConfig) {
+fn recover_fallback(
+    outbox: &mut Outbox,
+    fallback: crate::publish::outbox::OutboxConfig,
+) -> HashMap<String, u64> {
     let dir = fallback.dir.clone();
+    let mut given_out = HashMap::new();
     let moved = Outbox::open(fallback).and_then(|mut old| {
         let records = old.read_pending(0, usize::MAX)?;
+        given_out = highest_seqs(&records);
         for r in &records {
             outbox.append(&r.topic, &r.payload)?;
             old.ack(r.id)?;
@@ -352,6 +383,7 @@ fn recover_fallback(outbox: &mut Outbox, fallback: crate::publish::outbox::Outbo
             dir.display()
         ),
     }
+    given_out
 }
 
 /// Events the outbox could not store (disk full, read-only) wait here and

@@ -23,19 +23,34 @@ impl Sequencer {
         Self::default()
     }
 
-    /// Resumes from the number stored in `file`, if any.
-    pub fn persistent(file: PathBuf) -> anyhow::Result<Self> {
-        let last = match std::fs::read_to_string(&file) {
+    /// Numbers kept in memory only, after `last` (the highest known to
+    /// have been given out, when the file that keeps it cannot be read).
+    pub fn in_memory_after(last: u64) -> Self {
+        Self {
+            last: Mutex::new(last),
+            file: None,
+        }
+    }
+
+    /// Resumes from the number stored in `file`, if any, or from
+    /// `given_out`, the highest this camera's events still waiting to be
+    /// delivered carry, when that is higher: a run whose storage had
+    /// turned read-only numbered its events on without storing the number.
+    pub fn persistent(file: PathBuf, given_out: u64) -> anyhow::Result<Self> {
+        let stored = match std::fs::read_to_string(&file) {
             Ok(s) => s.trim().parse().with_context(|| format!("{} does not hold a sequence number; delete it to restart the camera's numbering at 1", file.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
         };
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+        // A folder that cannot be made shows at the first number stored, in
+        // the log; the numbers still go on from the last one known.
+        if let Some(dir) = file.parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::error!("cannot create {}: {e}", dir.display());
         }
         Ok(Self {
-            last: Mutex::new(last),
+            last: Mutex::new(stored.max(given_out)),
             file: Some(file),
         })
     }
@@ -86,13 +101,31 @@ mod tests {
     fn sequence_continues_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("seq/cam-1");
-        let s = Sequencer::persistent(file.clone()).unwrap();
+        let s = Sequencer::persistent(file.clone(), 0).unwrap();
         assert_eq!((s.next(), s.next()), (1, 2));
         drop(s);
-        let s = Sequencer::persistent(file.clone()).unwrap();
+        let s = Sequencer::persistent(file.clone(), 0).unwrap();
         assert_eq!(s.next(), 3);
         std::fs::write(&file, "garbage").unwrap();
-        assert!(format!("{:#}", Sequencer::persistent(file).err().unwrap()).contains("delete it"));
+        assert!(
+            format!("{:#}", Sequencer::persistent(file, 0).err().unwrap()).contains("delete it")
+        );
+    }
+
+    #[test]
+    fn numbers_given_out_but_not_stored_are_not_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("seq/cam-1");
+        let s = Sequencer::persistent(file.clone(), 0).unwrap();
+        assert_eq!(s.next(), 1);
+        drop(s);
+        // Events 2 to 7 waited in a temporary outbox while storage was read-only.
+        let s = Sequencer::persistent(file.clone(), 7).unwrap();
+        assert_eq!(s.next(), 8);
+        drop(s);
+        let s = Sequencer::persistent(file, 3).unwrap();
+        assert_eq!(s.next(), 9);
+        assert_eq!(Sequencer::in_memory_after(7).next(), 8);
     }
 
     #[test]
