@@ -66,14 +66,17 @@ def to_i420(bgr):
 
 
 def resize_i420(frame, nw, nh):
-    """Each plane resized on its own to an even size, converted, the odd column/row cut."""
+    """The luma resized to exactly nw x nh (its edge repeated to an even size), the chroma
+    planes to half the even size, converted, the odd column/row cut: the picture is scaled
+    by nw / w and nh / h, which is how points are mapped back."""
     yuv, w, h = frame
     ew, eh = nw + nw % 2, nh + nh % 2
     interp = cv2.INTER_AREA if ew < w else cv2.INTER_LINEAR
-    planes = [yuv[:w * h].reshape(h, w), yuv[w * h:w * h * 5 // 4].reshape(h // 2, w // 2),
-              yuv[w * h * 5 // 4:].reshape(h // 2, w // 2)]
-    sizes = [(ew, eh), (ew // 2, eh // 2), (ew // 2, eh // 2)]
-    small = np.concatenate([cv2.resize(p, sz, interpolation=interp).reshape(-1) for p, sz in zip(planes, sizes)])
+    luma = cv2.resize(yuv[:w * h].reshape(h, w), (nw, nh), interpolation=interp)
+    luma = np.pad(luma, ((0, eh - nh), (0, ew - nw)), mode="edge")
+    chroma = [cv2.resize(p.reshape(h // 2, w // 2), (ew // 2, eh // 2), interpolation=interp).reshape(-1)
+              for p in (yuv[w * h:w * h * 5 // 4], yuv[w * h * 5 // 4:])]
+    small = np.concatenate([luma.reshape(-1)] + chroma)
     return cv2.cvtColor(small.reshape(eh * 3 // 2, ew), cv2.COLOR_YUV2BGR_I420)[:nh, :nw]
 
 
@@ -100,8 +103,9 @@ def faces(sess, frame, threshold=0.7, long_side=640):
             c, r = i % cols, i // cols
             cx, cy = (c + box[i, 0]) * stride, (r + box[i, 1]) * stride
             bw, bh = np.exp(box[i, 2]) * stride, np.exp(box[i, 3]) * stride
-            lm = [[(c + kps[i, 2 * j]) * stride / s, (r + kps[i, 2 * j + 1]) * stride / s] for j in range(5)]
-            dets.append({"bbox": [(cx - bw / 2) / s, (cy - bh / 2) / s, (cx + bw / 2) / s, (cy + bh / 2) / s],
+            sx, sy = nw / w, nh / h
+            lm = [[(c + kps[i, 2 * j]) * stride / sx, (r + kps[i, 2 * j + 1]) * stride / sy] for j in range(5)]
+            dets.append({"bbox": [(cx - bw / 2) / sx, (cy - bh / 2) / sy, (cx + bw / 2) / sx, (cy + bh / 2) / sy],
                          "score": float(score[i]), "landmarks": lm})
     kept = nms(dets, 0.3)
     for d in kept:
@@ -134,7 +138,7 @@ def plates(det, ocr, frame, threshold=0.5):
         score = max(one, two)
         if score < threshold:
             continue
-        unmap = lambda px, py: [(px - left) / r, (py - top) / r]
+        unmap = lambda px, py: [(px - left) / (nw / w), (py - top) / (nh / h)]
         cx, cy, bw, bh = row[:4]
         x1, y1 = unmap(cx - bw / 2, cy - bh / 2)
         x2, y2 = unmap(cx + bw / 2, cy + bh / 2)

@@ -112,19 +112,20 @@ impl FaceDetector {
         }
         drop(outputs);
         drop(session);
-        let inv = 1.0 / scale;
+        // Each axis by its own whole-pixel size, as the letterbox does.
+        let (inv_x, inv_y) = (img.width as f32 / w as f32, img.height as f32 / h as f32);
         let clamp = |v: f32, max: u32| v.clamp(0.0, max as f32);
         Ok(nms(faces, NMS_IOU, |f| f.bbox, |f| f.score)
             .into_iter()
             .map(|f| Face {
                 bbox: [
-                    clamp(f.bbox[0] * inv, img.width),
-                    clamp(f.bbox[1] * inv, img.height),
-                    clamp(f.bbox[2] * inv, img.width),
-                    clamp(f.bbox[3] * inv, img.height),
+                    clamp(f.bbox[0] * inv_x, img.width),
+                    clamp(f.bbox[1] * inv_y, img.height),
+                    clamp(f.bbox[2] * inv_x, img.width),
+                    clamp(f.bbox[3] * inv_y, img.height),
                 ],
                 score: f.score,
-                landmarks: f.landmarks.map(|[x, y]| [x * inv, y * inv]),
+                landmarks: f.landmarks.map(|[x, y]| [x * inv_x, y * inv_y]),
             })
             .collect())
     }

@@ -65,18 +65,34 @@ fn resize_mat(
 /// resized on its own (area-averaged when shrinking, as [`resize`] does),
 /// then the small result is converted.
 pub fn resize_i420(img: &I420Image, width: u32, height: u32) -> anyhow::Result<BgrImage> {
-    // I420 wants even sizes: an odd last column or row is cut after converting.
+    // I420 wants even sizes: an odd last column or row is cut after
+    // converting. The luma is scaled to the size asked and its edge
+    // repeated into that column or row, not scaled one pixel larger:
+    // callers map points back by width / frame width, and an 1520-row
+    // frame letterboxed to 181 rows, scaled to 182, put plates 8 pixels low.
     let (ew, eh) = (width.div_ceil(2) * 2, height.div_ceil(2) * 2);
     let shrinking = ew < img.width;
     let mut data = Vec::with_capacity((ew * eh * 3 / 2) as usize);
-    for (plane, (pw, ph), (tw, th)) in [
-        (0, (img.width, img.height), (ew, eh)),
-        (1, (img.width / 2, img.height / 2), (ew / 2, eh / 2)),
-        (2, (img.width / 2, img.height / 2), (ew / 2, eh / 2)),
-    ] {
-        let src = Mat::new_rows_cols_with_bytes::<u8>(ph as i32, pw as i32, img.planes()[plane])
+    let luma =
+        Mat::new_rows_cols_with_bytes::<u8>(img.height as i32, img.width as i32, img.planes()[0])
             .context("cannot wrap the frame for OpenCV")?;
-        data.extend_from_slice(resize_mat(&src, tw, th, shrinking)?.data_bytes()?);
+    let luma = resize_mat(&luma, width, height, shrinking)?;
+    let luma = luma.data_bytes()?;
+    for y in 0..eh as usize {
+        let row = &luma[y.min(height as usize - 1) * width as usize..][..width as usize];
+        data.extend_from_slice(row);
+        if ew > width {
+            data.push(row[row.len() - 1]);
+        }
+    }
+    for plane in [1, 2] {
+        let src = Mat::new_rows_cols_with_bytes::<u8>(
+            (img.height / 2) as i32,
+            (img.width / 2) as i32,
+            img.planes()[plane],
+        )
+        .context("cannot wrap the frame for OpenCV")?;
+        data.extend_from_slice(resize_mat(&src, ew / 2, eh / 2, shrinking)?.data_bytes()?);
     }
     let bgr = I420Image::new(ew, eh, data).to_bgr()?;
     if (ew, eh) == (width, height) {
@@ -127,10 +143,13 @@ pub fn region_i420(img: &I420Image, rect: [f32; 4]) -> anyhow::Result<(BgrImage,
     Ok((I420Image::new(w as u32, h as u32, data).to_bgr()?, [x1, y1]))
 }
 
-/// Where the image landed inside a letterboxed square.
+/// Where the image landed inside a letterboxed square. The scale is
+/// each axis's own: sizes are whole pixels, so the two differ slightly
+/// from the aspect-keeping one (188 rows for 1520 is not 320 / 2592).
 #[derive(Debug, Clone, Copy)]
 pub struct Letterbox {
-    pub scale: f32,
+    pub scale_x: f32,
+    pub scale_y: f32,
     pub pad_x: f32,
     pub pad_y: f32,
 }
@@ -138,7 +157,10 @@ pub struct Letterbox {
 impl Letterbox {
     /// Maps a point of the letterboxed input back to the original image.
     pub fn unmap(&self, x: f32, y: f32) -> [f32; 2] {
-        [(x - self.pad_x) / self.scale, (y - self.pad_y) / self.scale]
+        [
+            (x - self.pad_x) / self.scale_x,
+            (y - self.pad_y) / self.scale_y,
+        ]
     }
 }
 
@@ -160,7 +182,8 @@ pub fn letterbox(img: &I420Image, size: u32) -> anyhow::Result<(BgrImage, Letter
     Ok((
         BgrImage::new(size, size, data),
         Letterbox {
-            scale,
+            scale_x: w as f32 / img.width as f32,
+            scale_y: h as f32 / img.height as f32,
             pad_x: pad_x as f32,
             pad_y: pad_y as f32,
         },
@@ -249,10 +272,39 @@ mod tests {
         let frame = I420Image::from_bgr(&gradient(200, 100)).unwrap();
         let (out, lb) = letterbox(&frame, 100).unwrap();
         assert_eq!((out.width, out.height), (100, 100));
-        assert_eq!((lb.scale, lb.pad_x, lb.pad_y), (0.5, 0.0, 25.0));
+        assert_eq!(
+            (lb.scale_x, lb.scale_y, lb.pad_x, lb.pad_y),
+            (0.5, 0.5, 0.0, 25.0)
+        );
         assert_eq!(out.pixel(50, 10), [0, 0, 0], "padding is black");
         let [x, y] = lb.unmap(50.0, 75.0);
         assert_eq!((x, y), (100.0, 100.0));
+    }
+
+    /// Frame sizes whose letterboxed height comes out odd (4 MP sensors,
+    /// 1088-row encodes): a bright band must map back to where it is.
+    #[test]
+    fn letterbox_unmaps_exactly_at_odd_heights() {
+        for (fw, fh) in [(2688u32, 1520u32), (2592, 1520), (1920, 1088)] {
+            let mut bgr = vec![40u8; (fw * fh * 3) as usize];
+            for y in fh - 120..fh - 80 {
+                bgr[(y * fw * 3) as usize..((y + 1) * fw * 3) as usize].fill(230);
+            }
+            let frame = I420Image::from_bgr(&BgrImage::new(fw, fh, bgr)).unwrap();
+            let (out, lb) = letterbox(&frame, 320).unwrap();
+            let (mut mass, mut moment) = (0.0f32, 0.0f32);
+            for y in 0..320 {
+                let v = (out.pixel(160, y)[0] as f32 - 40.0).max(0.0);
+                mass += v;
+                moment += v * (y as f32 + 0.5);
+            }
+            let centre = lb.unmap(160.0, moment / mass)[1];
+            assert!(
+                (centre - (fh - 100) as f32).abs() < 1.5,
+                "{fw}x{fh}: the band's centre maps to {centre}, not {}",
+                fh - 100
+            );
+        }
     }
 
     #[test]

@@ -145,12 +145,16 @@ fn decode(data: &[f32], alphabet: &[char]) -> TextRead {
     let mut char_confidences = Vec::new();
     let mut total = 0.0;
     let slots = data.len() / classes;
+    // A NaN would outrank every probability and become the read's
+    // confidence: a broken output counts as no evidence for its class.
+    let finite = |p: f32| if p.is_finite() { p } else { 0.0 };
     for slot in data.chunks_exact(classes) {
         let (best, p) = slot
             .iter()
+            .map(|&p| finite(p))
             .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, p)| (alphabet[i], *p))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, p)| (alphabet[i], p))
             .unwrap_or((PAD, 0.0));
         total += p;
         if best != PAD {
@@ -184,6 +188,17 @@ mod tests {
         assert_eq!(r.chars, "5A");
         assert_eq!(r.char_confidences, vec![0.9, 0.8]);
         assert!((r.confidence - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_nan_in_the_output_is_no_class_and_no_confidence() {
+        let alphabet = alphabet_of(37).unwrap();
+        let mut data = vec![0.0; 37];
+        data[0] = f32::NAN;
+        data[1] = 0.9;
+        let r = decode(&data, &alphabet);
+        assert_eq!(r.chars, "1");
+        assert!((r.confidence - 0.9).abs() < 1e-6, "{}", r.confidence);
     }
 
     #[test]
