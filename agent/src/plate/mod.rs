@@ -32,6 +32,13 @@ pub const CAR_SHORT_PLATE_ASPECT: f32 = 1.8;
 /// a car, on two the plate's shape tells.
 pub fn parse_shaped(chars: &str, lines: u8, aspect: f32) -> Option<Plate> {
     let mut all = readings(chars);
+    if lines == 1
+        && !all.is_empty()
+        && all.iter().all(|p| p.kind == PlateKind::Motorbike)
+        && let Some(plate) = one_line_with_dj(chars)
+    {
+        return Some(plate);
+    }
     if lines == 2 {
         let kind = if aspect >= CAR_SHORT_PLATE_ASPECT {
             PlateKind::Car
@@ -43,6 +50,19 @@ pub fn parse_shaped(chars: &str, lines: u8, aspect: f32) -> Option<Plate> {
         }
     }
     all.into_iter().next()
+}
+
+/// Motorbike plates have two lines: a one-line plate that reads only as
+/// one is a car series whose `Đ` the reader took for `D` (`30TĐ-123.45`
+/// read `30TD12345`, a motorbike's series `TD`), when a `Đ` makes it a
+/// plate of another kind.
+fn one_line_with_dj(chars: &str) -> Option<Plate> {
+    chars
+        .char_indices()
+        .filter(|&(_, c)| c == 'D')
+        .map(|(i, _)| format!("{}Đ{}", &chars[..i], &chars[i + 1..]))
+        .flat_map(|c| readings(&c))
+        .find(|p| p.kind != PlateKind::Motorbike)
 }
 
 /// The display form an officer writes: `51G12345` → `51G-123.45`,
@@ -100,5 +120,24 @@ mod tests {
             "59-H1 437.27"
         );
         assert!(parse_shaped("13A12345", 2, 1.3).is_none());
+    }
+
+    #[test]
+    fn a_one_line_plate_read_as_a_motorbike_series_with_d_is_the_car_series_with_dj() {
+        let p = parse_shaped("30TD12345", 1, 4.5).unwrap();
+        assert_eq!(
+            (p.chars.as_str(), p.kind),
+            ("30TĐ12345", PlateKind::Special)
+        );
+        // On two lines it is the motorbike it reads as.
+        assert_eq!(
+            parse_shaped("30TD12345", 2, 1.4).unwrap().kind,
+            PlateKind::Motorbike
+        );
+        // A one-line plate with no Đ reading stays as read.
+        assert_eq!(
+            parse_shaped("47AD15155", 1, 4.5).unwrap().display,
+            "47-AD 151.55"
+        );
     }
 }

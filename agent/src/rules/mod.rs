@@ -727,6 +727,10 @@ impl Passes {
             v.plate = None;
         } else {
             v.plate = crate::plate::parse_shaped(&v.chars, best.lines, two_line_aspect(&sightings));
+            // The shape can restore a Đ the reader took for D.
+            if let Some(p) = &v.plate {
+                v.chars.clone_from(&p.chars);
+            }
         }
         let pass = PlatePass {
             track_id: id,
