@@ -5,8 +5,9 @@
 //! and decoder for whatever codec a camera sends. The choice of decoder is
 //! made the GStreamer way, by element rank: the chosen preset's elements
 //! are raised above every other decoder in the registry, once, at start-up.
-//! A preset whose elements this machine lacks falls back to software with a
-//! warning; it never fails a camera.
+//! A preset whose elements this machine lacks, or whose decoder cannot open
+//! its device, falls back to software with a warning; it never fails a
+//! camera.
 
 use std::sync::Mutex;
 
@@ -75,38 +76,73 @@ fn available(name: &str) -> bool {
     gst::ElementFactory::find(name).is_some()
 }
 
-/// Whether this machine has everything the preset needs.
-fn usable(preset: DecoderPreset) -> bool {
-    available(elements(preset)[0]) && available(converter(preset))
+/// Why this machine cannot use the preset, if it cannot: an element
+/// missing, or a decoder that cannot open its device. Some hardware
+/// decoders register whether or not the device is there (a Rockchip
+/// image on another board, a container without /dev passed in); taken at
+/// their word, every camera would fail at its stream's start instead.
+fn unusable(preset: DecoderPreset) -> Option<String> {
+    let missing = [elements(preset)[0], converter(preset)]
+        .into_iter()
+        .filter(|e| !available(e))
+        .collect::<Vec<_>>();
+    if !missing.is_empty() {
+        return Some(format!(
+            "needs the GStreamer element {}, which this machine does not have",
+            missing.join(" and ")
+        ));
+    }
+    let decoder = elements(preset)[0];
+    gst::ElementFactory::make(decoder)
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|element| opens(&element))
+        .err()
+        .map(|why| format!("cannot open its decoder {decoder} here ({why})"))
 }
 
-/// Resolves a preset against this machine's registry: `Auto` becomes the
-/// first preset whose H.264 decoder exists; a preset whose decoder is
-/// missing becomes `Software`. Returns the preset used and, when it is not
-/// the one asked for, why.
+/// Whether `element` gets to READY, where hardware elements open their
+/// device; it is left in NULL either way.
+fn opens(element: &gst::Element) -> Result<(), String> {
+    // Outside a pipeline an element has no bus for its error message.
+    let bus = element.bus().unwrap_or_else(|| {
+        let bus = gst::Bus::new();
+        element.set_bus(Some(&bus));
+        bus
+    });
+    let result = element.set_state(gst::State::Ready);
+    let _ = element.set_state(gst::State::Null);
+    result.map(|_| ()).map_err(|_| {
+        bus.pop_filtered(&[gst::MessageType::Error])
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "it refused to start".into())
+    })
+}
+
+/// Resolves a preset against this machine: `Auto` becomes the first
+/// preset this machine can use; a preset it cannot use becomes `Software`.
+/// Returns the preset used and, when it is not the one asked for, why.
 pub fn resolve(wanted: DecoderPreset) -> (DecoderPreset, Option<String>) {
     match wanted {
         DecoderPreset::Auto => {
             let chosen = AUTO_ORDER
                 .into_iter()
-                .find(|p| usable(*p))
+                .find(|p| unusable(*p).is_none())
                 .unwrap_or(DecoderPreset::Software);
             (chosen, None)
         }
-        p if usable(p) => (p, None),
-        p => {
-            let missing = [elements(p)[0], converter(p)]
-                .into_iter()
-                .filter(|e| !available(e))
-                .collect::<Vec<_>>()
-                .join(" and ");
-            (
+        p => match unusable(p) {
+            None => (p, None),
+            Some(why) => (
                 DecoderPreset::Software,
                 Some(format!(
-                    "decoder preset {p:?} needs the GStreamer element {missing}, which this machine does not have; using software decoding"
+                    "decoder preset {p:?} {why}; using software decoding"
                 )),
-            )
-        }
+            ),
+        },
     }
 }
 
@@ -169,13 +205,27 @@ mod tests {
                 (chosen, None) => assert_eq!(chosen, p),
                 (chosen, Some(why)) => {
                     assert_eq!(chosen, DecoderPreset::Software);
-                    assert!(!usable(p), "{p:?}");
-                    for e in [elements(p)[0], converter(p)] {
-                        assert_eq!(why.contains(e), !available(e), "{why}");
-                    }
+                    assert!(unusable(p).is_some(), "{p:?}");
+                    assert!(why.contains(elements(p)[0]), "{why}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_element_that_cannot_open_its_device_is_not_taken_at_its_word() {
+        crate::ingest::init_gstreamer().unwrap();
+        // v4l2src opens its device at READY, as the V4L2 and MPP decoders do.
+        let absent = gst::ElementFactory::make("v4l2src")
+            .property("device", "/dev/video-matthan-absent")
+            .build()
+            .unwrap();
+        let why = opens(&absent).unwrap_err();
+        assert!(why.contains("video-matthan-absent"), "{why}");
+        assert_eq!(absent.current_state(), gst::State::Null);
+        let software = gst::ElementFactory::make("avdec_h264").build().unwrap();
+        assert_eq!(opens(&software), Ok(()));
+        assert_eq!(unusable(DecoderPreset::Software), None);
     }
 
     #[test]
