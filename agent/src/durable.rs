@@ -21,3 +21,10 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Copies `from` to `to` and syncs the copy.
+pub fn copy_synced(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::copy(from, to)
+        .and_then(|_| std::fs::File::open(to)?.sync_all())
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))
+}
