@@ -88,6 +88,7 @@ pub fn append(
     reason: &str,
 ) -> anyhow::Result<Entry> {
     let path = dir.join(LOG_FILE);
+    let new_log = !path.exists();
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .append(true)
@@ -130,6 +131,10 @@ pub fn append(
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_data())
         .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
+    if new_log {
+        // Its name, or the head would name a line of a log not on disk.
+        crate::durable::sync_dir(dir)?;
+    }
     write_head(dir, key, entry.seq, &sha256_hex(line.trim_end().as_bytes()))?;
     Ok(entry)
 }
@@ -179,8 +184,11 @@ fn write_head(
             f.write_all(&serde_json::to_vec(&head).expect("heads serialise"))?;
             f.sync_all()
         })
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("cannot write {}", path.display()))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // The folder synced: else a power cut can leave a head several appends
+    // behind the synced log, which no start can mend and verify reports as
+    // tampering.
+    crate::durable::rename_synced(&tmp, &path)
 }
 
 /// Brings the signed head up to the log's last line when a stop came

@@ -215,23 +215,7 @@ impl Evidence {
                 settings.dir.display()
             )
         })?;
-        // The public key travels with the packages, so a copied folder can be
-        // verified. A different key there means the signing key was lost or
-        // replaced: the packages already signed would no longer verify
-        // against this gateway, so that is for a person to sort out.
-        let store_key = settings.dir.join(verify::STORE_KEY_FILE);
-        match std::fs::read_to_string(&store_key) {
-            Ok(k) if k.trim() != key.public_hex() => anyhow::bail!(
-                "{} holds another public key than {} ({}): the gateway's signing key was replaced or lost. \
-                 Restore the key from backup, or move the old packages elsewhere (with their key) before starting",
-                store_key.display(),
-                key_dir.join(keys::PRIVATE_FILE).display(),
-                key.fingerprint()
-            ),
-            Ok(_) => {}
-            Err(_) => std::fs::write(&store_key, key.public_hex() + "\n")
-                .with_context(|| format!("cannot write into {}", settings.dir.display()))?,
-        }
+        check_store_key(&settings.dir, &key, key_dir)?;
         store::remove_partials(&settings.dir);
         match custody::mend_head(&settings.dir, &key) {
             Ok(true) => tracing::warn!(
@@ -376,6 +360,38 @@ impl CameraEvidence {
         tracing::error!(event = %id, refused_total = n, "no evidence package for this event: {why}");
         false
     }
+}
+
+/// The public key travels with the packages, so a copied folder can be
+/// verified. A different key there means the signing key was lost or
+/// replaced: the packages already signed would no longer verify against
+/// this gateway, so that is for a person to sort out. An empty or
+/// unreadable copy is only a write a power cut interrupted (older agents
+/// wrote it unsynced): written again.
+fn check_store_key(
+    dir: &std::path::Path,
+    key: &GatewayKey,
+    key_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let path = dir.join(verify::STORE_KEY_FILE);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    match keys::parse_public(&text) {
+        Ok(stored) if stored == key.public() => return Ok(()),
+        Ok(_) => anyhow::bail!(
+            "{} holds another public key than {} ({}): the gateway's signing key was replaced or lost. \
+             Restore the key from backup, or move the old packages elsewhere (with their key) before starting",
+            path.display(),
+            key_dir.join(keys::PRIVATE_FILE).display(),
+            key.fingerprint()
+        ),
+        Err(_) if text.trim().is_empty() => {}
+        Err(e) => tracing::warn!(
+            file = %path.display(),
+            "damaged ({e}), as a power cut during its write leaves it; written again from the gateway's key"
+        ),
+    }
+    crate::durable::replace_synced(&path, (key.public_hex() + "\n").as_bytes())
+        .with_context(|| format!("cannot write into {}", dir.display()))
 }
 
 /// How far apart in wall-clock time the frame and the video at its stream
@@ -907,6 +923,27 @@ mod tests {
             ..request(2000, SystemTime::now())
         };
         package::write_package(&w.settings.dir, &cx, &req, &Span::default(), None).unwrap()
+    }
+
+    #[test]
+    fn an_empty_store_key_left_by_a_power_cut_does_not_stop_the_start() {
+        let root = tempfile::tempdir().unwrap();
+        let key = GatewayKey::load_or_create(&root.path().join("keys")).unwrap();
+        let path = root.path().join(verify::STORE_KEY_FILE);
+        for left in ["", "\n", "12ab"] {
+            std::fs::write(&path, left).unwrap();
+            check_store_key(root.path(), &key, &root.path().join("keys"))
+                .unwrap_or_else(|e| panic!("{left:?}: {e:#}"));
+            let written = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(written.trim(), key.public_hex());
+        }
+        // Another key's copy is still for a person to sort out.
+        let other = GatewayKey::load_or_create(&root.path().join("other")).unwrap();
+        std::fs::write(&path, other.public_hex() + "\n").unwrap();
+        let err = check_store_key(root.path(), &key, &root.path().join("keys"))
+            .err()
+            .expect("another key was taken");
+        assert!(err.to_string().contains("replaced or lost"), "{err:#}");
     }
 
     #[test]
