@@ -4,12 +4,11 @@
 //! Each line carries the sha256 of the line before it and a signature by
 //! the gateway key over itself, so a line changed, removed or inserted
 //! breaks the chain at that place, and a forged chain needs the key. The
-//! agent and the `matthan evidence` commands may append at the same time;
-//! an exclusive `flock` keeps each append whole and the chain linear.
+//! agent and the `matthan evidence` commands may append at the same time,
+//! and `verify` may read meanwhile: see [`StoreLock`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
@@ -22,6 +21,8 @@ pub const LOG_FILE: &str = "custody.log";
 /// The signed sequence number and hash of the log's last line: a chain
 /// alone cannot show that entries were cut from its end.
 pub const HEAD_FILE: &str = "custody.head";
+/// The evidence folder's advisory lock file (a dot name: not a package).
+pub const LOCK_FILE: &str = ".custody.lock";
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -78,8 +79,78 @@ impl Entry {
     }
 }
 
+/// An advisory lock on the evidence folder, released when dropped. Taken
+/// exclusively to append a custody line, with the folder change the line
+/// records (a package sealed, or deleted); shared by `verify` for its
+/// whole read. So appends stay whole and the chain linear, and `verify`
+/// never sees a line without its head, nor a package without its line.
+pub struct StoreLock {
+    _file: std::fs::File,
+    dir: PathBuf,
+}
+
+impl StoreLock {
+    pub fn exclusive(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| {
+                format!("cannot open the evidence folder's lock {}", path.display())
+            })?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(Self {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// None where there is no lock to take (a read-only copy of the
+    /// folder, which nothing appends to).
+    pub fn shared(dir: &Path) -> Option<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path))
+            .ok()?;
+        file.lock_shared().ok()?;
+        Some(Self {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Appends one entry to the log of the folder this lock holds;
+    /// returns it as written.
+    pub fn append(
+        &self,
+        key: &GatewayKey,
+        action: Action,
+        package: &str,
+        manifest_sha256: Option<&str>,
+        reason: &str,
+    ) -> anyhow::Result<Entry> {
+        append_locked(&self.dir, key, action, package, manifest_sha256, reason)
+    }
+}
+
 /// Appends one entry under an exclusive lock; returns it as written.
 pub fn append(
+    dir: &Path,
+    key: &GatewayKey,
+    action: Action,
+    package: &str,
+    manifest_sha256: Option<&str>,
+    reason: &str,
+) -> anyhow::Result<Entry> {
+    StoreLock::exclusive(dir)?.append(key, action, package, manifest_sha256, reason)
+}
+
+fn append_locked(
     dir: &Path,
     key: &GatewayKey,
     action: Action,
@@ -95,8 +166,6 @@ pub fn append(
         .create(true)
         .open(&path)
         .with_context(|| format!("cannot open the custody log {}", path.display()))?;
-    let _lock = Flock::exclusive(&file)
-        .with_context(|| format!("cannot lock the custody log {}", path.display()))?;
     let (last, terminated) = last_line(&mut file)
         .with_context(|| format!("cannot read the custody log {}", path.display()))?;
     if !terminated {
@@ -200,6 +269,10 @@ fn write_head(
 /// the head was brought up to date.
 pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
     let path = dir.join(LOG_FILE);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let _lock = StoreLock::exclusive(dir)?;
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -208,8 +281,6 @@ pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
                 .with_context(|| format!("cannot open the custody log {}", path.display()));
         }
     };
-    let _lock = Flock::exclusive(&file)
-        .with_context(|| format!("cannot lock the custody log {}", path.display()))?;
     let (Some(line), _) = last_line(&mut file)
         .with_context(|| format!("cannot read the custody log {}", path.display()))?
     else {
@@ -411,28 +482,6 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
         problems.push(p);
     }
     Ok((entries, problems))
-}
-
-/// An exclusive `flock` held until dropped; declared after the file it
-/// locks, so it is released before the file is closed.
-struct Flock(std::os::fd::RawFd);
-
-impl Flock {
-    fn exclusive(file: &std::fs::File) -> std::io::Result<Self> {
-        let fd = file.as_raw_fd();
-        // SAFETY: flock on an open descriptor; the guard lives no longer than the file.
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self(fd))
-    }
-}
-
-impl Drop for Flock {
-    fn drop(&mut self) {
-        // SAFETY: as above; unlocking a lock we hold.
-        unsafe { libc::flock(self.0, libc::LOCK_UN) };
-    }
 }
 
 #[cfg(test)]

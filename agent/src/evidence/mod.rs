@@ -673,20 +673,24 @@ impl Worker {
             pre: self.settings.pre,
             post: self.settings.post,
         };
+        // Held from before the package appears until its line is written:
+        // `verify` must not find a package the log does not know yet.
+        let lock = custody::StoreLock::exclusive(&self.settings.dir);
         let result = package::write_package(&self.settings.dir, &cx, &p.req, &p.span, short);
         // A package on disk is sealed, whether or not its custody entry
         // could be written; an entry that could not is written at the next
         // start, from the promise kept for it.
-        let logged = result.as_ref().ok().map(|sealed| {
-            custody::append(
-                &self.settings.dir,
+        let logged = result.as_ref().ok().map(|sealed| match &lock {
+            Ok(lock) => lock.append(
                 &self.key,
                 Action::Created,
                 &sealed.id,
                 Some(&sealed.manifest_sha256),
                 "plate event",
-            )
+            ),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
         });
+        drop(lock);
         let sealed = result.is_ok();
         let mut notice = EvidenceNotice::new(&self.settings, &p.req.id, &p.req.camera, "sealed");
         let unlogged = match &logged {
@@ -779,6 +783,12 @@ impl Worker {
         if let Err(e) = self.index.refresh(&dir) {
             return tracing::error!("evidence retention failed: {e:#}");
         }
+        // Each deletion's entry and its folder's going are one change to
+        // `verify`, which holds the lock shared while it reads.
+        let lock = match custody::StoreLock::exclusive(&dir) {
+            Ok(lock) => lock,
+            Err(e) => return tracing::error!("evidence retention failed: {e:#}"),
+        };
         let stuck: Vec<store::Deletion> = self.index.stuck().values().cloned().collect();
         for d in &stuck {
             self.remove(d);
@@ -799,7 +809,7 @@ impl Worker {
         );
         for d in plan {
             // Nothing goes unlogged: with the log unwritable, retention waits.
-            if let Err(e) = store::log_deletion(&dir, &self.key, &d) {
+            if let Err(e) = store::log_deletion(&lock, &self.key, &d) {
                 return tracing::error!("evidence retention failed: {e:#}");
             }
             self.remove(&d);
@@ -1126,7 +1136,12 @@ mod tests {
             reason: "quota".into(),
             forced: true,
         };
-        store::log_deletion(&dir, &w.key, &oldest).unwrap();
+        store::log_deletion(
+            &custody::StoreLock::exclusive(&dir).unwrap(),
+            &w.key,
+            &oldest,
+        )
+        .unwrap();
         w.retention();
         assert!(!dir.join(a).exists());
         assert!(

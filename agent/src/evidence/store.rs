@@ -291,8 +291,15 @@ pub fn plan(
 /// Logs a deletion, before the folder goes: a package that then fails to
 /// go is reported by `verify` as present though logged deleted, never
 /// silently missing. Nothing may be deleted when this fails.
-pub fn log_deletion(root: &Path, key: &GatewayKey, d: &Deletion) -> anyhow::Result<()> {
-    custody::append(root, key, Action::Deleted, &d.id, None, &d.reason).map(|_| ())
+/// Taken under the folder's lock, held until the folder is gone, so
+/// `verify` never reads the entry with the folder still there.
+pub fn log_deletion(
+    lock: &custody::StoreLock,
+    key: &GatewayKey,
+    d: &Deletion,
+) -> anyhow::Result<()> {
+    lock.append(key, Action::Deleted, &d.id, None, &d.reason)
+        .map(|_| ())
 }
 
 /// Removes a package already logged deleted.
@@ -428,7 +435,7 @@ mod tests {
             reason: "test".into(),
             forced: false,
         };
-        log_deletion(root, &key, &d).unwrap();
+        log_deletion(&custody::StoreLock::exclusive(root).unwrap(), &key, &d).unwrap();
         remove(root, &d).unwrap();
         index.refresh(root).unwrap();
         assert_eq!(

@@ -304,6 +304,9 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         Some(_) => Trust::Given(&key),
         None => Trust::Folder(&key),
     };
+    // The packages, the log and its head as of one moment: read while the
+    // agent seals or deletes, they would disagree without any tampering.
+    let _lock = custody::StoreLock::shared(root);
     let present: HashMap<String, Option<String>> = super::store::Index::read(root)?
         .packages()
         .into_iter()
@@ -368,4 +371,44 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::keys::GatewayKey;
+    use crate::evidence::package::tests::stored;
+    use std::path::PathBuf;
+
+    fn store() -> (tempfile::TempDir, PathBuf, GatewayKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = GatewayKey::load_or_create(&dir.path().join("keys")).unwrap();
+        let root = dir.path().join("evidence");
+        (dir, root, key)
+    }
+
+    fn event() -> serde_json::Value {
+        serde_json::json!({ "kind": "plate", "plate": { "text": "51G-123.45", "valid": true } })
+    }
+
+    #[test]
+    fn verify_on_a_busy_gateway_finds_no_tampering_that_did_not_happen() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..300 {
+                    custody::append(&root, &key, Action::Acknowledged, "p0", None, "ack").unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let mut looks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = verify(&root, Some(&key.public())).unwrap();
+                assert!(report.passed(), "look {looks}:\n{}", report.print());
+                looks += 1;
+            }
+        });
+    }
 }
