@@ -55,13 +55,14 @@ fn export_with(
             report.print()
         );
     }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(src.join(super::package::MANIFEST))?)
+            .context("the package's manifest is not JSON")?;
+    same_package(&manifest, id, &src)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for entry in std::fs::read_dir(&src)?.flatten() {
         copy(&entry.path(), &out.join(entry.file_name()))?;
     }
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(src.join(super::package::MANIFEST))?)
-            .context("the package's manifest is not JSON")?;
     durable::write_synced(
         &out.join("index.html"),
         page(&manifest, &report, key).as_bytes(),
@@ -100,6 +101,21 @@ fn export_with(
         &format!("exported to {}", absolute(out).display()),
     )?;
     Ok(report)
+}
+
+/// Refuses a folder holding another package than its name: exporting it
+/// would log `exported` for a package that was never copied (an earlier
+/// export put back under another name verifies on its own).
+fn same_package(manifest: &Value, id: &str, src: &Path) -> anyhow::Result<()> {
+    let holds = manifest["package"].as_str().unwrap_or("");
+    if holds != id {
+        bail!(
+            "{} holds package {holds:?} (its manifest says so), not {id}: not exported. \
+             Keep the folder as it is and report it; `matthan evidence verify` shows what it holds",
+            src.display()
+        );
+    }
+    Ok(())
 }
 
 /// Syncs the export folder, so its files' names are on disk, and the
@@ -453,6 +469,26 @@ mod tests {
         assert!(stepped.contains("id=\"clock-stepped-back\""), "{stepped}");
         assert!(stepped.contains("clock stepped back"));
         assert!(!stepped.contains("id=\"not-a-plate\""));
+    }
+
+    #[test]
+    fn a_folder_holding_another_package_is_not_exported() {
+        let (dir, key) = store();
+        let root = dir.path().join("evidence");
+        stored(&root, &key, "b", plate_event("plate", "51G-123.45", true));
+        // b's export, put back in the store as a.
+        export(&root, "b", &root.join("a"), &key).unwrap();
+        let report = verify::verify(&root.join("a"), Some(&key.public())).unwrap();
+        assert!(report.print().contains("package b"), "{}", report.print());
+
+        let err = export(&root, "a", &dir.path().join("out"), &key)
+            .err()
+            .expect("a was exported");
+        assert!(
+            format!("{err:#}").contains("holds package \"b\""),
+            "{err:#}"
+        );
+        assert!(!exported(&root, "a"));
     }
 
     #[test]

@@ -160,6 +160,9 @@ fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
         ));
         return None;
     };
+    report
+        .checked
+        .push(format!("{name}: holds package {id} (its manifest says so)"));
     let mut listed: HashSet<&str> = [MANIFEST, SIGNATURE].into();
     // An exported copy may carry any folder name, and says which package
     // it shows under its own signature; a stored package is its folder.
