@@ -122,10 +122,7 @@ pub fn verify(path: &Path, trusted: Option<&VerifyingKey>) -> anyhow::Result<Rep
 
 /// Checks one package; returns the sha256 of its manifest.
 fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
-    let name = dir.file_name().map_or_else(
-        || dir.display().to_string(),
-        |n| n.to_string_lossy().to_string(),
-    );
+    let name = folder_name(dir);
     let manifest = match std::fs::read(dir.join(MANIFEST)) {
         Ok(m) => m,
         Err(e) => {
@@ -216,6 +213,19 @@ fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
         files.len()
     ));
     Some(sha256_hex(&manifest))
+}
+
+/// The folder's own name, which a stored package must share with its
+/// manifest: `.` or `pkg/..` have none until made absolute.
+fn folder_name(dir: &Path) -> String {
+    let full = dir
+        .canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf());
+    full.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().to_string(),
+    )
 }
 
 /// Checks an export's signature over its pages and the package it shows:
@@ -392,6 +402,21 @@ mod tests {
 
     fn event() -> serde_json::Value {
         serde_json::json!({ "kind": "plate", "plate": { "text": "51G-123.45", "valid": true } })
+    }
+
+    #[test]
+    fn a_package_given_as_a_relative_path_without_a_name_is_known_by_its_folder() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        let report = verify(&root.join("p0").join("."), Some(&key.public())).unwrap();
+        assert!(report.passed(), "{}", report.print());
+        // `matthan evidence verify .` run inside the package: its name is
+        // the working folder's (changing that here would move every test).
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            folder_name(Path::new(".")),
+            here.file_name().unwrap().to_string_lossy()
+        );
     }
 
     #[test]
