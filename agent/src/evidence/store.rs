@@ -57,7 +57,17 @@ impl Index {
         }
     }
 
-    /// The folder as it is now (a folder that does not exist yet is empty).
+    /// The folder as it is now, released only by entries `key` signed:
+    /// what `matthan evidence list` shows, so that a line added to the log
+    /// by hand does not show a package as exported.
+    pub fn read_for_gateway(root: &Path, key: VerifyingKey) -> anyhow::Result<Self> {
+        let mut index = Self::for_gateway(key);
+        index.refresh(root)?;
+        Ok(index)
+    }
+
+    /// The folder as it is now (a folder that does not exist yet is
+    /// empty), trusting every entry of the log: for its packages only.
     pub fn read(root: &Path) -> anyhow::Result<Self> {
         let mut index = Self::default();
         index.refresh(root)?;
@@ -386,8 +396,13 @@ mod tests {
             retention.released().is_empty(),
             "the forged line released it"
         );
-        // The listing, which knows no key, shows what the log says.
+        // Nor does it in the listing, which an unchecked index would show.
         assert!(Index::read(root).unwrap().released().contains(id));
+        let listing = Index::read_for_gateway(root, key.public()).unwrap();
+        assert!(
+            listing.released().is_empty(),
+            "listed as exported on a forged line"
+        );
     }
 
     #[test]
