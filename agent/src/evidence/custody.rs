@@ -180,7 +180,14 @@ fn append_locked(
                 Ok(entry) => entry.seq,
                 Err(_) => entries(dir)?.last().map_or(0, |e| e.seq),
             };
-            (seq + 1, sha256_hex(line))
+            let next = seq.checked_add(1).with_context(|| {
+                format!(
+                    "the custody log {} ends at sequence number {seq}, past which none can follow: \
+                     it was forged or damaged. Keep it as it is and run `matthan evidence verify`",
+                    path.display()
+                )
+            })?;
+            (next, sha256_hex(line))
         }
         None => (1, GENESIS.to_string()),
     };
@@ -305,7 +312,7 @@ pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
                 .with_context(|| format!("cannot read {}", dir.join(HEAD_FILE).display()));
         }
     };
-    let next = entry.seq == head.seq + 1
+    let next = head.seq.checked_add(1) == Some(entry.seq)
         && entry.prev == head.last_line_sha256
         && entry.signed_by(&key.public());
     if next {
@@ -470,7 +477,17 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
                         entry.package
                     ));
                 }
-                expected_seq = entry.seq + 1;
+                expected_seq = match entry.seq.checked_add(1) {
+                    Some(next) => next,
+                    None => {
+                        problem(format!(
+                            "sequence number {}, past which none can follow: the entry was forged",
+                            entry.seq
+                        ));
+                        // Whatever follows it is out of sequence too.
+                        0
+                    }
+                };
                 entries.push(entry);
             }
         }
@@ -687,6 +704,26 @@ mod tests {
         append(dir.path(), &other, Action::Deleted, "p0", None, "forged").unwrap();
         std::fs::write(dir.path().join(HEAD_FILE), &head).unwrap();
         assert!(!mend_head(dir.path(), &key).unwrap());
+    }
+
+    #[test]
+    fn a_forged_last_sequence_number_is_reported_not_wrapped() {
+        let (dir, key) = log_with(1);
+        let mut forged: Entry = serde_json::from_str(&lines(dir.path())[0]).unwrap();
+        forged.seq = u64::MAX;
+        forged.sig = Some(key.sign(&forged.signed_bytes()));
+        write_lines(dir.path(), &[serde_json::to_string(&forged).unwrap()]);
+        let err = append(dir.path(), &key, Action::Created, "p1", None, "t")
+            .err()
+            .expect("appended past the last sequence number");
+        assert!(format!("{err:#}").contains("none can follow"), "{err:#}");
+        let (_, problems) = check(dir.path(), &key.public()).unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("none can follow")),
+            "{problems:?}"
+        );
     }
 
     #[test]
