@@ -714,8 +714,7 @@ mod tests {
         forged.sig = Some(key.sign(&forged.signed_bytes()));
         write_lines(dir.path(), &[serde_json::to_string(&forged).unwrap()]);
         let err = append(dir.path(), &key, Action::Created, "p1", None, "t")
-            .err()
-            .expect("appended past the last sequence number");
+            .expect_err("appended past the last sequence number");
         assert!(format!("{err:#}").contains("none can follow"), "{err:#}");
         let (_, problems) = check(dir.path(), &key.public()).unwrap();
         assert!(

@@ -481,9 +481,7 @@ mod tests {
         let report = verify::verify(&root.join("a"), Some(&key.public())).unwrap();
         assert!(report.print().contains("package b"), "{}", report.print());
 
-        let err = export(&root, "a", &dir.path().join("out"), &key)
-            .err()
-            .expect("a was exported");
+        let err = export(&root, "a", &dir.path().join("out"), &key).expect_err("a was exported");
         assert!(
             format!("{err:#}").contains("holds package \"b\""),
             "{err:#}"
@@ -508,8 +506,7 @@ mod tests {
         };
         let out = dir.path().join("out");
         let err = export_with(&root, "p1", &out, &key, damaging)
-            .err()
-            .expect("a damaged copy was exported");
+            .expect_err("a damaged copy was exported");
         assert!(format!("{err:#}").contains("does not verify"), "{err:#}");
         assert!(
             !exported(&root, "p1"),

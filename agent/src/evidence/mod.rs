@@ -951,8 +951,7 @@ mod tests {
         let other = GatewayKey::load_or_create(&root.path().join("other")).unwrap();
         std::fs::write(&path, other.public_hex() + "\n").unwrap();
         let err = check_store_key(root.path(), &key, &root.path().join("keys"))
-            .err()
-            .expect("another key was taken");
+            .expect_err("another key was taken");
         assert!(err.to_string().contains("replaced or lost"), "{err:#}");
     }
 
