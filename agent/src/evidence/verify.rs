@@ -78,6 +78,8 @@ impl Trust<'_> {
 pub struct Report {
     pub checked: Vec<String>,
     pub problems: Vec<String>,
+    /// Worth a look, but no change to the evidence.
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -89,6 +91,9 @@ impl Report {
         let mut out = String::new();
         for c in &self.checked {
             out.push_str(&format!("ok      {c}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning {w}\n"));
         }
         for p in &self.problems {
             out.push_str(&format!("CHANGED {p}\n"));
@@ -201,7 +206,15 @@ fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
     if let Ok(listing) = std::fs::read_dir(dir) {
         for entry in listing.flatten() {
             let file = entry.file_name().to_string_lossy().to_string();
-            if !listed.contains(file.as_str()) {
+            if listed.contains(file.as_str()) {
+                continue;
+            }
+            if desktop_metadata(&file) {
+                report.warnings.push(format!(
+                    "{name}/{file}: not in the manifest; a file the computer's desktop adds \
+                     to folders it shows, not part of the evidence"
+                ));
+            } else {
                 report.problems.push(format!(
                     "{name}/{file}: not in the manifest (added after sealing)"
                 ));
@@ -213,6 +226,16 @@ fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
         files.len()
     ));
     Some(sha256_hex(&manifest))
+}
+
+/// Files macOS Finder and Windows Explorer write into a folder they show:
+/// an exported folder opened on an officer's computer gets them, and
+/// they change nothing the manifest lists.
+fn desktop_metadata(file: &str) -> bool {
+    file == ".DS_Store"
+        || file.starts_with("._")
+        || file.eq_ignore_ascii_case("Thumbs.db")
+        || file.eq_ignore_ascii_case("desktop.ini")
 }
 
 /// The folder's own name, which a stored package must share with its
@@ -416,6 +439,29 @@ mod tests {
         assert_eq!(
             folder_name(Path::new(".")),
             here.file_name().unwrap().to_string_lossy()
+        );
+    }
+
+    #[test]
+    fn desktop_metadata_files_are_named_but_do_not_fail_the_check() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        let package = root.join("p0");
+        for file in [".DS_Store", "._frame.jpg", "Thumbs.db", "desktop.ini"] {
+            std::fs::write(package.join(file), b"x").unwrap();
+        }
+        let report = verify(&package, Some(&key.public())).unwrap();
+        assert!(report.passed(), "{}", report.print());
+        assert_eq!(report.warnings.len(), 4, "{}", report.print());
+        assert!(report.print().contains("warning p0/.DS_Store"));
+
+        std::fs::write(package.join("notes.txt"), b"x").unwrap();
+        let report = verify(&package, Some(&key.public())).unwrap();
+        assert!(!report.passed());
+        assert!(
+            report
+                .print()
+                .contains("p0/notes.txt: not in the manifest (added after sealing)")
         );
     }
 
