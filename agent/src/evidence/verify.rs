@@ -342,16 +342,37 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
     };
     // The packages, the log and its head as of one moment: read while the
     // agent seals or deletes, they would disagree without any tampering.
-    let _lock = custody::StoreLock::shared(root);
-    let present: HashMap<String, Option<String>> = super::store::Index::read(root)?
-        .packages()
-        .into_iter()
-        .map(|p| {
-            let sha = package(&p.dir, trust, report);
-            (p.id, sha)
-        })
-        .collect();
-    let (entries, problems) = custody::check(root, &key)?;
+    // Only that moment is locked: hashing a large store under the lock
+    // would hold up sealing on the gateway (clips cut short, requests
+    // refused) for as long as it takes.
+    let (packages, (entries, problems)) = {
+        let _lock = custody::StoreLock::shared(root);
+        (
+            super::store::Index::read(root)?.packages(),
+            custody::check(root, &key)?,
+        )
+    };
+    let mut present: HashMap<String, Option<String>> = HashMap::new();
+    let mut gone_since: HashSet<String> = HashSet::new();
+    for p in packages {
+        let mut own = Report::default();
+        let sha = package(&p.dir, trust, &mut own);
+        // Retention may delete a package after that moment: its deletion
+        // is logged before its files start to go, so one found damaged
+        // whose deletion the log records since was being deleted: no finding.
+        if !own.passed() && deleted_since(root, &key, &p.id) {
+            report.warnings.push(format!(
+                "{}: deleted by retention while the check ran",
+                p.id
+            ));
+            gone_since.insert(p.id);
+            continue;
+        }
+        report.checked.append(&mut own.checked);
+        report.problems.append(&mut own.problems);
+        report.warnings.append(&mut own.warnings);
+        present.insert(p.id, sha);
+    }
     for p in &problems {
         report.problems.push(format!(
             "{}, line {}: {}",
@@ -391,7 +412,7 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         }
     }
     for id in created.keys() {
-        if !present.contains_key(*id) && !deleted.contains(id) {
+        if !present.contains_key(*id) && !deleted.contains(id) && !gone_since.contains(*id) {
             report.problems.push(format!(
                 "{id}: missing, and {} does not record its deletion",
                 custody::LOG_FILE
@@ -407,6 +428,16 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         ));
     }
     Ok(())
+}
+
+/// Whether the custody log, read again now, records `id`'s deletion.
+fn deleted_since(root: &Path, key: &VerifyingKey, id: &str) -> bool {
+    let _lock = custody::StoreLock::shared(root);
+    custody::check(root, key).is_ok_and(|(entries, _)| {
+        entries
+            .iter()
+            .any(|e| e.action == Action::Deleted && e.package == id)
+    })
 }
 
 #[cfg(test)]
@@ -474,6 +505,40 @@ mod tests {
             s.spawn(|| {
                 for _ in 0..300 {
                     custody::append(&root, &key, Action::Acknowledged, "p0", None, "ack").unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let mut looks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = verify(&root, Some(&key.public())).unwrap();
+                assert!(report.passed(), "look {looks}:\n{}", report.print());
+                looks += 1;
+            }
+        });
+    }
+
+    #[test]
+    fn packages_deleted_by_retention_while_verify_runs_are_no_finding() {
+        let (_dir, root, key) = store();
+        let ids: Vec<String> = (0..120).map(|i| format!("p{i:03}")).collect();
+        for id in &ids {
+            stored(&root, &key, id, event());
+        }
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // As retention does: the deletion's line, then the folder,
+                // under the lock; from the end, to meet the check halfway.
+                for id in ids.iter().rev() {
+                    let d = crate::evidence::store::Deletion {
+                        id: id.clone(),
+                        reason: "over quota".into(),
+                        forced: false,
+                    };
+                    let lock = custody::StoreLock::exclusive(&root).unwrap();
+                    crate::evidence::store::log_deletion(&lock, &key, &d).unwrap();
+                    crate::evidence::store::remove(&root, &d).unwrap();
+                    drop(lock);
                 }
                 done.store(true, std::sync::atomic::Ordering::Relaxed);
             });
