@@ -377,7 +377,18 @@ fn evidence(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
         EvidenceCommand::List { config } => {
             let config = Config::load(&config)?;
             let dir = config.evidence_dir();
-            let index = store::Index::read(&dir)?;
+            // Only what the gateway signed counts as exported or acknowledged.
+            let public = config.key_dir().join(keys::PUBLIC_FILE);
+            let key = std::fs::read_to_string(&public)
+                .map_err(anyhow::Error::from)
+                .and_then(|k| keys::parse_public(&k))
+                .with_context(|| {
+                    format!(
+                        "cannot read the gateway's public key {} (made at the agent's first start; `matthan keys show` prints it)",
+                        public.display()
+                    )
+                })?;
+            let index = store::Index::read_for_gateway(&dir, key)?;
             let (released, packages) = (index.released(), index.packages());
             for p in &packages {
                 let manifest: serde_json::Value = std::fs::read(p.dir.join("manifest.json"))

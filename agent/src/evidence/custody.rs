@@ -4,12 +4,11 @@
 //! Each line carries the sha256 of the line before it and a signature by
 //! the gateway key over itself, so a line changed, removed or inserted
 //! breaks the chain at that place, and a forged chain needs the key. The
-//! agent and the `matthan evidence` commands may append at the same time;
-//! an exclusive `flock` keeps each append whole and the chain linear.
+//! agent and the `matthan evidence` commands may append at the same time,
+//! and `verify` may read meanwhile: see [`StoreLock`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
@@ -22,6 +21,8 @@ pub const LOG_FILE: &str = "custody.log";
 /// The signed sequence number and hash of the log's last line: a chain
 /// alone cannot show that entries were cut from its end.
 pub const HEAD_FILE: &str = "custody.head";
+/// The evidence folder's advisory lock file (a dot name: not a package).
+pub const LOCK_FILE: &str = ".custody.lock";
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -78,6 +79,65 @@ impl Entry {
     }
 }
 
+/// An advisory lock on the evidence folder, released when dropped. Taken
+/// exclusively to append a custody line, with the folder change the line
+/// records (a package sealed, or deleted); shared by `verify` for its
+/// whole read. So appends stay whole and the chain linear, and `verify`
+/// never sees a line without its head, nor a package without its line.
+pub struct StoreLock {
+    _file: std::fs::File,
+    dir: PathBuf,
+}
+
+impl StoreLock {
+    pub fn exclusive(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| {
+                format!("cannot open the evidence folder's lock {}", path.display())
+            })?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(Self {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// None where there is no lock to take (a read-only copy of the
+    /// folder, which nothing appends to).
+    pub fn shared(dir: &Path) -> Option<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .or_else(|_| std::fs::File::open(&path))
+            .ok()?;
+        file.lock_shared().ok()?;
+        Some(Self {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Appends one entry to the log of the folder this lock holds;
+    /// returns it as written.
+    pub fn append(
+        &self,
+        key: &GatewayKey,
+        action: Action,
+        package: &str,
+        manifest_sha256: Option<&str>,
+        reason: &str,
+    ) -> anyhow::Result<Entry> {
+        append_locked(&self.dir, key, action, package, manifest_sha256, reason)
+    }
+}
+
 /// Appends one entry under an exclusive lock; returns it as written.
 pub fn append(
     dir: &Path,
@@ -87,15 +147,25 @@ pub fn append(
     manifest_sha256: Option<&str>,
     reason: &str,
 ) -> anyhow::Result<Entry> {
+    StoreLock::exclusive(dir)?.append(key, action, package, manifest_sha256, reason)
+}
+
+fn append_locked(
+    dir: &Path,
+    key: &GatewayKey,
+    action: Action,
+    package: &str,
+    manifest_sha256: Option<&str>,
+    reason: &str,
+) -> anyhow::Result<Entry> {
     let path = dir.join(LOG_FILE);
+    let new_log = !path.exists();
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .open(&path)
         .with_context(|| format!("cannot open the custody log {}", path.display()))?;
-    let _lock = Flock::exclusive(&file)
-        .with_context(|| format!("cannot lock the custody log {}", path.display()))?;
     let (last, terminated) = last_line(&mut file)
         .with_context(|| format!("cannot read the custody log {}", path.display()))?;
     if !terminated {
@@ -110,7 +180,14 @@ pub fn append(
                 Ok(entry) => entry.seq,
                 Err(_) => entries(dir)?.last().map_or(0, |e| e.seq),
             };
-            (seq + 1, sha256_hex(line))
+            let next = seq.checked_add(1).with_context(|| {
+                format!(
+                    "the custody log {} ends at sequence number {seq}, past which none can follow: \
+                     it was forged or damaged. Keep it as it is and run `matthan evidence verify`",
+                    path.display()
+                )
+            })?;
+            (next, sha256_hex(line))
         }
         None => (1, GENESIS.to_string()),
     };
@@ -130,6 +207,10 @@ pub fn append(
     file.write_all(line.as_bytes())
         .and_then(|()| file.sync_data())
         .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
+    if new_log {
+        // Its name, or the head would name a line of a log not on disk.
+        crate::durable::sync_dir(dir)?;
+    }
     write_head(dir, key, entry.seq, &sha256_hex(line.trim_end().as_bytes()))?;
     Ok(entry)
 }
@@ -179,8 +260,11 @@ fn write_head(
             f.write_all(&serde_json::to_vec(&head).expect("heads serialise"))?;
             f.sync_all()
         })
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("cannot write {}", path.display()))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // The folder synced: else a power cut can leave a head several appends
+    // behind the synced log, which no start can mend and verify reports as
+    // tampering.
+    crate::durable::rename_synced(&tmp, &path)
 }
 
 /// Brings the signed head up to the log's last line when a stop came
@@ -192,6 +276,10 @@ fn write_head(
 /// the head was brought up to date.
 pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
     let path = dir.join(LOG_FILE);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let _lock = StoreLock::exclusive(dir)?;
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -200,8 +288,6 @@ pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
                 .with_context(|| format!("cannot open the custody log {}", path.display()));
         }
     };
-    let _lock = Flock::exclusive(&file)
-        .with_context(|| format!("cannot lock the custody log {}", path.display()))?;
     let (Some(line), _) = last_line(&mut file)
         .with_context(|| format!("cannot read the custody log {}", path.display()))?
     else {
@@ -226,7 +312,7 @@ pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
                 .with_context(|| format!("cannot read {}", dir.join(HEAD_FILE).display()));
         }
     };
-    let next = entry.seq == head.seq + 1
+    let next = head.seq.checked_add(1) == Some(entry.seq)
         && entry.prev == head.last_line_sha256
         && entry.signed_by(&key.public());
     if next {
@@ -391,7 +477,17 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
                         entry.package
                     ));
                 }
-                expected_seq = entry.seq + 1;
+                expected_seq = match entry.seq.checked_add(1) {
+                    Some(next) => next,
+                    None => {
+                        problem(format!(
+                            "sequence number {}, past which none can follow: the entry was forged",
+                            entry.seq
+                        ));
+                        // Whatever follows it is out of sequence too.
+                        0
+                    }
+                };
                 entries.push(entry);
             }
         }
@@ -403,28 +499,6 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
         problems.push(p);
     }
     Ok((entries, problems))
-}
-
-/// An exclusive `flock` held until dropped; declared after the file it
-/// locks, so it is released before the file is closed.
-struct Flock(std::os::fd::RawFd);
-
-impl Flock {
-    fn exclusive(file: &std::fs::File) -> std::io::Result<Self> {
-        let fd = file.as_raw_fd();
-        // SAFETY: flock on an open descriptor; the guard lives no longer than the file.
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Self(fd))
-    }
-}
-
-impl Drop for Flock {
-    fn drop(&mut self) {
-        // SAFETY: as above; unlocking a lock we hold.
-        unsafe { libc::flock(self.0, libc::LOCK_UN) };
-    }
 }
 
 #[cfg(test)]
@@ -630,6 +704,25 @@ mod tests {
         append(dir.path(), &other, Action::Deleted, "p0", None, "forged").unwrap();
         std::fs::write(dir.path().join(HEAD_FILE), &head).unwrap();
         assert!(!mend_head(dir.path(), &key).unwrap());
+    }
+
+    #[test]
+    fn a_forged_last_sequence_number_is_reported_not_wrapped() {
+        let (dir, key) = log_with(1);
+        let mut forged: Entry = serde_json::from_str(&lines(dir.path())[0]).unwrap();
+        forged.seq = u64::MAX;
+        forged.sig = Some(key.sign(&forged.signed_bytes()));
+        write_lines(dir.path(), &[serde_json::to_string(&forged).unwrap()]);
+        let err = append(dir.path(), &key, Action::Created, "p1", None, "t")
+            .expect_err("appended past the last sequence number");
+        assert!(format!("{err:#}").contains("none can follow"), "{err:#}");
+        let (_, problems) = check(dir.path(), &key.public()).unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("none can follow")),
+            "{problems:?}"
+        );
     }
 
     #[test]

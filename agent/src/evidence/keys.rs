@@ -15,6 +15,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::digest::{hex, unhex};
+use crate::durable;
 
 pub const PRIVATE_FILE: &str = "evidence.ed25519";
 pub const PUBLIC_FILE: &str = "evidence.ed25519.pub";
@@ -44,17 +45,8 @@ impl GatewayKey {
         let key = Self {
             signing: SigningKey::from_bytes(&seed),
         };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create the gateway key {}", path.display()))?;
-        file.write_all(hex(&seed).as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write the gateway key {}", path.display()))?;
-        std::fs::write(dir.join(PUBLIC_FILE), key.public_hex() + "\n")
-            .with_context(|| format!("cannot write {}", dir.join(PUBLIC_FILE).display()))?;
+        write_private(&path, &seed)?;
+        durable::replace_synced(&dir.join(PUBLIC_FILE), (key.public_hex() + "\n").as_bytes())?;
         tracing::info!(fingerprint = %key.fingerprint(), path = %path.display(), "made the gateway's evidence signing key");
         Ok(key)
     }
@@ -95,6 +87,25 @@ impl GatewayKey {
     pub fn sign(&self, message: &[u8]) -> String {
         hex(&self.signing.sign(message).to_bytes())
     }
+}
+
+/// Writes the key aside, syncs it and renames it into place: a power cut
+/// while it is made must not leave an empty or torn key, which the next
+/// start would refuse (and which would sign nothing).
+fn write_private(path: &Path, seed: &[u8; 32]) -> anyhow::Result<()> {
+    let aside = path.with_extension("ed25519.tmp");
+    // Left by a cut while the key was made: never used, so it goes.
+    let _ = std::fs::remove_file(&aside);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&aside)
+        .with_context(|| format!("cannot create the gateway key {}", aside.display()))?;
+    file.write_all(hex(seed).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write the gateway key {}", aside.display()))?;
+    durable::rename_synced(&aside, path)
 }
 
 /// `sha256:` and the first 16 bytes of the public key's hash, in groups.

@@ -215,23 +215,7 @@ impl Evidence {
                 settings.dir.display()
             )
         })?;
-        // The public key travels with the packages, so a copied folder can be
-        // verified. A different key there means the signing key was lost or
-        // replaced: the packages already signed would no longer verify
-        // against this gateway, so that is for a person to sort out.
-        let store_key = settings.dir.join(verify::STORE_KEY_FILE);
-        match std::fs::read_to_string(&store_key) {
-            Ok(k) if k.trim() != key.public_hex() => anyhow::bail!(
-                "{} holds another public key than {} ({}): the gateway's signing key was replaced or lost. \
-                 Restore the key from backup, or move the old packages elsewhere (with their key) before starting",
-                store_key.display(),
-                key_dir.join(keys::PRIVATE_FILE).display(),
-                key.fingerprint()
-            ),
-            Ok(_) => {}
-            Err(_) => std::fs::write(&store_key, key.public_hex() + "\n")
-                .with_context(|| format!("cannot write into {}", settings.dir.display()))?,
-        }
+        check_store_key(&settings.dir, &key, key_dir)?;
         store::remove_partials(&settings.dir);
         match custody::mend_head(&settings.dir, &key) {
             Ok(true) => tracing::warn!(
@@ -376,6 +360,38 @@ impl CameraEvidence {
         tracing::error!(event = %id, refused_total = n, "no evidence package for this event: {why}");
         false
     }
+}
+
+/// The public key travels with the packages, so a copied folder can be
+/// verified. A different key there means the signing key was lost or
+/// replaced: the packages already signed would no longer verify against
+/// this gateway, so that is for a person to sort out. An empty or
+/// unreadable copy is only a write a power cut interrupted (older agents
+/// wrote it unsynced): written again.
+fn check_store_key(
+    dir: &std::path::Path,
+    key: &GatewayKey,
+    key_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let path = dir.join(verify::STORE_KEY_FILE);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    match keys::parse_public(&text) {
+        Ok(stored) if stored == key.public() => return Ok(()),
+        Ok(_) => anyhow::bail!(
+            "{} holds another public key than {} ({}): the gateway's signing key was replaced or lost. \
+             Restore the key from backup, or move the old packages elsewhere (with their key) before starting",
+            path.display(),
+            key_dir.join(keys::PRIVATE_FILE).display(),
+            key.fingerprint()
+        ),
+        Err(_) if text.trim().is_empty() => {}
+        Err(e) => tracing::warn!(
+            file = %path.display(),
+            "damaged ({e}), as a power cut during its write leaves it; written again from the gateway's key"
+        ),
+    }
+    crate::durable::replace_synced(&path, (key.public_hex() + "\n").as_bytes())
+        .with_context(|| format!("cannot write into {}", dir.display()))
 }
 
 /// How far apart in wall-clock time the frame and the video at its stream
@@ -657,20 +673,24 @@ impl Worker {
             pre: self.settings.pre,
             post: self.settings.post,
         };
+        // Held from before the package appears until its line is written:
+        // `verify` must not find a package the log does not know yet.
+        let lock = custody::StoreLock::exclusive(&self.settings.dir);
         let result = package::write_package(&self.settings.dir, &cx, &p.req, &p.span, short);
         // A package on disk is sealed, whether or not its custody entry
         // could be written; an entry that could not is written at the next
         // start, from the promise kept for it.
-        let logged = result.as_ref().ok().map(|sealed| {
-            custody::append(
-                &self.settings.dir,
+        let logged = result.as_ref().ok().map(|sealed| match &lock {
+            Ok(lock) => lock.append(
                 &self.key,
                 Action::Created,
                 &sealed.id,
                 Some(&sealed.manifest_sha256),
                 "plate event",
-            )
+            ),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
         });
+        drop(lock);
         let sealed = result.is_ok();
         let mut notice = EvidenceNotice::new(&self.settings, &p.req.id, &p.req.camera, "sealed");
         let unlogged = match &logged {
@@ -763,6 +783,12 @@ impl Worker {
         if let Err(e) = self.index.refresh(&dir) {
             return tracing::error!("evidence retention failed: {e:#}");
         }
+        // Each deletion's entry and its folder's going are one change to
+        // `verify`, which holds the lock shared while it reads.
+        let lock = match custody::StoreLock::exclusive(&dir) {
+            Ok(lock) => lock,
+            Err(e) => return tracing::error!("evidence retention failed: {e:#}"),
+        };
         let stuck: Vec<store::Deletion> = self.index.stuck().values().cloned().collect();
         for d in &stuck {
             self.remove(d);
@@ -783,7 +809,7 @@ impl Worker {
         );
         for d in plan {
             // Nothing goes unlogged: with the log unwritable, retention waits.
-            if let Err(e) = store::log_deletion(&dir, &self.key, &d) {
+            if let Err(e) = store::log_deletion(&lock, &self.key, &d) {
                 return tracing::error!("evidence retention failed: {e:#}");
             }
             self.remove(&d);
@@ -907,6 +933,26 @@ mod tests {
             ..request(2000, SystemTime::now())
         };
         package::write_package(&w.settings.dir, &cx, &req, &Span::default(), None).unwrap()
+    }
+
+    #[test]
+    fn an_empty_store_key_left_by_a_power_cut_does_not_stop_the_start() {
+        let root = tempfile::tempdir().unwrap();
+        let key = GatewayKey::load_or_create(&root.path().join("keys")).unwrap();
+        let path = root.path().join(verify::STORE_KEY_FILE);
+        for left in ["", "\n", "12ab"] {
+            std::fs::write(&path, left).unwrap();
+            check_store_key(root.path(), &key, &root.path().join("keys"))
+                .unwrap_or_else(|e| panic!("{left:?}: {e:#}"));
+            let written = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(written.trim(), key.public_hex());
+        }
+        // Another key's copy is still for a person to sort out.
+        let other = GatewayKey::load_or_create(&root.path().join("other")).unwrap();
+        std::fs::write(&path, other.public_hex() + "\n").unwrap();
+        let err = check_store_key(root.path(), &key, &root.path().join("keys"))
+            .expect_err("another key was taken");
+        assert!(err.to_string().contains("replaced or lost"), "{err:#}");
     }
 
     #[test]
@@ -1089,7 +1135,12 @@ mod tests {
             reason: "quota".into(),
             forced: true,
         };
-        store::log_deletion(&dir, &w.key, &oldest).unwrap();
+        store::log_deletion(
+            &custody::StoreLock::exclusive(&dir).unwrap(),
+            &w.key,
+            &oldest,
+        )
+        .unwrap();
         w.retention();
         assert!(!dir.join(a).exists());
         assert!(

@@ -313,9 +313,49 @@ fn write_jpeg(img: &BgrImage, path: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ingest::EncodedUnit;
+
+    /// Seals package `id` for `event` in `root` (no clip: no timestamps)
+    /// and logs its creation, as the agent does.
+    pub(in crate::evidence) fn stored(
+        root: &Path,
+        key: &GatewayKey,
+        id: &str,
+        event: serde_json::Value,
+    ) -> Sealed {
+        let cx = Context {
+            key,
+            config_sha256: "c",
+            pre: Duration::from_secs(1),
+            post: Duration::from_secs(1),
+        };
+        let req = PackageRequest {
+            id: id.into(),
+            camera: "gate".into(),
+            event,
+            frame: Arc::new(I420Image::new(16, 16, vec![90; 16 * 16 * 3 / 2])),
+            frame_number: 1,
+            stream: 1,
+            frame_time: None,
+            captured_at: SystemTime::now(),
+            clock: super::super::clock::clock_state(),
+            corners: [[2.0, 2.0], [12.0, 2.0], [12.0, 8.0], [2.0, 8.0]],
+            bbox: [2.0, 2.0, 12.0, 8.0],
+        };
+        let sealed = write_package(root, &cx, &req, &Span::default(), None).unwrap();
+        super::super::custody::append(
+            root,
+            key,
+            super::super::custody::Action::Created,
+            id,
+            Some(&sealed.manifest_sha256),
+            "plate event",
+        )
+        .unwrap();
+        sealed
+    }
 
     #[test]
     fn a_clip_at_5_fps_closed_past_its_end_is_complete() {

@@ -57,7 +57,17 @@ impl Index {
         }
     }
 
-    /// The folder as it is now (a folder that does not exist yet is empty).
+    /// The folder as it is now, released only by entries `key` signed:
+    /// what `matthan evidence list` shows, so that a line added to the log
+    /// by hand does not show a package as exported.
+    pub fn read_for_gateway(root: &Path, key: VerifyingKey) -> anyhow::Result<Self> {
+        let mut index = Self::for_gateway(key);
+        index.refresh(root)?;
+        Ok(index)
+    }
+
+    /// The folder as it is now (a folder that does not exist yet is
+    /// empty), trusting every entry of the log: for its packages only.
     pub fn read(root: &Path) -> anyhow::Result<Self> {
         let mut index = Self::default();
         index.refresh(root)?;
@@ -291,8 +301,15 @@ pub fn plan(
 /// Logs a deletion, before the folder goes: a package that then fails to
 /// go is reported by `verify` as present though logged deleted, never
 /// silently missing. Nothing may be deleted when this fails.
-pub fn log_deletion(root: &Path, key: &GatewayKey, d: &Deletion) -> anyhow::Result<()> {
-    custody::append(root, key, Action::Deleted, &d.id, None, &d.reason).map(|_| ())
+/// Taken under the folder's lock, held until the folder is gone, so
+/// `verify` never reads the entry with the folder still there.
+pub fn log_deletion(
+    lock: &custody::StoreLock,
+    key: &GatewayKey,
+    d: &Deletion,
+) -> anyhow::Result<()> {
+    lock.append(key, Action::Deleted, &d.id, None, &d.reason)
+        .map(|_| ())
 }
 
 /// Removes a package already logged deleted.
@@ -379,8 +396,13 @@ mod tests {
             retention.released().is_empty(),
             "the forged line released it"
         );
-        // The listing, which knows no key, shows what the log says.
+        // Nor does it in the listing, which an unchecked index would show.
         assert!(Index::read(root).unwrap().released().contains(id));
+        let listing = Index::read_for_gateway(root, key.public()).unwrap();
+        assert!(
+            listing.released().is_empty(),
+            "listed as exported on a forged line"
+        );
     }
 
     #[test]
@@ -428,7 +450,7 @@ mod tests {
             reason: "test".into(),
             forced: false,
         };
-        log_deletion(root, &key, &d).unwrap();
+        log_deletion(&custody::StoreLock::exclusive(root).unwrap(), &key, &d).unwrap();
         remove(root, &d).unwrap();
         index.refresh(root).unwrap();
         assert_eq!(

@@ -78,6 +78,8 @@ impl Trust<'_> {
 pub struct Report {
     pub checked: Vec<String>,
     pub problems: Vec<String>,
+    /// Worth a look, but no change to the evidence.
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -89,6 +91,9 @@ impl Report {
         let mut out = String::new();
         for c in &self.checked {
             out.push_str(&format!("ok      {c}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning {w}\n"));
         }
         for p in &self.problems {
             out.push_str(&format!("CHANGED {p}\n"));
@@ -122,10 +127,7 @@ pub fn verify(path: &Path, trusted: Option<&VerifyingKey>) -> anyhow::Result<Rep
 
 /// Checks one package; returns the sha256 of its manifest.
 fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
-    let name = dir.file_name().map_or_else(
-        || dir.display().to_string(),
-        |n| n.to_string_lossy().to_string(),
-    );
+    let name = folder_name(dir);
     let manifest = match std::fs::read(dir.join(MANIFEST)) {
         Ok(m) => m,
         Err(e) => {
@@ -160,6 +162,9 @@ fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
         ));
         return None;
     };
+    report
+        .checked
+        .push(format!("{name}: holds package {id} (its manifest says so)"));
     let mut listed: HashSet<&str> = [MANIFEST, SIGNATURE].into();
     // An exported copy may carry any folder name, and says which package
     // it shows under its own signature; a stored package is its folder.
@@ -201,7 +206,15 @@ fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
     if let Ok(listing) = std::fs::read_dir(dir) {
         for entry in listing.flatten() {
             let file = entry.file_name().to_string_lossy().to_string();
-            if !listed.contains(file.as_str()) {
+            if listed.contains(file.as_str()) {
+                continue;
+            }
+            if desktop_metadata(&file) {
+                report.warnings.push(format!(
+                    "{name}/{file}: not in the manifest; a file the computer's desktop adds \
+                     to folders it shows, not part of the evidence"
+                ));
+            } else {
                 report.problems.push(format!(
                     "{name}/{file}: not in the manifest (added after sealing)"
                 ));
@@ -213,6 +226,29 @@ fn package(dir: &Path, trust: Trust, report: &mut Report) -> Option<String> {
         files.len()
     ));
     Some(sha256_hex(&manifest))
+}
+
+/// Files macOS Finder and Windows Explorer write into a folder they show:
+/// an exported folder opened on an officer's computer gets them, and
+/// they change nothing the manifest lists.
+fn desktop_metadata(file: &str) -> bool {
+    file == ".DS_Store"
+        || file.starts_with("._")
+        || file.eq_ignore_ascii_case("Thumbs.db")
+        || file.eq_ignore_ascii_case("desktop.ini")
+}
+
+/// The folder's own name, which a stored package must share with its
+/// manifest: `.` or `pkg/..` have none until made absolute.
+fn folder_name(dir: &Path) -> String {
+    let full = dir
+        .canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf());
+    full.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().to_string(),
+    )
 }
 
 /// Checks an export's signature over its pages and the package it shows:
@@ -304,15 +340,39 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         Some(_) => Trust::Given(&key),
         None => Trust::Folder(&key),
     };
-    let present: HashMap<String, Option<String>> = super::store::Index::read(root)?
-        .packages()
-        .into_iter()
-        .map(|p| {
-            let sha = package(&p.dir, trust, report);
-            (p.id, sha)
-        })
-        .collect();
-    let (entries, problems) = custody::check(root, &key)?;
+    // The packages, the log and its head as of one moment: read while the
+    // agent seals or deletes, they would disagree without any tampering.
+    // Only that moment is locked: hashing a large store under the lock
+    // would hold up sealing on the gateway (clips cut short, requests
+    // refused) for as long as it takes.
+    let (packages, (entries, problems)) = {
+        let _lock = custody::StoreLock::shared(root);
+        (
+            super::store::Index::read(root)?.packages(),
+            custody::check(root, &key)?,
+        )
+    };
+    let mut present: HashMap<String, Option<String>> = HashMap::new();
+    let mut gone_since: HashSet<String> = HashSet::new();
+    for p in packages {
+        let mut own = Report::default();
+        let sha = package(&p.dir, trust, &mut own);
+        // Retention may delete a package after that moment: its deletion
+        // is logged before its files start to go, so one found damaged
+        // whose deletion the log records since was being deleted: no finding.
+        if !own.passed() && deleted_since(root, &key, &p.id) {
+            report.warnings.push(format!(
+                "{}: deleted by retention while the check ran",
+                p.id
+            ));
+            gone_since.insert(p.id);
+            continue;
+        }
+        report.checked.append(&mut own.checked);
+        report.problems.append(&mut own.problems);
+        report.warnings.append(&mut own.warnings);
+        present.insert(p.id, sha);
+    }
     for p in &problems {
         report.problems.push(format!(
             "{}, line {}: {}",
@@ -352,7 +412,7 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         }
     }
     for id in created.keys() {
-        if !present.contains_key(*id) && !deleted.contains(id) {
+        if !present.contains_key(*id) && !deleted.contains(id) && !gone_since.contains(*id) {
             report.problems.push(format!(
                 "{id}: missing, and {} does not record its deletion",
                 custody::LOG_FILE
@@ -368,4 +428,126 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         ));
     }
     Ok(())
+}
+
+/// Whether the custody log, read again now, records `id`'s deletion.
+fn deleted_since(root: &Path, key: &VerifyingKey, id: &str) -> bool {
+    let _lock = custody::StoreLock::shared(root);
+    custody::check(root, key).is_ok_and(|(entries, _)| {
+        entries
+            .iter()
+            .any(|e| e.action == Action::Deleted && e.package == id)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::keys::GatewayKey;
+    use crate::evidence::package::tests::stored;
+    use std::path::PathBuf;
+
+    fn store() -> (tempfile::TempDir, PathBuf, GatewayKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = GatewayKey::load_or_create(&dir.path().join("keys")).unwrap();
+        let root = dir.path().join("evidence");
+        (dir, root, key)
+    }
+
+    fn event() -> serde_json::Value {
+        serde_json::json!({ "kind": "plate", "plate": { "text": "51G-123.45", "valid": true } })
+    }
+
+    #[test]
+    fn a_package_given_as_a_relative_path_without_a_name_is_known_by_its_folder() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        let report = verify(&root.join("p0").join("."), Some(&key.public())).unwrap();
+        assert!(report.passed(), "{}", report.print());
+        // `matthan evidence verify .` run inside the package: its name is
+        // the working folder's (changing that here would move every test).
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            folder_name(Path::new(".")),
+            here.file_name().unwrap().to_string_lossy()
+        );
+    }
+
+    #[test]
+    fn desktop_metadata_files_are_named_but_do_not_fail_the_check() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        let package = root.join("p0");
+        for file in [".DS_Store", "._frame.jpg", "Thumbs.db", "desktop.ini"] {
+            std::fs::write(package.join(file), b"x").unwrap();
+        }
+        let report = verify(&package, Some(&key.public())).unwrap();
+        assert!(report.passed(), "{}", report.print());
+        assert_eq!(report.warnings.len(), 4, "{}", report.print());
+        assert!(report.print().contains("warning p0/.DS_Store"));
+
+        std::fs::write(package.join("notes.txt"), b"x").unwrap();
+        let report = verify(&package, Some(&key.public())).unwrap();
+        assert!(!report.passed());
+        assert!(
+            report
+                .print()
+                .contains("p0/notes.txt: not in the manifest (added after sealing)")
+        );
+    }
+
+    #[test]
+    fn verify_on_a_busy_gateway_finds_no_tampering_that_did_not_happen() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..300 {
+                    custody::append(&root, &key, Action::Acknowledged, "p0", None, "ack").unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let mut looks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = verify(&root, Some(&key.public())).unwrap();
+                assert!(report.passed(), "look {looks}:\n{}", report.print());
+                looks += 1;
+            }
+        });
+    }
+
+    #[test]
+    fn packages_deleted_by_retention_while_verify_runs_are_no_finding() {
+        let (_dir, root, key) = store();
+        let ids: Vec<String> = (0..120).map(|i| format!("p{i:03}")).collect();
+        for id in &ids {
+            stored(&root, &key, id, event());
+        }
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // As retention does: the deletion's line, then the folder,
+                // under the lock; from the end, to meet the check halfway.
+                for id in ids.iter().rev() {
+                    let d = crate::evidence::store::Deletion {
+                        id: id.clone(),
+                        reason: "over quota".into(),
+                        forced: false,
+                    };
+                    let lock = custody::StoreLock::exclusive(&root).unwrap();
+                    crate::evidence::store::log_deletion(&lock, &key, &d).unwrap();
+                    crate::evidence::store::remove(&root, &d).unwrap();
+                    drop(lock);
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let mut looks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = verify(&root, Some(&key.public())).unwrap();
+                assert!(report.passed(), "look {looks}:\n{}", report.print());
+                looks += 1;
+            }
+        });
+    }
 }
