@@ -113,6 +113,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let trimming = crate::health::memory::start_trimming(shutdown.clone())
+        .context("cannot start the memory trimming thread")?;
     let network = runtime.handle().clone();
     let lost = metrics.events_lost.clone();
     let promises = evidence.as_ref().map(Evidence::promises);
@@ -271,6 +273,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for t in threads {
         let _ = t.join();
     }
+    let _ = trimming.join();
     // Packages still waiting for video are sealed with what there is; their
     // notices reach the publisher before it drains.
     if let Some(e) = evidence {
