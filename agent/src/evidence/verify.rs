@@ -496,23 +496,32 @@ mod tests {
         );
     }
 
-    #[test]
-    fn verify_on_a_busy_gateway_finds_no_tampering_that_did_not_happen() {
-        let (_dir, root, key) = store();
-        stored(&root, &key, "p0", event());
+    /// Runs `work` on another thread, as the agent would on the gateway,
+    /// and verifies the store over and over until it is done: every look
+    /// must pass.
+    fn verify_while(root: &Path, key: &GatewayKey, work: impl FnOnce() + Send) {
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
-                for _ in 0..300 {
-                    custody::append(&root, &key, Action::Acknowledged, "p0", None, "ack").unwrap();
-                }
+                work();
                 done.store(true, std::sync::atomic::Ordering::Relaxed);
             });
             let mut looks = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let report = verify(&root, Some(&key.public())).unwrap();
+                let report = verify(root, Some(&key.public())).unwrap();
                 assert!(report.passed(), "look {looks}:\n{}", report.print());
                 looks += 1;
+            }
+        });
+    }
+
+    #[test]
+    fn verify_on_a_busy_gateway_finds_no_tampering_that_did_not_happen() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        verify_while(&root, &key, || {
+            for _ in 0..300 {
+                custody::append(&root, &key, Action::Acknowledged, "p0", None, "ack").unwrap();
             }
         });
     }
@@ -524,29 +533,18 @@ mod tests {
         for id in &ids {
             stored(&root, &key, id, event());
         }
-        let done = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // As retention does: the deletion's line, then the folder,
-                // under the lock; from the end, to meet the check halfway.
-                for id in ids.iter().rev() {
-                    let d = crate::evidence::store::Deletion {
-                        id: id.clone(),
-                        reason: "over quota".into(),
-                        forced: false,
-                    };
-                    let lock = custody::StoreLock::exclusive(&root).unwrap();
-                    crate::evidence::store::log_deletion(&lock, &key, &d).unwrap();
-                    crate::evidence::store::remove(&root, &d).unwrap();
-                    drop(lock);
-                }
-                done.store(true, std::sync::atomic::Ordering::Relaxed);
-            });
-            let mut looks = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let report = verify(&root, Some(&key.public())).unwrap();
-                assert!(report.passed(), "look {looks}:\n{}", report.print());
-                looks += 1;
+        // As retention does: the deletion's line, then the folder, under
+        // the lock; from the end, to meet the check halfway.
+        verify_while(&root, &key, || {
+            for id in ids.iter().rev() {
+                let d = crate::evidence::store::Deletion {
+                    id: id.clone(),
+                    reason: "over quota".into(),
+                    forced: false,
+                };
+                let lock = custody::StoreLock::exclusive(&root).unwrap();
+                crate::evidence::store::log_deletion(&lock, &key, &d).unwrap();
+                crate::evidence::store::remove(&root, &d).unwrap();
             }
         });
     }
