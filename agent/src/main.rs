@@ -378,10 +378,16 @@ fn evidence(command: EvidenceCommand) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             let dir = config.evidence_dir();
             // Only what the gateway signed counts as exported or acknowledged.
+            // The key folder may be the service user's alone; the copy
+            // that travels with the packages will do as well.
             let public = config.key_dir().join(keys::PUBLIC_FILE);
-            let key = std::fs::read_to_string(&public)
-                .map_err(anyhow::Error::from)
-                .and_then(|k| keys::parse_public(&k))
+            let read = |path: &Path| {
+                std::fs::read_to_string(path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|k| keys::parse_public(&k))
+            };
+            let key = read(&public)
+                .or_else(|_| read(&dir.join(verify::STORE_KEY_FILE)))
                 .with_context(|| {
                     format!(
                         "cannot read the gateway's public key {} (made at the agent's first start; `matthan keys show` prints it)",

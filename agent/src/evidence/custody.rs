@@ -21,8 +21,6 @@ pub const LOG_FILE: &str = "custody.log";
 /// The signed sequence number and hash of the log's last line: a chain
 /// alone cannot show that entries were cut from its end.
 pub const HEAD_FILE: &str = "custody.head";
-/// The evidence folder's advisory lock file (a dot name: not a package).
-pub const LOCK_FILE: &str = ".custody.lock";
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -90,33 +88,23 @@ pub struct StoreLock {
 }
 
 impl StoreLock {
+    /// The lock is the folder's own (flock on its descriptor): no lock
+    /// file to make, so a `verify` run as root before the agent ever
+    /// locked cannot leave one the agent's user may not open.
     pub fn exclusive(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .with_context(|| {
-                format!("cannot open the evidence folder's lock {}", path.display())
-            })?;
+        let file = std::fs::File::open(dir)
+            .with_context(|| format!("cannot open the evidence folder {}", dir.display()))?;
         file.lock()
-            .with_context(|| format!("cannot lock {}", path.display()))?;
+            .with_context(|| format!("cannot lock the evidence folder {}", dir.display()))?;
         Ok(Self {
             _file: file,
             dir: dir.to_path_buf(),
         })
     }
 
-    /// None where there is no lock to take (a read-only copy of the
-    /// folder, which nothing appends to).
+    /// None where there is no lock to take (no such folder).
     pub fn shared(dir: &Path) -> Option<Self> {
-        let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .or_else(|_| std::fs::File::open(&path))
-            .ok()?;
+        let file = std::fs::File::open(dir).ok()?;
         file.lock_shared().ok()?;
         Some(Self {
             _file: file,
@@ -323,7 +311,7 @@ pub fn mend_head(dir: &Path, key: &GatewayKey) -> anyhow::Result<bool> {
 
 /// Compares the log's end with its signed head.
 fn check_head(
-    dir: &Path,
+    head: Option<&[u8]>,
     key: &VerifyingKey,
     last: Option<(u64, String)>,
     lines: usize,
@@ -334,16 +322,16 @@ fn check_head(
             message,
         })
     };
-    let text = match std::fs::read(dir.join(HEAD_FILE)) {
-        Ok(t) => t,
-        Err(_) if last.is_none() => return None,
-        Err(_) => {
+    let text = match head {
+        Some(t) => t,
+        None if last.is_none() => return None,
+        None => {
             return problem(format!(
                 "{HEAD_FILE} is missing: the end of the log cannot be checked"
             ));
         }
     };
-    let Ok(head) = serde_json::from_slice::<Head>(&text) else {
+    let Ok(head) = serde_json::from_slice::<Head>(text) else {
         return problem(format!("{HEAD_FILE} is damaged"));
     };
     if !head.signed_by(key) {
@@ -423,17 +411,17 @@ pub fn check_anchor(dir: &Path, seq: u64, line_sha256: &str) -> anyhow::Result<O
 }
 
 fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let path = dir.join(LOG_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    Ok(lines_of(
+        &read_if_there(&dir.join(LOG_FILE))?.unwrap_or_default(),
+    ))
+}
+
+fn lines_of(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     if body.is_empty() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    Ok(body.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect())
+    body.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
 }
 
 /// One problem the chain check found, with the line it is on.
@@ -443,14 +431,42 @@ pub struct ChainProblem {
     pub message: String,
 }
 
+/// The log and its head as they were at one moment, in memory, to be
+/// checked at leisure: checking every line's signature takes seconds on a
+/// months-old store, too long to hold the lock sealing waits on.
+pub struct Snapshot {
+    log: Vec<u8>,
+    head: Option<Vec<u8>>,
+}
+
+pub fn snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
+    Ok(Snapshot {
+        log: read_if_there(&dir.join(LOG_FILE))?.unwrap_or_default(),
+        head: read_if_there(&dir.join(HEAD_FILE))?,
+    })
+}
+
+fn read_if_there(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
 /// Reads the log; returns the entries that parse and every break found.
 pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<ChainProblem>)> {
+    Ok(check_snapshot(&snapshot(dir)?, key))
+}
+
+/// As [`check`], on a [`Snapshot`] taken before.
+pub fn check_snapshot(snapshot: &Snapshot, key: &VerifyingKey) -> (Vec<Entry>, Vec<ChainProblem>) {
     let mut entries = Vec::new();
     let mut problems = Vec::new();
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
     let mut count = 0;
-    for (i, line) in read_lines(dir)?.iter().enumerate() {
+    for (i, line) in lines_of(&snapshot.log).iter().enumerate() {
         let n = i + 1;
         let mut problem = |message: String| problems.push(ChainProblem { line: n, message });
         match serde_json::from_slice::<Entry>(line) {
@@ -495,10 +511,10 @@ pub fn check(dir: &Path, key: &VerifyingKey) -> anyhow::Result<(Vec<Entry>, Vec<
         count = n;
     }
     let last = entries.last().map(|e| (e.seq, prev.clone()));
-    if let Some(p) = check_head(dir, key, last, count) {
+    if let Some(p) = check_head(snapshot.head.as_deref(), key, last, count) {
         problems.push(p);
     }
-    Ok((entries, problems))
+    (entries, problems)
 }
 
 #[cfg(test)]

@@ -365,8 +365,8 @@ impl CameraEvidence {
 /// The public key travels with the packages, so a copied folder can be
 /// verified. A different key there means the signing key was lost or
 /// replaced: the packages already signed would no longer verify against
-/// this gateway, so that is for a person to sort out. An empty or
-/// unreadable copy is only a write a power cut interrupted (older agents
+/// this gateway, so that is for a person to sort out. A missing, empty
+/// or damaged copy is only a write a power cut interrupted (older agents
 /// wrote it unsynced): written again.
 fn check_store_key(
     dir: &std::path::Path,
@@ -374,7 +374,20 @@ fn check_store_key(
     key_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let path = dir.join(verify::STORE_KEY_FILE);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    // Only a file missing or left empty is written again: one that cannot
+    // be read (a failing card, its rights) may hold another key.
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot read {}: fix its rights or the disk before starting",
+                    path.display()
+                )
+            });
+        }
+    };
     match keys::parse_public(&text) {
         Ok(stored) if stored == key.public() => return Ok(()),
         Ok(_) => anyhow::bail!(

@@ -345,13 +345,19 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
     // Only that moment is locked: hashing a large store under the lock
     // would hold up sealing on the gateway (clips cut short, requests
     // refused) for as long as it takes.
-    let (packages, (entries, problems)) = {
+    let (packages, log) = {
         let _lock = custody::StoreLock::shared(root);
         (
             super::store::Index::read(root)?.packages(),
-            custody::check(root, &key)?,
+            custody::snapshot(root)?,
         )
     };
+    let (entries, problems) = custody::check_snapshot(&log, &key);
+    let deleted_before: HashSet<&str> = entries
+        .iter()
+        .filter(|e| e.action == Action::Deleted)
+        .map(|e| e.package.as_str())
+        .collect();
     let mut present: HashMap<String, Option<String>> = HashMap::new();
     let mut gone_since: HashSet<String> = HashSet::new();
     for p in packages {
@@ -360,7 +366,12 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         // Retention may delete a package after that moment: its deletion
         // is logged before its files start to go, so one found damaged
         // whose deletion the log records since was being deleted: no finding.
-        if !own.passed() && deleted_since(root, &key, &p.id) {
+        // A deletion logged before that moment is no excuse: a package
+        // whose removal got stuck must still show as present and changed.
+        if !own.passed()
+            && !deleted_before.contains(p.id.as_str())
+            && deleted_since(root, &key, &p.id)
+        {
             report.warnings.push(format!(
                 "{}: deleted by retention while the check ran",
                 p.id
@@ -432,12 +443,16 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
 
 /// Whether the custody log, read again now, records `id`'s deletion.
 fn deleted_since(root: &Path, key: &VerifyingKey, id: &str) -> bool {
-    let _lock = custody::StoreLock::shared(root);
-    custody::check(root, key).is_ok_and(|(entries, _)| {
-        entries
-            .iter()
-            .any(|e| e.action == Action::Deleted && e.package == id)
-    })
+    let log = {
+        let _lock = custody::StoreLock::shared(root);
+        custody::snapshot(root)
+    };
+    log.map(|log| custody::check_snapshot(&log, key))
+        .is_ok_and(|(entries, _)| {
+            entries
+                .iter()
+                .any(|e| e.action == Action::Deleted && e.package == id)
+        })
 }
 
 #[cfg(test)]
@@ -524,6 +539,33 @@ mod tests {
                 custody::append(&root, &key, Action::Acknowledged, "p0", None, "ack").unwrap();
             }
         });
+    }
+
+    #[test]
+    fn a_package_whose_deletion_got_stuck_still_shows_present_and_changed() {
+        let (_dir, root, key) = store();
+        stored(&root, &key, "p0", event());
+        let d = crate::evidence::store::Deletion {
+            id: "p0".into(),
+            reason: "over quota".into(),
+            forced: false,
+        };
+        crate::evidence::store::log_deletion(
+            &custody::StoreLock::exclusive(&root).unwrap(),
+            &key,
+            &d,
+        )
+        .unwrap();
+        // The removal failed, and someone edited what was left.
+        std::fs::write(root.join("p0").join(MANIFEST), b"{}").unwrap();
+        let report = verify(&root, Some(&key.public())).unwrap();
+        let problems = report.problems.join("\n");
+        assert!(
+            problems.contains("p0: logged as deleted but still present")
+                && problems.contains("p0/manifest.json"),
+            "{}",
+            report.print()
+        );
     }
 
     #[test]

@@ -101,8 +101,9 @@ fn unusable(preset: DecoderPreset) -> Option<String> {
         .map(|why| format!("cannot open its decoder {decoder} here ({why})"))
 }
 
-/// Whether `element` gets to READY, where hardware elements open their
-/// device; it is left in NULL either way.
+/// Whether `element` gets to PAUSED: V4L2 and VA elements open their
+/// device on the way to READY, Rockchip's MPP decoder only when it starts,
+/// on the way to PAUSED. It is left in NULL either way.
 fn opens(element: &gst::Element) -> Result<(), String> {
     // Outside a pipeline an element has no bus for its error message.
     let bus = element.bus().unwrap_or_else(|| {
@@ -110,12 +111,20 @@ fn opens(element: &gst::Element) -> Result<(), String> {
         element.set_bus(Some(&bus));
         bus
     });
-    let result = element.set_state(gst::State::Ready);
+    let result = element.set_state(gst::State::Paused);
     let _ = element.set_state(gst::State::Null);
     result.map(|_| ()).map_err(|_| {
         bus.pop_filtered(&[gst::MessageType::Error])
             .and_then(|m| match m.view() {
-                gst::MessageView::Error(e) => Some(e.error().to_string()),
+                // The debug text's last line names the device or file.
+                gst::MessageView::Error(e) => Some(match e.debug() {
+                    Some(d) => format!(
+                        "{}: {}",
+                        e.error(),
+                        d.lines().last().unwrap_or_default().trim()
+                    ),
+                    None => e.error().to_string(),
+                }),
                 _ => None,
             })
             .unwrap_or_else(|| "it refused to start".into())
@@ -213,9 +222,9 @@ mod tests {
     }
 
     #[test]
-    fn an_element_that_cannot_open_its_device_is_not_taken_at_its_word() {
+    fn an_element_that_cannot_open_its_device_or_start_is_not_taken_at_its_word() {
         crate::ingest::init_gstreamer().unwrap();
-        // v4l2src opens its device at READY, as the V4L2 and MPP decoders do.
+        // v4l2src opens its device at READY, as the V4L2 and VA decoders do.
         let absent = gst::ElementFactory::make("v4l2src")
             .property("device", "/dev/video-matthan-absent")
             .build()
@@ -223,6 +232,13 @@ mod tests {
         let why = opens(&absent).unwrap_err();
         assert!(why.contains("video-matthan-absent"), "{why}");
         assert_eq!(absent.current_state(), gst::State::Null);
+        // filesrc, as the MPP decoder does, opens only when it starts.
+        let starts_late = gst::ElementFactory::make("filesrc")
+            .property("location", "/nonexistent/matthan-absent.h264")
+            .build()
+            .unwrap();
+        let why = opens(&starts_late).unwrap_err();
+        assert!(why.contains("matthan-absent.h264"), "{why}");
         let software = gst::ElementFactory::make("avdec_h264").build().unwrap();
         assert_eq!(opens(&software), Ok(()));
         assert_eq!(unusable(DecoderPreset::Software), None);

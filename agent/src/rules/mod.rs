@@ -726,7 +726,8 @@ impl Passes {
         if !readable {
             v.plate = None;
         } else {
-            v.plate = crate::plate::parse_shaped(&v.chars, best.lines, two_line_aspect(&sightings));
+            let lines = majority_lines(&sightings, best.lines);
+            v.plate = crate::plate::parse_shaped(&v.chars, lines, two_line_aspect(&sightings));
             // The shape can restore a Đ the reader took for D.
             if let Some(p) = &v.plate {
                 v.chars.clone_from(&p.chars);
@@ -789,6 +790,17 @@ impl Passes {
 }
 
 /// The median shape of a track's two-line sightings, by their corners.
+/// The lines most sightings found, `best`'s on a tie: the shape decides
+/// a plate's kind (and restores a Đ), so one frame's class must not.
+fn majority_lines(sightings: &[PlateSighting], best: u8) -> u8 {
+    let two = sightings.iter().filter(|s| s.lines == 2).count();
+    match (2 * two).cmp(&sightings.len()) {
+        std::cmp::Ordering::Greater => 2,
+        std::cmp::Ordering::Less => 1,
+        std::cmp::Ordering::Equal => best,
+    }
+}
+
 fn two_line_aspect(sightings: &[PlateSighting]) -> f32 {
     let mut aspects: Vec<f32> = sightings
         .iter()

@@ -6,6 +6,7 @@ use super::*;
 use crate::frame::{BgrImage, I420Image};
 use crate::infer::{Detections, PlateRead};
 use crate::ingest::Frame;
+use crate::plate::PlateKind;
 
 fn frame(n: u64) -> Frame {
     Frame {
@@ -662,4 +663,37 @@ fn trimming_a_long_track_keeps_the_detection_that_vouches_for_it() {
     }
     out.extend(p.finish());
     assert_eq!(chars_of(&out), vec!["unreadable:51G1234"]);
+}
+
+#[test]
+fn the_plates_lines_are_what_most_frames_found_not_the_best_frame_alone() {
+    let run = |lines_of: &dyn Fn(u64) -> u8| {
+        let mut p = Passes::new(PassConfig::default());
+        let mut out = Vec::new();
+        for i in 0..5u64 {
+            let mut read = plate(100.0, "30TD12345");
+            read.lines = lines_of(i);
+            if i == 2 {
+                // The sharpest, surest frame: the one the pass keeps.
+                read.read_confidence = 0.99;
+                read.sharpness = 400.0;
+            }
+            out.extend(p.on_frame(&frame(i), &plates(vec![read])));
+        }
+        for i in 5..12 {
+            out.extend(p.on_frame(&frame(i), &plates(vec![])));
+        }
+        let [Pass::Plate(pass)] = &out[..] else {
+            panic!("{:?}", chars_of(&out))
+        };
+        let plate = pass.vote.plate.clone().unwrap();
+        (pass.vote.chars.clone(), plate.kind)
+    };
+    // One frame took the motorbike's two-line plate for one line.
+    assert_eq!(
+        run(&|i| if i == 2 { 1 } else { 2 }),
+        ("30TD12345".to_string(), PlateKind::Motorbike)
+    );
+    // Every frame saw one line: the car series with Đ.
+    assert_eq!(run(&|_| 1), ("30TĐ12345".to_string(), PlateKind::Special));
 }
