@@ -7,6 +7,7 @@
 //! agent and the `matthan evidence` commands may append at the same time,
 //! and `verify` may read meanwhile: see [`StoreLock`].
 
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -437,6 +438,26 @@ pub struct ChainProblem {
 pub struct Snapshot {
     log: Vec<u8>,
     head: Option<Vec<u8>>,
+}
+
+impl Snapshot {
+    /// The number of lines the log had.
+    pub fn lines(&self) -> usize {
+        lines_of(&self.log).len()
+    }
+
+    /// The packages whose deletion the gateway signed in the lines past
+    /// the first `after`: what was deleted since an earlier snapshot. Only
+    /// those lines' signatures are checked; the chain was checked before.
+    pub fn deleted_after(&self, after: usize, key: &VerifyingKey) -> HashSet<String> {
+        lines_of(&self.log)
+            .iter()
+            .skip(after)
+            .filter_map(|line| serde_json::from_slice::<Entry>(line).ok())
+            .filter(|e| e.action == Action::Deleted && e.signed_by(key))
+            .map(|e| e.package)
+            .collect()
+    }
 }
 
 pub fn snapshot(dir: &Path) -> anyhow::Result<Snapshot> {

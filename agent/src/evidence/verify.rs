@@ -353,36 +353,47 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         )
     };
     let (entries, problems) = custody::check_snapshot(&log, &key);
-    let deleted_before: HashSet<&str> = entries
-        .iter()
-        .filter(|e| e.action == Action::Deleted)
-        .map(|e| e.package.as_str())
-        .collect();
     let mut present: HashMap<String, Option<String>> = HashMap::new();
-    let mut gone_since: HashSet<String> = HashSet::new();
-    for p in packages {
-        let mut own = Report::default();
-        let sha = package(&p.dir, trust, &mut own);
-        // Retention may delete a package after that moment: its deletion
-        // is logged before its files start to go, so one found damaged
-        // whose deletion the log records since was being deleted: no finding.
-        // A deletion logged before that moment is no excuse: a package
-        // whose removal got stuck must still show as present and changed.
-        if !own.passed()
-            && !deleted_before.contains(p.id.as_str())
-            && deleted_since(root, &key, &p.id)
-        {
-            report.warnings.push(format!(
-                "{}: deleted by retention while the check ran",
-                p.id
-            ));
-            gone_since.insert(p.id);
-            continue;
-        }
+    let merge = |report: &mut Report, mut own: Report| {
         report.checked.append(&mut own.checked);
         report.problems.append(&mut own.problems);
         report.warnings.append(&mut own.warnings);
+    };
+    let mut damaged = Vec::new();
+    for p in packages {
+        let mut own = Report::default();
+        let sha = package(&p.dir, trust, &mut own);
+        if !own.passed() {
+            damaged.push((p.id, sha, own));
+            continue;
+        }
+        merge(report, own);
         present.insert(p.id, sha);
+    }
+    // Retention may delete a package after that moment: its deletion is
+    // logged before its files start to go, so one found damaged whose
+    // deletion the log has recorded since was being deleted: no finding.
+    // Only lines added since count: a package whose removal got stuck,
+    // logged deleted before, must still show as present and changed.
+    let mut gone_since: HashSet<String> = HashSet::new();
+    if !damaged.is_empty() {
+        let now = {
+            let _lock = custody::StoreLock::shared(root);
+            custody::snapshot(root)
+        };
+        gone_since = now
+            .map(|now| now.deleted_after(log.lines(), &key))
+            .unwrap_or_default();
+    }
+    for (id, sha, own) in damaged {
+        if gone_since.contains(&id) {
+            report
+                .warnings
+                .push(format!("{id}: deleted by retention while the check ran"));
+        } else {
+            merge(report, own);
+            present.insert(id, sha);
+        }
     }
     for p in &problems {
         report.problems.push(format!(
@@ -439,20 +450,6 @@ fn store(root: &Path, trusted: Option<&VerifyingKey>, report: &mut Report) -> an
         ));
     }
     Ok(())
-}
-
-/// Whether the custody log, read again now, records `id`'s deletion.
-fn deleted_since(root: &Path, key: &VerifyingKey, id: &str) -> bool {
-    let log = {
-        let _lock = custody::StoreLock::shared(root);
-        custody::snapshot(root)
-    };
-    log.map(|log| custody::check_snapshot(&log, key))
-        .is_ok_and(|(entries, _)| {
-            entries
-                .iter()
-                .any(|e| e.action == Action::Deleted && e.package == id)
-        })
 }
 
 #[cfg(test)]
@@ -526,6 +523,10 @@ mod tests {
                 let report = verify(root, Some(&key.public())).unwrap();
                 assert!(report.passed(), "look {looks}:\n{}", report.print());
                 looks += 1;
+                // A pause between looks, as between two people's checks:
+                // back to back, this thread may take the lock again before
+                // the waiting worker wakes (flock is not fair).
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
         });
     }
