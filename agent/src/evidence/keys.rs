@@ -45,7 +45,11 @@ impl GatewayKey {
         let key = Self {
             signing: SigningKey::from_bytes(&seed),
         };
-        write_private(&path, &seed)?;
+        if !write_private(&path, &seed)? {
+            // Another process (`matthan keys show` beside the agent) made
+            // one first: that one is the gateway's.
+            return Self::load(dir);
+        }
         durable::replace_synced(&dir.join(PUBLIC_FILE), (key.public_hex() + "\n").as_bytes())?;
         tracing::info!(fingerprint = %key.fingerprint(), path = %path.display(), "made the gateway's evidence signing key");
         Ok(key)
@@ -89,11 +93,13 @@ impl GatewayKey {
     }
 }
 
-/// Writes the key aside, syncs it and renames it into place: a power cut
+/// Writes the key aside, syncs it and links it into place: a power cut
 /// while it is made must not leave an empty or torn key, which the next
-/// start would refuse (and which would sign nothing).
-fn write_private(path: &Path, seed: &[u8; 32]) -> anyhow::Result<()> {
-    let aside = path.with_extension("ed25519.tmp");
+/// start would refuse (and which would sign nothing). The link, unlike a
+/// rename, never replaces a key another process made meanwhile: returns
+/// false then, and this one is dropped.
+fn write_private(path: &Path, seed: &[u8; 32]) -> anyhow::Result<bool> {
+    let aside = path.with_extension(format!("ed25519.{}.tmp", std::process::id()));
     // Left by a cut while the key was made: never used, so it goes.
     let _ = std::fs::remove_file(&aside);
     let mut file = std::fs::OpenOptions::new()
@@ -105,7 +111,19 @@ fn write_private(path: &Path, seed: &[u8; 32]) -> anyhow::Result<()> {
     file.write_all(hex(seed).as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write the gateway key {}", aside.display()))?;
-    durable::rename_synced(&aside, path)
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot create the gateway key {}", path.display()));
+        }
+    }
+    let folder = path.parent().unwrap_or(Path::new("."));
+    durable::sync_dir(folder)?;
+    Ok(true)
 }
 
 /// `sha256:` and the first 16 bytes of the public key's hash, in groups.
@@ -169,6 +187,26 @@ mod tests {
         verify(&public, b"manifest", &sig).unwrap();
         assert!(verify(&public, b"manifesT", &sig).is_err());
         assert!(key.fingerprint().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn a_key_another_process_made_meanwhile_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = GatewayKey::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join(PRIVATE_FILE);
+        let before = std::fs::read(&path).unwrap();
+        assert!(!write_private(&path, &[7; 32]).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(
+            GatewayKey::load(dir.path()).unwrap().fingerprint(),
+            first.fingerprint()
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
