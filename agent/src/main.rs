@@ -524,17 +524,6 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
-    if let Some(matthan::config::JsonLinesOutput {
-        path: matthan::config::JsonLinesTarget::File(file),
-    }) = &config.outputs.jsonl
-        && file.is_dir()
-    {
-        problems.push(format!(
-            "{}: `outputs.jsonl.path`: {} is a folder; name a file in it",
-            path.display(),
-            file.display()
-        ));
-    }
     // Under the systemd unit only /var/lib/matthan is writable: a folder
     // moved elsewhere must show here, before the start, not as lost
     // evidence or a temporary outbox after it.
@@ -546,6 +535,13 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         path: matthan::config::JsonLinesTarget::File(file),
     }) = &config.outputs.jsonl
     {
+        if file.is_dir() {
+            problems.push(format!(
+                "{}: `outputs.jsonl.path`: {} is a folder; name a file in it",
+                path.display(),
+                file.display()
+            ));
+        }
         folders.push(("outputs.jsonl.path", file.clone()));
     }
     for (key, folder) in folders {

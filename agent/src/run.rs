@@ -302,16 +302,17 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>, HashM
     let fallback = std::env::temp_dir().join(format!("matthan-outbox-{}", config.site.id));
     match Outbox::open(wanted.clone()) {
         Ok(mut o) => {
-            let mut given_out = HashMap::new();
-            if fallback.is_dir() {
-                given_out = recover_fallback(
+            let given_out = if fallback.is_dir() {
+                recover_fallback(
                     &mut o,
                     crate::publish::outbox::OutboxConfig {
                         dir: fallback,
                         ..wanted
                     },
-                );
-            }
+                )
+            } else {
+                HashMap::new()
+            };
             Ok((o, None, given_out))
         }
         Err(e) => {

@@ -123,7 +123,62 @@ impl StoreLock {
         manifest_sha256: Option<&str>,
         reason: &str,
     ) -> anyhow::Result<Entry> {
-        append_locked(&self.dir, key, action, package, manifest_sha256, reason)
+        let dir = &self.dir;
+        let path = dir.join(LOG_FILE);
+        let new_log = !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the custody log {}", path.display()))?;
+        let (last, terminated) = last_line(&mut file)
+            .with_context(|| format!("cannot read the custody log {}", path.display()))?;
+        if !terminated {
+            // A power cut tore the last line: it stays (verify reports it) and
+            // the chain goes on from it, on a line of its own.
+            file.write_all(b"\n")
+                .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
+        }
+        let (seq, prev) = match &last {
+            Some(line) => {
+                let seq = match serde_json::from_slice::<Entry>(line) {
+                    Ok(entry) => entry.seq,
+                    Err(_) => entries(dir)?.last().map_or(0, |e| e.seq),
+                };
+                let next = seq.checked_add(1).with_context(|| {
+                    format!(
+                        "the custody log {} ends at sequence number {seq}, past which none can follow: \
+                         it was forged or damaged. Keep it as it is and run `matthan evidence verify`",
+                        path.display()
+                    )
+                })?;
+                (next, sha256_hex(line))
+            }
+            None => (1, GENESIS.to_string()),
+        };
+        let mut entry = Entry {
+            seq,
+            time: crate::event::rfc3339(std::time::SystemTime::now()),
+            action,
+            package: package.to_string(),
+            manifest_sha256: manifest_sha256.map(str::to_string),
+            reason: reason.to_string(),
+            prev,
+            sig: None,
+        };
+        entry.sig = Some(key.sign(&entry.signed_bytes()));
+        let mut line = serde_json::to_string(&entry).expect("entries serialise");
+        line.push('\n');
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
+        if new_log {
+            // Its name, or the head would name a line of a log not on disk.
+            crate::durable::sync_dir(dir)?;
+        }
+        write_head(dir, key, entry.seq, &sha256_hex(line.trim_end().as_bytes()))?;
+        Ok(entry)
     }
 }
 
@@ -137,71 +192,6 @@ pub fn append(
     reason: &str,
 ) -> anyhow::Result<Entry> {
     StoreLock::exclusive(dir)?.append(key, action, package, manifest_sha256, reason)
-}
-
-fn append_locked(
-    dir: &Path,
-    key: &GatewayKey,
-    action: Action,
-    package: &str,
-    manifest_sha256: Option<&str>,
-    reason: &str,
-) -> anyhow::Result<Entry> {
-    let path = dir.join(LOG_FILE);
-    let new_log = !path.exists();
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(&path)
-        .with_context(|| format!("cannot open the custody log {}", path.display()))?;
-    let (last, terminated) = last_line(&mut file)
-        .with_context(|| format!("cannot read the custody log {}", path.display()))?;
-    if !terminated {
-        // A power cut tore the last line: it stays (verify reports it) and
-        // the chain goes on from it, on a line of its own.
-        file.write_all(b"\n")
-            .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
-    }
-    let (seq, prev) = match &last {
-        Some(line) => {
-            let seq = match serde_json::from_slice::<Entry>(line) {
-                Ok(entry) => entry.seq,
-                Err(_) => entries(dir)?.last().map_or(0, |e| e.seq),
-            };
-            let next = seq.checked_add(1).with_context(|| {
-                format!(
-                    "the custody log {} ends at sequence number {seq}, past which none can follow: \
-                     it was forged or damaged. Keep it as it is and run `matthan evidence verify`",
-                    path.display()
-                )
-            })?;
-            (next, sha256_hex(line))
-        }
-        None => (1, GENESIS.to_string()),
-    };
-    let mut entry = Entry {
-        seq,
-        time: crate::event::rfc3339(std::time::SystemTime::now()),
-        action,
-        package: package.to_string(),
-        manifest_sha256: manifest_sha256.map(str::to_string),
-        reason: reason.to_string(),
-        prev,
-        sig: None,
-    };
-    entry.sig = Some(key.sign(&entry.signed_bytes()));
-    let mut line = serde_json::to_string(&entry).expect("entries serialise");
-    line.push('\n');
-    file.write_all(line.as_bytes())
-        .and_then(|()| file.sync_data())
-        .with_context(|| format!("cannot append to the custody log {}", path.display()))?;
-    if new_log {
-        // Its name, or the head would name a line of a log not on disk.
-        crate::durable::sync_dir(dir)?;
-    }
-    write_head(dir, key, entry.seq, &sha256_hex(line.trim_end().as_bytes()))?;
-    Ok(entry)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -412,17 +402,12 @@ pub fn check_anchor(dir: &Path, seq: u64, line_sha256: &str) -> anyhow::Result<O
 }
 
 fn read_lines(dir: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    Ok(lines_of(
-        &read_if_there(&dir.join(LOG_FILE))?.unwrap_or_default(),
-    ))
-}
-
-fn lines_of(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let bytes = read_if_there(&dir.join(LOG_FILE))?.unwrap_or_default();
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
     if body.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    body.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+    Ok(body.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect())
 }
 
 /// One problem the chain check found, with the line it is on.
@@ -436,21 +421,21 @@ pub struct ChainProblem {
 /// checked at leisure: checking every line's signature takes seconds on a
 /// months-old store, too long to hold the lock sealing waits on.
 pub struct Snapshot {
-    log: Vec<u8>,
+    lines: Vec<Vec<u8>>,
     head: Option<Vec<u8>>,
 }
 
 impl Snapshot {
     /// The number of lines the log had.
     pub fn lines(&self) -> usize {
-        lines_of(&self.log).len()
+        self.lines.len()
     }
 
     /// The packages whose deletion the gateway signed in the lines past
     /// the first `after`: what was deleted since an earlier snapshot. Only
     /// those lines' signatures are checked; the chain was checked before.
     pub fn deleted_after(&self, after: usize, key: &VerifyingKey) -> HashSet<String> {
-        lines_of(&self.log)
+        self.lines
             .iter()
             .skip(after)
             .filter_map(|line| serde_json::from_slice::<Entry>(line).ok())
@@ -462,7 +447,7 @@ impl Snapshot {
 
 pub fn snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     Ok(Snapshot {
-        log: read_if_there(&dir.join(LOG_FILE))?.unwrap_or_default(),
+        lines: read_lines(dir)?,
         head: read_if_there(&dir.join(HEAD_FILE))?,
     })
 }
@@ -487,7 +472,7 @@ pub fn check_snapshot(snapshot: &Snapshot, key: &VerifyingKey) -> (Vec<Entry>, V
     let mut prev = GENESIS.to_string();
     let mut expected_seq = 1;
     let mut count = 0;
-    for (i, line) in lines_of(&snapshot.log).iter().enumerate() {
+    for (i, line) in snapshot.lines.iter().enumerate() {
         let n = i + 1;
         let mut problem = |message: String| problems.push(ChainProblem { line: n, message });
         match serde_json::from_slice::<Entry>(line) {
