@@ -354,8 +354,12 @@ impl Passes {
             plate_tracker: Tracker::new(config.tracker.clone()),
             // Faces read as nothing: a face seen once is not followed
             // beyond overlap, where in a crowd it would as well be another's.
+            // Nor does a still face live on unseen: the person who turned
+            // away to leave cannot be told from the next in the same
+            // place, whose event would be lost in the first's.
             face_tracker: Tracker::new(TrackerConfig {
                 reach_unknown: 0.0,
+                parked_memory: 0.0,
                 ..config.tracker.clone()
             }),
             config,

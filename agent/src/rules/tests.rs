@@ -610,7 +610,8 @@ fn frames_the_motion_gate_found_still_are_not_counted_as_reads_again() {
         out.extend(p.on_frame(&still, &plates(vec![plate(100.0, "51A60218")])));
     }
     assert!(out.is_empty(), "{:?}", chars_of(&out));
-    for n in 25..35 {
+    // Parked for 10 s, it lives on unseen for 20 s.
+    for n in 25..70 {
         out.extend(p.on_frame(&frame(n), &plates(vec![])));
     }
     assert_eq!(chars_of(&out), vec!["51A60216"]);
@@ -696,4 +697,68 @@ fn the_plates_lines_are_what_most_frames_found_not_the_best_frame_alone() {
     );
     // Every frame saw one line: the car series with Đ.
     assert_eq!(run(&|_| 1), ("30TĐ12345".to_string(), PlateKind::Special));
+}
+
+/// A plate far off that the detector is sure of but the reader cannot read.
+fn far_unreadable(y: f32) -> PlateRead {
+    let mut p = plate(100.0, "5IG1Z3");
+    p.bbox = [100.0, y, 180.0, y + 30.0];
+    p.read_confidence = 0.3;
+    p
+}
+
+#[test]
+fn a_parked_plate_the_detector_finds_on_and_off_is_one_pass() {
+    let config = PassConfig {
+        tracker: TrackerConfig::at_fps(2.0),
+        ..agent_thresholds()
+    };
+    let mut p = Passes::new(config.clone());
+    let mut out = Vec::new();
+    let mut n = 0;
+    // Seen, then hidden (people walking past, the detector's doubt), for
+    // seconds at a time over two minutes.
+    for (seen, gone) in [(8, 6), (3, 12), (4, 3), (10, 18), (2, 9), (6, 30)] {
+        for _ in 0..2 * seen {
+            out.extend(p.on_frame(&frame(n), &plates(vec![far_unreadable(100.0)])));
+            n += 1;
+        }
+        for _ in 0..2 * gone {
+            out.extend(p.on_frame(&frame(n), &plates(vec![])));
+            n += 1;
+        }
+    }
+    assert_eq!(chars_of(&out), vec!["unreadable:5IG1Z3"]);
+
+    // One that drives off, seen moving, and the next vehicle stopping in
+    // its place: two passes.
+    let mut p = Passes::new(config);
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut show = |p: &mut Passes, y: f32, out: &mut Vec<Pass>| {
+        let dets = plates(if y < 0.0 {
+            vec![]
+        } else {
+            vec![far_unreadable(y)]
+        });
+        out.extend(p.on_frame(&frame(n), &dets));
+        n += 1;
+    };
+    for _ in 0..16 {
+        show(&mut p, 100.0, &mut out);
+    }
+    for y in [130.0, 170.0] {
+        show(&mut p, y, &mut out);
+    }
+    for _ in 0..6 {
+        show(&mut p, -1.0, &mut out);
+    }
+    for _ in 0..16 {
+        show(&mut p, 100.0, &mut out);
+    }
+    out.extend(p.finish());
+    assert_eq!(
+        chars_of(&out),
+        vec!["unreadable:5IG1Z3", "unreadable:5IG1Z3"]
+    );
 }
