@@ -7,9 +7,11 @@
 //! still produces its event in time). A plate reported unreadable that way
 //! is reported again when it is read after all. A plate read again by the
 //! same camera within `dedup_window` of its last sighting is the same pass,
-//! not a new event. A new stream (a reconnected camera, a looped file)
-//! ends every track of the old one. Line, zone and watchlist rules come
-//! here later.
+//! not a new event. A plate found again where a parked plate's track ended
+//! unreadable moments before is that plate, back from behind people walking
+//! past or from the detector's doubt, not a new event either. A new stream
+//! (a reconnected camera, a looped file) ends every track of the old one.
+//! Line, zone and watchlist rules come here later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::frame::I420Image;
-use crate::infer::geometry::quad_aspect;
+use crate::infer::geometry::{iou, quad_aspect};
 use crate::infer::{BBox, Detections, Face};
 use crate::ingest::Frame;
 use crate::plate::colour::{PlateColour, is_monochrome, plate_colour};
@@ -115,6 +117,10 @@ struct PlateTrack {
     /// Id of the pass (reported as the event's track id): a tracker track
     /// that turns out to hold two vehicles becomes two passes.
     pass_id: u64,
+    rest: Rest,
+    /// Whether it took up the pass of a parked plate that ended unreadable
+    /// in its place ([`ParkedSpot`]).
+    returned: bool,
     sightings: Vec<PlateSighting>,
     frames: KeptFrames,
     first_clock: Duration,
@@ -191,6 +197,66 @@ impl KeptFrames {
 struct Reported {
     chars: String,
     readable: bool,
+    /// Whether the detector was sure it is a plate: false only for an
+    /// unreadable track dismissed, which made no event.
+    sure: bool,
+}
+
+/// A plate track seen in one place this long is parked (a vehicle parked
+/// in view, or queued).
+const PARKED_AFTER: Duration = Duration::from_secs(5);
+/// How long the place of a parked plate whose track ended unreadable is
+/// remembered: longer than people walking past or the detector doubting a
+/// far plate for a while, and short, because another unreadable plate
+/// stopping in that very place within it is taken for the first.
+const PARKED_MEMORY: Duration = Duration::from_secs(20);
+/// A plate's first box overlapping a parked plate's place this much is in
+/// that place (a detector's boxes of one still plate overlap by 0.8 and
+/// more; a plate half its height away, by 0.33).
+const IN_PLACE_IOU: f32 = 0.7;
+/// A box overlapping the place where a track came to rest less than this
+/// has moved on.
+const MOVED_IOU: f32 = 0.5;
+
+/// Where a plate track came to rest, since when, and when last seen there
+/// (analysis clock).
+#[derive(Debug, Clone, Copy)]
+struct Rest {
+    bbox: BBox,
+    since: Duration,
+    last: Duration,
+}
+
+impl Rest {
+    fn new(bbox: BBox, now: Duration) -> Self {
+        Self {
+            bbox,
+            since: now,
+            last: now,
+        }
+    }
+
+    fn seen(&mut self, bbox: BBox, now: Duration) {
+        if iou(&bbox, &self.bbox) < MOVED_IOU {
+            *self = Self::new(bbox, now);
+        } else {
+            self.last = now;
+        }
+    }
+
+    fn parked(&self) -> bool {
+        self.last.saturating_sub(self.since) >= PARKED_AFTER
+    }
+}
+
+/// The place of a parked plate whose track ended unreadable, for
+/// [`PARKED_MEMORY`]: a plate track starting there takes up its pass,
+/// reported again only if it reads as a plate. A plate that drove off seen
+/// leaves none: it was no longer at rest.
+struct ParkedSpot {
+    rest: Rest,
+    pass_id: u64,
+    chars: String,
 }
 
 impl PlateTrack {
@@ -285,6 +351,7 @@ pub struct Passes {
     faces: HashMap<TrackId, FaceTrack>,
     /// Plate chars → analysis clock of their last sighting.
     recent: HashMap<String, Duration>,
+    parked_spots: Vec<ParkedSpot>,
     clock: AnalysisClock,
     /// The clock at the last frame: the trackers follow objects as far as
     /// they move in the time between frames.
@@ -354,18 +421,15 @@ impl Passes {
             plate_tracker: Tracker::new(config.tracker.clone()),
             // Faces read as nothing: a face seen once is not followed
             // beyond overlap, where in a crowd it would as well be another's.
-            // Nor does a still face live on unseen: the person who turned
-            // away to leave cannot be told from the next in the same
-            // place, whose event would be lost in the first's.
             face_tracker: Tracker::new(TrackerConfig {
                 reach_unknown: 0.0,
-                parked_memory: 0.0,
                 ..config.tracker.clone()
             }),
             config,
             plates: HashMap::new(),
             faces: HashMap::new(),
             recent: HashMap::new(),
+            parked_spots: Vec::new(),
             clock: AnalysisClock::default(),
             last_frame_clock: Duration::ZERO,
             stream: None,
@@ -382,6 +446,8 @@ impl Passes {
             _ => Vec::new(),
         };
         let now = self.clock.advance(frame);
+        self.parked_spots
+            .retain(|s| now.saturating_sub(s.rest.last) <= PARKED_MEMORY);
 
         let boxes: Vec<(BBox, f32)> = detections
             .plates
@@ -406,10 +472,13 @@ impl Passes {
                 // analysed frame's detections again. They keep the tracks
                 // alive, but are no new reads: counted again, one misread
                 // at a red light would outvote every real frame.
-                if let Some(r) = self.plates.get(id).and_then(|t| t.reported.as_ref())
-                    && r.readable
-                {
-                    self.recent.insert(r.chars.clone(), now);
+                if let Some(t) = self.plates.get_mut(id) {
+                    t.rest.seen(p.bbox, now);
+                    if let Some(r) = &t.reported
+                        && r.readable
+                    {
+                        self.recent.insert(r.chars.clone(), now);
+                    }
                 }
                 continue;
             }
@@ -468,8 +537,30 @@ impl Passes {
                 self.finish_track(old, now, &mut out);
             }
             if !self.plates.contains_key(id) {
-                let pass_id = self.next_pass_id;
-                self.next_pass_id += 1;
+                let spot = if new_vehicle {
+                    None
+                } else {
+                    self.parked_spots
+                        .iter()
+                        .position(|s| iou(&p.bbox, &s.rest.bbox) >= IN_PLACE_IOU)
+                        .map(|i| self.parked_spots.swap_remove(i))
+                };
+                let returned = spot.is_some();
+                let (pass_id, reported, rest) = match spot {
+                    Some(s) => {
+                        tracing::debug!(pass = s.pass_id, chars = %s.chars, "a plate back where a parked one ended unreadable: the same pass");
+                        let reported = Reported {
+                            chars: s.chars,
+                            readable: false,
+                            sure: true,
+                        };
+                        (s.pass_id, Some(reported), s.rest)
+                    }
+                    None => {
+                        self.next_pass_id += 1;
+                        (self.next_pass_id - 1, None, Rest::new(p.bbox, now))
+                    }
+                };
                 let anchor = confident.then(|| observation.chars.clone());
                 let min_confidence = self.config.min_read_confidence;
                 let readable_reads = carried
@@ -480,10 +571,12 @@ impl Passes {
                     *id,
                     PlateTrack {
                         pass_id,
+                        rest,
+                        returned,
                         sightings: carried,
                         frames: carried_frames,
                         first_clock: now,
-                        reported: None,
+                        reported,
                         readable_reads,
                         anchor,
                         switch_candidate: None,
@@ -491,6 +584,7 @@ impl Passes {
                 );
             }
             let track = self.plates.get_mut(id).expect("inserted above");
+            track.rest.seen(p.bbox, now);
             if let Some(r) = track.reported.as_ref().filter(|r| r.readable) {
                 // Reported at max_delay already: the rest of the pass is the same event.
                 self.recent.insert(r.chars.clone(), now);
@@ -549,7 +643,18 @@ impl Passes {
         }
         for id in tracks.ended {
             if let Some(t) = self.plates.remove(&id) {
-                self.finish_track(t, now, &mut out);
+                let (rest, pass_id) = (t.rest, t.pass_id);
+                if let Some(r) = self.finish_track(t, now, &mut out)
+                    && !r.readable
+                    && r.sure
+                    && rest.parked()
+                {
+                    self.parked_spots.push(ParkedSpot {
+                        rest,
+                        pass_id,
+                        chars: r.chars,
+                    });
+                }
             }
         }
         let due: Vec<TrackId> = self
@@ -637,6 +742,8 @@ impl Passes {
     pub fn finish(&mut self) -> Vec<Pass> {
         let now = self.clock.now;
         let mut out = Vec::new();
+        // After an outage, a vehicle in a parked one's place cannot be told from it.
+        self.parked_spots.clear();
         self.plate_tracker.end_all();
         self.face_tracker.end_all();
         let mut plates: Vec<_> = self.plates.drain().collect();
@@ -666,12 +773,23 @@ impl Passes {
         })
     }
 
-    /// Reports what an ending track has not reported yet.
-    fn finish_track(&mut self, t: PlateTrack, now: Duration, out: &mut Vec<Pass>) {
-        if t.has_news() {
-            let again = t.reported.is_some();
-            self.finish_plate(t.pass_id, t.sightings, t.frames, now, again, out);
+    /// Reports what an ending track has not reported yet; returns what
+    /// the pass was decided as, if anything.
+    fn finish_track(
+        &mut self,
+        t: PlateTrack,
+        now: Duration,
+        out: &mut Vec<Pass>,
+    ) -> Option<Reported> {
+        if !t.has_news() {
+            if t.returned {
+                self.counters.duplicates_suppressed += 1;
+            }
+            return t.reported;
         }
+        let again = t.reported.is_some();
+        self.finish_plate(t.pass_id, t.sightings, t.frames, now, again, out)
+            .or(t.reported)
     }
 
     /// Votes a plate track and reports it (unless it is a duplicate, or
@@ -756,11 +874,13 @@ impl Passes {
             if only_readable {
                 return None;
             }
+            let sure = surest >= self.config.min_unreadable_score;
             let unreadable = Some(Reported {
                 chars,
                 readable: false,
+                sure,
             });
-            if surest < self.config.min_unreadable_score {
+            if !sure {
                 self.counters.dismissed_plate_tracks += 1;
                 tracing::debug!(track = id, chars = %pass.vote.chars, surest, "unreadable track dismissed: the detector was never sure it is a plate");
                 return unreadable;
@@ -775,6 +895,7 @@ impl Passes {
         let readable = Some(Reported {
             chars: chars.clone(),
             readable: true,
+            sure: true,
         });
         // Sightings older than the window can suppress nothing: forget them,
         // so a junction that sees thousands of plates a day keeps a small map.

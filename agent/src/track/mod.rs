@@ -20,14 +20,6 @@
 //! between the frames ([`TrackerConfig::reach_same`]); one that cannot be
 //! told apart only as far as a slower object moves, and only to a track
 //! with no speed yet; one that looks different, never beyond overlap.
-//!
-//! A parked object flickers: a far plate the detector finds on some frames
-//! only, a plate behind people walking past. Ended after two seconds
-//! unseen, each return would start a new track, and each track an event.
-//! So a track that has stayed in place for [`TrackerConfig::parked_after`]
-//! is *parked*, and lives on unseen for [`TrackerConfig::parked_memory`],
-//! continued only by a detection in its place (or one that reads as its
-//! object), never by one that reads as another.
 
 mod kalman;
 
@@ -59,20 +51,11 @@ pub struct TrackerConfig {
     /// with no speed yet (seen once): a slower object's reach, so that
     /// neighbours stay apart.
     pub reach_unknown: f32,
-    /// Seconds in one place after which a track is parked.
-    pub parked_after: f64,
-    /// Seconds a parked track lives on unseen; zero: as any other track.
-    pub parked_memory: f64,
 }
 
 /// Seconds a track lives on unmatched (an occlusion, a missed detection),
 /// whatever the analysis rate.
 const TRACK_MEMORY_SECONDS: f64 = 2.0;
-
-/// A box overlapping the box where a track came to rest this much is the
-/// object still in its place (a detector's boxes of one still object
-/// overlap by 0.8 and more).
-const IN_PLACE_IOU: f32 = 0.5;
 
 impl TrackerConfig {
     /// The defaults for a camera analysed at `fps` frames a second.
@@ -94,11 +77,6 @@ impl Default for TrackerConfig {
             max_missed: 4,
             reach_same: 40.0,
             reach_unknown: 8.0,
-            // Longer than a blur or a pedestrian passing; shorter than a
-            // queue at a red light moving off and the next vehicle
-            // stopping in the same place.
-            parked_after: 5.0,
-            parked_memory: 20.0,
         }
     }
 }
@@ -122,56 +100,6 @@ struct Track {
     hits: u32,
     /// When it was last matched, on the tracker's clock (seconds).
     seen_at: f64,
-    /// Where it came to rest, and when (it moves on: a new rest).
-    rest: BBox,
-    rest_since: f64,
-}
-
-impl Track {
-    fn new(id: TrackId, b: &BBox, clock: f64) -> Self {
-        Self {
-            id,
-            kalman: KalmanBox::new(b),
-            missed: 0,
-            hits: 1,
-            seen_at: clock,
-            rest: *b,
-            rest_since: clock,
-        }
-    }
-
-    /// Whether it was seen in one place for `parked_after`.
-    fn parked(&self, c: &TrackerConfig) -> bool {
-        c.parked_memory > 0.0 && self.seen_at - self.rest_since >= c.parked_after
-    }
-
-    /// Whether it is parked and unseen for longer than any other track
-    /// would live: only its own object, in its place, may continue it.
-    fn lingering(&self, c: &TrackerConfig) -> bool {
-        self.missed > c.max_missed && self.parked(c)
-    }
-
-    fn ends(&self, c: &TrackerConfig, clock: f64) -> bool {
-        self.missed > c.max_missed && !(self.parked(c) && clock - self.seen_at <= c.parked_memory)
-    }
-
-    fn matched(&mut self, b: &BBox, clock: f64, c: &TrackerConfig) {
-        if self.lingering(c) {
-            // Its prediction has run on for many frames unseen: still, it
-            // starts again where it is.
-            self.kalman = KalmanBox::new(b);
-        } else if self.hits == 1 {
-            self.kalman.second(b, (self.missed + 1) as f32);
-        } else {
-            self.kalman.update(b);
-        }
-        self.hits += 1;
-        self.seen_at = clock;
-        if iou(b, &self.rest) < IN_PLACE_IOU {
-            self.rest = *b;
-            self.rest_since = clock;
-        }
-    }
 }
 
 /// What one frame did to the tracks.
@@ -251,21 +179,25 @@ impl Tracker {
                 let id = self.next_id;
                 self.next_id += 1;
                 assigned[i] = Some(id);
-                self.tracks.push(Track::new(id, b, self.clock));
+                self.tracks.push(Track {
+                    id,
+                    kalman: KalmanBox::new(b),
+                    missed: 0,
+                    hits: 1,
+                    seen_at: self.clock,
+                });
                 matched.push(true);
             }
         }
         let mut ended = Vec::new();
+        let max_missed = self.config.max_missed;
         let mut keep = Vec::with_capacity(self.tracks.len());
         for (t, m) in self.tracks.drain(..).zip(matched) {
-            let t = Track {
-                missed: if m { 0 } else { t.missed + 1 },
-                ..t
-            };
-            if t.ends(&self.config, self.clock) {
+            let missed = if m { 0 } else { t.missed + 1 };
+            if missed > max_missed {
                 ended.push(t.id);
             } else {
-                keep.push(t);
+                keep.push(Track { missed, ..t });
             }
         }
         self.tracks = keep;
@@ -299,20 +231,9 @@ impl Tracker {
                 if matched[ti] {
                     continue;
                 }
-                let like = likeness(d, t.id);
-                if t.lingering(c) {
-                    // In its place, or reading as its object anywhere;
-                    // never one that reads as another.
-                    let o = iou(det, &t.rest);
-                    match like {
-                        Likeness::Same => pairs.push((0, 0.0, d, ti)),
-                        Likeness::Unknown if o >= IN_PLACE_IOU => pairs.push((1, -o, d, ti)),
-                        _ => {}
-                    }
-                    continue;
-                }
                 let predicted = t.kalman.bbox();
                 let o = iou(&db, &buffered(&predicted, c.buffer));
+                let like = likeness(d, t.id);
                 // Seconds since the track was last matched.
                 let elapsed = (self.clock - t.seen_at) as f32;
                 let reach = match like {
@@ -337,7 +258,13 @@ impl Tracker {
             matched[ti] = true;
             let t = &mut self.tracks[ti];
             assigned[d] = Some(t.id);
-            t.matched(&detections[d].0, self.clock, &self.config);
+            if t.hits == 1 {
+                t.kalman.second(&detections[d].0, (t.missed + 1) as f32);
+            } else {
+                t.kalman.update(&detections[d].0);
+            }
+            t.hits += 1;
+            t.seen_at = self.clock;
         }
     }
 }
@@ -552,80 +479,6 @@ mod tests {
         assert_eq!(TrackerConfig::at_fps(2.0).max_missed, 4);
         assert_eq!(TrackerConfig::at_fps(25.0).max_missed, 50);
         assert_eq!(TrackerConfig::at_fps(0.5).max_missed, 2);
-    }
-
-    /// Frames of a tracker at 2 frames a second: `dets` on each of `frames`.
-    fn run(t: &mut Tracker, frames: usize, dets: &[(BBox, f32)]) -> Vec<FrameTracks> {
-        (0..frames).map(|_| t.update(dets)).collect()
-    }
-
-    #[test]
-    fn a_parked_object_lives_on_unseen_in_its_place() {
-        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
-        let here = (plate_at(400.0, 300.0), 0.9);
-        let id = t.update(&[here]).assigned[0];
-        // Seen in place for 6 s (a pixel of jitter), then unseen for 15 s.
-        let jitter = (plate_at(401.0, 299.0), 0.9);
-        assert!(
-            run(&mut t, 12, &[jitter])
-                .iter()
-                .all(|r| r.assigned == [id])
-        );
-        assert!(run(&mut t, 30, &[]).iter().all(|r| r.ended.is_empty()));
-        assert_eq!(t.update(&[jitter]).assigned, [id], "back in its place");
-        // Unseen for longer than `parked_memory`: gone.
-        let ends = run(&mut t, 42, &[]);
-        assert!(ends[..40].iter().all(|r| r.ended.is_empty()));
-        assert_eq!(ends[40].ended, [id]);
-    }
-
-    #[test]
-    fn a_parked_object_unseen_is_continued_only_in_its_place_and_never_by_another() {
-        let parked = |t: &mut Tracker| {
-            let id = t.update(&[(plate_at(400.0, 300.0), 0.9)]).assigned[0];
-            run(t, 12, &[(plate_at(400.0, 300.0), 0.9)]);
-            run(t, 10, &[]);
-            id
-        };
-        // Half a plate lower: not in its place.
-        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
-        let id = parked(&mut t);
-        assert_ne!(t.update(&[(plate_at(400.0, 315.0), 0.9)]).assigned, [id]);
-        // In its place, but reading as another plate.
-        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
-        let id = parked(&mut t);
-        let other = |_: usize, _: TrackId| Likeness::Different;
-        let r = t.update_with(&[(plate_at(400.0, 300.0), 0.9)], HALF, other);
-        assert_ne!(r.assigned, [id]);
-        // Reading as its plate, wherever it is (the vehicle moved off
-        // behind a bus and is seen again further on).
-        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
-        let id = parked(&mut t);
-        let same = |_: usize, _: TrackId| Likeness::Same;
-        let r = t.update_with(&[(plate_at(900.0, 600.0), 0.9)], HALF, same);
-        assert_eq!(r.assigned, [id]);
-    }
-
-    #[test]
-    fn an_object_that_drove_off_is_no_longer_parked() {
-        let mut t = Tracker::new(TrackerConfig::at_fps(2.0));
-        let id = t.update(&[(plate_at(400.0, 300.0), 0.9)]).assigned[0];
-        run(&mut t, 12, &[(plate_at(400.0, 300.0), 0.9)]);
-        // Pulls away, seen on two frames, then gone: ends as any track.
-        for i in 1..3 {
-            let r = t.update(&[(plate_at(400.0, 300.0 + 20.0 * i as f32), 0.9)]);
-            assert_eq!(r.assigned, [id]);
-        }
-        let ends = run(&mut t, 5, &[]);
-        assert_eq!(ends[4].ended, [id]);
-        // Moving objects and the face tracker's parked-less config: two seconds.
-        let mut t = Tracker::new(TrackerConfig {
-            parked_memory: 0.0,
-            ..TrackerConfig::at_fps(2.0)
-        });
-        let id = t.update(&[(plate_at(400.0, 300.0), 0.9)]).assigned[0];
-        run(&mut t, 12, &[(plate_at(400.0, 300.0), 0.9)]);
-        assert_eq!(run(&mut t, 5, &[])[4].ended, [id]);
     }
 
     #[test]
