@@ -335,6 +335,13 @@ impl Metrics {
                 "Events dropped because their stored record failed its checksum when read back",
                 o.stats.dropped_corrupt,
             );
+            series(
+                &mut out,
+                "matthan_outbox_unreadable_segments_total",
+                "counter",
+                "Outbox segment files that could not be read at start-up (set aside as damaged-seg-*; their events lost)",
+                o.stats.unreadable_segments,
+            );
         }
         out
     }

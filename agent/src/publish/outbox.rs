@@ -38,7 +38,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 
 pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -119,6 +119,9 @@ pub struct OutboxStats {
     /// start-up (damaged with whole records after them) or when read back
     /// to be sent: dropped, so that the records after them still go out.
     pub dropped_corrupt: u64,
+    /// Segment files that could not be read at start-up: set aside, their
+    /// records lost (how many is not known).
+    pub unreadable_segments: u64,
 }
 
 pub struct Outbox {
@@ -155,17 +158,18 @@ impl Outbox {
         let dir = &config.dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the outbox folder {}", dir.display()))?;
-        let watermark = match std::fs::read_to_string(dir.join("acked")) {
-            Ok(s) => s.trim().parse().map_err(|_| {
-                anyhow!(
-                    "{}: `acked` is not a number; delete it to re-send every stored event",
-                    dir.display()
-                )
-            })?,
+        // A watermark that cannot be read costs repeats, never the events:
+        // every stored one is sent again, and the IOC drops repeats by id.
+        let acked = dir.join("acked");
+        let watermark = match std::fs::read_to_string(&acked) {
+            Ok(s) => s.trim().parse().unwrap_or_else(|_| {
+                tracing::error!(file = %acked.display(), "outbox: `acked` is not a number (damaged storage?); every stored event is sent again, and the IOC drops the repeats by event id");
+                0
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot read {}", dir.join("acked").display()));
+                tracing::error!(file = %acked.display(), "outbox: cannot read `acked` ({e}; failing storage?); every stored event is sent again, and the IOC drops the repeats by event id");
+                0
             }
         };
         let mut segments: Vec<u64> = std::fs::read_dir(dir)
@@ -186,6 +190,7 @@ impl Outbox {
         let mut pending = VecDeque::new();
         let mut pending_bytes = 0;
         let mut next_id = watermark + 1;
+        let mut readable = Vec::with_capacity(segments.len());
         for &first in &segments {
             // A segment is named by the id its first record has or will
             // have: an empty one, made before a watermark that could not be
@@ -193,9 +198,22 @@ impl Outbox {
             next_id = next_id.max(first);
             let path = segment_path(dir, first);
             let mut data = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            if let Err(e) = File::open(&path).and_then(|mut f| f.read_to_end(&mut data)) {
+                // One bad file (a failing sector, a folder where a file
+                // was) must not cost the events in the others, which a
+                // refusal to open would send to a temporary outbox.
+                next_id = next_id.max(first + max_records(&path));
+                let aside = dir.join(format!("damaged-seg-{first:020}.log"));
+                let moved = std::fs::rename(&path, &aside).is_ok();
+                tracing::error!(
+                    segment = %path.display(),
+                    kept_as = %if moved { aside.display().to_string() } else { "(could not be moved aside)".into() },
+                    "outbox: cannot read a segment ({e}; failing storage?): its events are lost, the other segments' still go out"
+                );
+                stats.unreadable_segments += 1;
+                continue;
+            }
+            readable.push(first);
             let mut offset = 0usize;
             // Ids follow each other within a segment, from the one it is named by.
             let mut expected = first;
@@ -248,8 +266,12 @@ impl Outbox {
             }
         }
         stats.recovered = pending.len() as u64;
-        let mut segments: VecDeque<u64> = segments.into();
-        if segments.is_empty() {
+        let mut segments: VecDeque<u64> = readable.into();
+        // Appends go to a segment after any set aside: its ids may be used.
+        if segments
+            .back()
+            .is_none_or(|&last| last < next_id && stats.unreadable_segments > 0)
+        {
             segments.push_back(next_id);
         }
         let last = *segments.back().expect("one segment");
@@ -333,16 +355,15 @@ impl Outbox {
             self.writer_len = 0;
         }
         let offset = self.writer_len;
-        if let Err(e) = self
-            .writer
-            .write_all(&rec)
-            .and_then(|()| self.writer.sync_data())
+        let mut written = self.write_synced(&rec);
+        // A full disk: the newest event takes the oldest ones' space, as
+        // the bounds would have it, instead of waiting in memory.
+        if matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::StorageFull)
+            && self.drop_oldest_segment()
         {
-            // A record half written (disk full) or written but not synced
-            // (an I/O error) must not stay: the offsets of every later record,
-            // and a retry of this one under the same id, assume the segment
-            // ends where the last whole record does.
-            let _ = self.writer.set_len(self.writer_len);
+            written = self.write_synced(&rec);
+        }
+        if let Err(e) = written {
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot write to the outbox in {} (disk full or read-only?)",
                 self.config.dir.display()
@@ -360,6 +381,47 @@ impl Outbox {
         });
         self.pending_bytes += rec.len() as u64;
         Ok(id)
+    }
+
+    fn write_synced(&mut self, rec: &[u8]) -> std::io::Result<()> {
+        let written = self
+            .writer
+            .write_all(rec)
+            .and_then(|()| self.writer.sync_data());
+        if written.is_err() {
+            // A record half written (disk full) or written but not synced
+            // (an I/O error) must not stay: the offsets of every later record,
+            // and a retry of this one under the same id, assume the segment
+            // ends where the last whole record does.
+            let _ = self.writer.set_len(self.writer_len);
+        }
+        written
+    }
+
+    /// Drops the pending records of the oldest segment not being written,
+    /// counted as dropped for the bounds, and deletes it; returns whether
+    /// it went.
+    fn drop_oldest_segment(&mut self) -> bool {
+        let Some(&end) = self.segments.get(1) else {
+            return false;
+        };
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .take_while(|p| p.id < end)
+            .map(|p| p.id)
+            .collect();
+        let dropped = ids.iter().filter(|&&id| !self.done_ahead(id)).count() as u64;
+        tracing::error!(
+            dropped,
+            dir = %self.config.dir.display(),
+            "disk full: dropping the oldest undelivered events to store the newest; free space on this disk or lower storage.outbox_max_mb"
+        );
+        self.stats.dropped_for_bounds += dropped;
+        let before = self.segments.len();
+        // The watermark may not fit on the full disk: the segment still goes.
+        let _ = self.done_all(ids.into_iter().map(|id| (id, false)));
+        self.segments.len() < before
     }
 
     /// Reads pending records in order, starting after `after` (0: from the
@@ -545,6 +607,13 @@ impl Outbox {
             dropped.iter().filter(|&&id| !self.done_ahead(id)).count() as u64;
         self.done_all(dropped.into_iter().map(|id| (id, false)))
     }
+}
+
+/// The most records a segment file can hold, by its size (all of a
+/// segment's size when even that cannot be read).
+fn max_records(path: &Path) -> u64 {
+    let len = std::fs::metadata(path).map_or(SEGMENT_BYTES, |m| m.len());
+    len / (HEADER + FIXED) as u64 + 1
 }
 
 /// Failed reads of one record, [`UNREADABLE_SPACING`] apart, before it is
@@ -912,6 +981,77 @@ mod tests {
         );
         // Dropped, not delivered: never counted as acknowledged.
         assert_eq!(o.stats.acknowledged, 0);
+    }
+
+    #[test]
+    fn a_segment_unreadable_at_start_costs_its_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = OutboxConfig {
+            segment_bytes: 1, // a segment per record
+            ..OutboxConfig::new(dir.path().to_path_buf())
+        };
+        let mut o = Outbox::open(config.clone()).unwrap();
+        for _ in 0..5 {
+            o.append("t", &[7; 40]).unwrap();
+        }
+        drop(o);
+        // The second record's file and the last one cannot be read (a
+        // link to a folder in their place: opened, then unreadable).
+        let files = segments(dir.path());
+        for bad in [&files[1], &files[4]] {
+            std::fs::remove_file(bad).unwrap();
+            std::os::unix::fs::symlink(std::env::temp_dir(), bad).unwrap();
+        }
+        let mut o = Outbox::open(config.clone()).unwrap();
+        assert_eq!(pending_ids(&mut o), [1, 3, 4]);
+        assert_eq!(o.stats.unreadable_segments, 2);
+        assert!(
+            dir.path()
+                .join(format!("damaged-seg-{:020}.log", 2))
+                .exists()
+        );
+        // New records never take the ids of those set aside.
+        let next = o.append("t", b"x").unwrap();
+        assert!(next > 5, "{next}");
+        drop(o);
+        let mut o = Outbox::open(config.clone()).unwrap();
+        assert_eq!(pending_ids(&mut o), [1, 3, 4, next]);
+        assert_eq!(o.stats.unreadable_segments, 0, "set aside once");
+        // An `acked` that is not a number: everything stored is sent again.
+        o.ack(1).unwrap();
+        drop(o);
+        assert_eq!(
+            pending_ids(&mut Outbox::open(config.clone()).unwrap()),
+            [3, 4, next]
+        );
+        std::fs::write(dir.path().join("acked"), "garbage").unwrap();
+        let mut o = Outbox::open(config).unwrap();
+        assert_eq!(pending_ids(&mut o), [1, 3, 4, next]);
+    }
+
+    #[test]
+    fn a_full_disk_drops_the_oldest_segment_for_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(OutboxConfig {
+            segment_bytes: 150, // two records a segment
+            ..OutboxConfig::new(dir.path().to_path_buf())
+        })
+        .unwrap();
+        for _ in 0..6 {
+            o.append("t", &[7; 40]).unwrap();
+        }
+        let before = segments(dir.path());
+        assert_eq!(before.len(), 3);
+        // The next segment lands on a full disk (/dev/full: every write
+        // fails with "no space left").
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(format!("seg-{:020}.log", 7)))
+            .unwrap();
+        let e = o.append("t", &[7; 40]).unwrap_err();
+        assert!(format!("{e:#}").contains("disk full"), "{e:#}");
+        // The oldest segment's two records made room (here in vain).
+        assert_eq!(o.stats.dropped_for_bounds, 2);
+        assert!(!before[0].exists());
+        assert_eq!(pending_ids(&mut o), [3, 4, 5, 6]);
     }
 
     #[test]
