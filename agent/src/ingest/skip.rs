@@ -95,17 +95,20 @@ fn for_each_nal_header(au: &[u8], format: NalFormat, mut f: impl FnMut(u8)) -> O
     Some(())
 }
 
-/// Whether an H.264 access unit is a picture no other picture refers to:
-/// it has slices, and none of them has a non-zero `nal_ref_idc`.
+/// Whether an H.264 access unit is a picture no other picture refers to,
+/// and carries nothing else the decoder keeps: it has slices, and no unit
+/// of it has a non-zero `nal_ref_idc` (a camera may send a new picture
+/// parameter set with a B-picture; dropped, the pictures after it that use
+/// it would not decode).
 pub fn is_non_reference(au: &[u8], format: NalFormat) -> bool {
     let (mut slices, mut referenced) = (0, 0);
     let whole = for_each_nal_header(au, format, |header| {
         // Slice types 1 to 5: non-IDR slices, data partitions A to C, IDR slices.
         if (1..=5).contains(&(header & 0x1f)) {
             slices += 1;
-            if header & 0x60 != 0 {
-                referenced += 1;
-            }
+        }
+        if header & 0x60 != 0 {
+            referenced += 1;
         }
     });
     whole.is_some() && slices > 0 && referenced == 0
@@ -266,6 +269,8 @@ mod tests {
     const REF_SLICE: u8 = 0x41;
     const NONREF_SLICE: u8 = 0x01;
     const SEI: u8 = 0x06;
+    const SPS: u8 = 0x67;
+    const PPS: u8 = 0x68;
 
     fn annex_b(headers: &[u8]) -> Vec<u8> {
         headers
@@ -293,6 +298,9 @@ mod tests {
             (&[SEI, REF_SLICE], false),
             (&[NONREF_SLICE, REF_SLICE], false),
             (&[IDR], false),
+            // Parameter sets sent with a B-picture: the decoder keeps them.
+            (&[SPS, PPS, NONREF_SLICE], false),
+            (&[PPS, NONREF_SLICE], false),
             // No slice at all (parameter sets, SEI only): never skipped.
             (&[SEI], false),
             (&[], false),
