@@ -88,3 +88,40 @@ fn a_folder_without_labels_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_clip_cut_short_is_named_not_scored_in_part() {
+    // The close clip with its index first, as cameras' and phones' files
+    // are, then cut in half, as an interrupted copy leaves it: it plays to
+    // the cut and ends without an error.
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.mp4");
+    let source = shared().join("media/vn/motorbike_close_1280x720.mp4");
+    gst_launch(
+        "filesrc location={0} ! qtdemux ! h264parse ! mp4mux faststart=true ! filesink location={1}",
+        &[&source, &whole],
+    );
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let models = models_dir();
+    let run = |clip: &std::path::Path| {
+        matthan(&[
+            "eval",
+            "clip",
+            clip.to_str().unwrap(),
+            "--plates",
+            "47AD15155",
+            "--models",
+            models.to_str().unwrap(),
+        ])
+    };
+    assert!(run(&whole).status.success());
+    let out = run(&cut);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(cut.to_str().unwrap()) && err.contains("cut short"),
+        "{err}"
+    );
+}

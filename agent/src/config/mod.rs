@@ -158,15 +158,17 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
 }
 
 /// Hides `user:password@` in any URL inside a line of the file, since the
-/// line is quoted back in error messages. The URL runs to its closing quote:
-/// a password may hold `/`, so the host does not end it.
+/// line is quoted back in error messages. The credentials run to the last
+/// `@` before the next white space: a password may hold `/`, `'` or `"`,
+/// so neither the host nor a quote ends them (a URL holds no white space;
+/// the worst case hides more than the credentials, never less).
 pub(crate) fn hide_credentials(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let end = tail.find(['"', '\'', ' ']).unwrap_or(tail.len());
+        let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
         match tail[..end].rfind('@') {
             Some(at) => {
                 out.push_str("***");

@@ -93,6 +93,18 @@ fn credentials_never_reach_messages() {
         "location = \"rtsp://admin:pw123@10.0.0.9/live\"\n[outputs.jsonl]",
     ));
     assert!(e.contains("location") && !e.contains("pw123"), "{e}");
+    // A password holding a quote does not end the URL early.
+    for line in [
+        "source = \"rtsp://admin:pa'ss123@10.0.0.9/live\"",
+        "source = 'rtsp://admin:pa\"ss123@10.0.0.9/live'",
+        "rtspsrc location=rtsp://admin:pa'ss123@10.0.0.9/live: 401",
+    ] {
+        let shown = super::hide_credentials(line);
+        assert!(
+            !shown.contains("ss123") && shown.contains("10.0.0.9"),
+            "{shown}"
+        );
+    }
 }
 
 #[test]

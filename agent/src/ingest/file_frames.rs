@@ -40,22 +40,43 @@ pub fn for_each_frame(
     let every = every.max(1);
     let mut decoded = 0u64;
     let mut stopped = false;
+    let mut last_pts = None;
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
         let index = decoded;
         decoded += 1;
+        last_pts = sample.buffer().and_then(|b| b.pts()).or(last_pts);
         if index.is_multiple_of(every) && each(index, frame_of(&sample)?)?.is_break() {
             stopped = true;
             break;
         }
     }
-    // No sample without end of stream: a decoding error or a stall, which
-    // must not pass for the end of the file (a part of it would be scored).
-    if !stopped && !sink.is_eos() {
-        let why = pipeline
+    // A decoding error or a stall must not pass for the end of the file (a
+    // part of it would be scored). A demuxer's error partway through ends
+    // the stream too, so the bus is read at the end of stream as well.
+    if !stopped {
+        let eos = sink.is_eos();
+        let wait = gst::ClockTime::from_mseconds(if eos { 0 } else { 500 });
+        let error = pipeline
             .bus()
-            .and_then(|bus| super::first_error(&bus))
-            .unwrap_or_else(|| "no frame for 10 s".into());
-        bail!("{} stopped after {decoded} frames: {why}", source.display());
+            .and_then(|bus| super::error_within(&bus, wait));
+        if error.is_some() || !eos {
+            let why = error.unwrap_or_else(|| "no frame for 10 s".into());
+            bail!("{} stopped after {decoded} frames: {why}", source.display());
+        }
+        // A file cut short (a copy interrupted) ends early without an
+        // error, while its header still tells how long it was.
+        let duration = pipeline.query_duration::<gst::ClockTime>();
+        if let (Some(last), Some(duration)) = (last_pts, duration)
+            && last + gst::ClockTime::from_seconds(1) < duration
+        {
+            bail!(
+                "{} ended at {:.1} s of the {:.1} s its header gives, after {decoded} frames: \
+                 the file is cut short or damaged; copy it again",
+                source.display(),
+                last.seconds_f64(),
+                duration.seconds_f64()
+            );
+        }
     }
     if decoded == 0 {
         bail!(

@@ -135,7 +135,10 @@ pub fn describe_error(err: &gstreamer::message::Error) -> String {
         .map(|f| f.name().to_string())
         .unwrap_or_else(|| "the pipeline".to_string());
     let detail = err.debug().map(|text| {
-        tracing::debug!("GStreamer error detail: {text}");
+        tracing::debug!(
+            "GStreamer error detail: {}",
+            crate::config::hide_credentials(&text)
+        );
         // "file.c(123): function (): /Gst…/element:\nwhat went wrong"
         text.rsplit('\n')
             .next()
@@ -154,14 +157,16 @@ pub fn describe_error(err: &gstreamer::message::Error) -> String {
 /// The pipeline's first error on its bus, waiting up to half a second for
 /// it, as one line.
 pub fn first_error(bus: &gstreamer::Bus) -> Option<String> {
-    bus.timed_pop_filtered(
-        gstreamer::ClockTime::from_mseconds(500),
-        &[gstreamer::MessageType::Error],
-    )
-    .and_then(|msg| match msg.view() {
-        gstreamer::MessageView::Error(err) => Some(describe_error(err)),
-        _ => None,
-    })
+    error_within(bus, gstreamer::ClockTime::from_mseconds(500))
+}
+
+/// The first error on `bus`, waiting up to `wait` for one.
+pub fn error_within(bus: &gstreamer::Bus, wait: gstreamer::ClockTime) -> Option<String> {
+    bus.timed_pop_filtered(wait, &[gstreamer::MessageType::Error])
+        .and_then(|msg| match msg.view() {
+            gstreamer::MessageView::Error(err) => Some(describe_error(err)),
+            _ => None,
+        })
 }
 
 /// Appends `rows` rows of `row_bytes` from a plane laid out with `stride`
