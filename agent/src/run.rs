@@ -185,6 +185,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     |frame| {
                         cam_metrics.missed_slots.fetch_add(frame.missed_slots, Ordering::Relaxed);
                         cam_metrics.pictures_skipped.fetch_add(frame.skipped, Ordering::Relaxed);
+                        cam_metrics.pictures_dropped_behind.fetch_add(frame.behind, Ordering::Relaxed);
                         let result = match (&last_detections, frame.unchanged) {
                             // The scene has not moved: the last detections still hold.
                             (Some(d), true) => {

@@ -49,6 +49,8 @@ pub struct StreamsRun {
     /// Pictures the decoders never decoded: not due, and no other picture
     /// refers to them.
     pub pictures_skipped: u64,
+    /// Pictures dropped because decoding fell behind real time.
+    pub pictures_dropped_behind: u64,
     pub frame_to_event_ms: Latency,
     pub cpu_cores_used: f64,
     /// Megabytes of 10^6 bytes, as the memory target counts them.
@@ -238,6 +240,7 @@ pub fn run(setup: &Setup) -> anyhow::Result<StreamsRun> {
         analysis_frames_dropped: delta("matthan_analysis_slots_missed_total{") as u64,
         frames_unchanged: delta("matthan_frames_unchanged_total{") as u64,
         pictures_skipped: delta("matthan_pictures_skipped_total{") as u64,
+        pictures_dropped_behind: delta("matthan_pictures_dropped_behind_total{") as u64,
         frame_to_event_ms: Latency {
             p50: quantile(0.5),
             p99: quantile(0.99),

@@ -36,6 +36,8 @@ pub struct CameraMetrics {
     pub frames_unchanged: AtomicU64,
     /// Pictures never decoded: not due, and no other picture needs them.
     pub pictures_skipped: AtomicU64,
+    /// Pictures dropped because decoding fell behind real time.
+    pub pictures_dropped_behind: AtomicU64,
 }
 
 impl CameraMetrics {
@@ -103,7 +105,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let per_camera: [CameraSeries; 14] = [
+        let per_camera: [CameraSeries; 15] = [
             (
                 "matthan_frames_analysed_total",
                 "counter",
@@ -184,6 +186,12 @@ impl Metrics {
                 "counter",
                 "Pictures left undecoded: not due for analysis, and no other picture refers to them",
                 |c| &c.pictures_skipped,
+            ),
+            (
+                "matthan_pictures_dropped_behind_total",
+                "counter",
+                "Pictures dropped undecoded because decoding fell behind real time (too much video for this gateway)",
+                |c| &c.pictures_dropped_behind,
             ),
         ];
         for (name, kind, help, get) in per_camera {

@@ -214,6 +214,10 @@ impl CameraSupervisor {
         super::pipeline::refuse_other_codecs(&running);
         let schedule = Schedule::new(self.analysis_interval);
         let decoder_schedule = schedule.clone();
+        // Only a camera played at real time can fall behind it.
+        let catch_up = super::catch_up::CatchUp::new(&self.camera.id);
+        let live = matches!(self.camera.source, Source::Rtsp(_)) || self.camera.realtime;
+        let decoder_catch_up = live.then(|| catch_up.clone());
         // Arrival is stamped as the access unit leaves the parser, before
         // the queue to the decoder; without the evidence branch there is
         // no tee, and the decoder's input is the first place to stamp.
@@ -229,6 +233,9 @@ impl CameraSupervisor {
             if factory
                 .has_type(gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO)
             {
+                if let Some(c) = &decoder_catch_up {
+                    c.watch(&element);
+                }
                 decoder_schedule.skip_undue_non_reference(&element);
                 if let (Some(a), Some(pad)) = (&decoder_arrivals, element.static_pad("sink")) {
                     a.stamp_at(&pad);
@@ -409,6 +416,7 @@ impl CameraSupervisor {
                 image,
                 missed_slots,
                 skipped: schedule.take_skipped(),
+                behind: catch_up.take_dropped(),
                 unchanged,
                 stream: self.streams.load(std::sync::atomic::Ordering::Relaxed),
                 stream_time: pts.map(|p| std::time::Duration::from_nanos(p.nseconds())),

@@ -9,6 +9,7 @@
 
 mod arrival;
 mod camera;
+pub mod catch_up;
 pub mod decoder;
 pub mod file_frames;
 pub mod motion;
@@ -43,6 +44,9 @@ pub struct Frame {
     /// Pictures left undecoded since the previous frame: not due, and no
     /// other picture refers to them (see [`skip`]).
     pub skipped: u64,
+    /// Pictures dropped since the previous frame because decoding fell
+    /// behind real time (see [`catch_up`]).
+    pub behind: u64,
     /// The stream attempt the frame belongs to (as in [`EncodedUnit::stream`]):
     /// its timestamps only compare with that attempt's video.
     pub stream: u64,

@@ -16,6 +16,7 @@ fn frame(n: u64) -> Frame {
         number: n,
         missed_slots: 0,
         skipped: 0,
+        behind: 0,
         unchanged: false,
         stream: 1,
     }
