@@ -26,7 +26,12 @@
 //! before `append` returns, and `acked` is replaced atomically (write,
 //! fsync, rename). At a few events per second per camera this costs one
 //! flush per event (about 1–10 ms on eMMC/SSD), paid on the publisher's
-//! thread, never on a camera's.
+//! thread, never on a camera's. While a backlog drains after an outage,
+//! `acked` is written at most every [`WATERMARK_EVERY`] and when the
+//! outbox empties, not at every acknowledgement: an SD card that flushes a
+//! hundred times a second would take hours over a full outbox. A crash
+//! meanwhile sends the records acknowledged since again, under their own
+//! ids (consumers drop repeats by id).
 //!
 //! Only each pending record's id, segment and offset stay in memory; the
 //! payloads are read back from disk when they are (re)published, so a long
@@ -139,9 +144,14 @@ pub struct Outbox {
     /// counted.
     unreadable: Option<(u64, u32, Instant)>,
     watermark: u64,
+    /// The watermark `acked` holds, and when it was written.
+    persisted: (u64, Option<Instant>),
     next_id: u64,
     pub stats: OutboxStats,
 }
+
+/// While a backlog drains, `acked` is written at most this often.
+const WATERMARK_EVERY: Duration = Duration::from_millis(250);
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("seg-{first:020}.log"))
@@ -298,6 +308,7 @@ impl Outbox {
             acked_ahead: Default::default(),
             unreadable: None,
             watermark,
+            persisted: (watermark, None),
             next_id,
             stats,
         };
@@ -538,14 +549,23 @@ impl Outbox {
             // Segments wholly done go even when the watermark cannot be
             // written: on a full disk they are the space that lets it be.
             // Lost in a crash, the watermark only sends a few records again.
-            let persisted = self.persist_watermark();
+            let due = self.pending.is_empty()
+                || self
+                    .persisted
+                    .1
+                    .is_none_or(|at| at.elapsed() >= WATERMARK_EVERY);
+            let persisted = if due {
+                self.persist_watermark()
+            } else {
+                Ok(())
+            };
             self.remove_done_segments()?;
             persisted?;
         }
         Ok(())
     }
 
-    fn persist_watermark(&self) -> anyhow::Result<()> {
+    fn persist_watermark(&mut self) -> anyhow::Result<()> {
         let tmp = self.config.dir.join("acked.tmp");
         let mut f =
             File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -553,6 +573,7 @@ impl Outbox {
         f.sync_data()?;
         std::fs::rename(&tmp, self.config.dir.join("acked"))
             .context("cannot replace the outbox `acked` file")?;
+        self.persisted = (self.watermark, Some(Instant::now()));
         Ok(())
     }
 
@@ -606,6 +627,19 @@ impl Outbox {
         self.stats.dropped_for_bounds +=
             dropped.iter().filter(|&&id| !self.done_ahead(id)).count() as u64;
         self.done_all(dropped.into_iter().map(|id| (id, false)))
+    }
+}
+
+impl Drop for Outbox {
+    /// A stop keeps every acknowledgement: none is sent again.
+    fn drop(&mut self) {
+        if self.persisted.0 != self.watermark
+            && let Err(e) = self.persist_watermark()
+        {
+            tracing::warn!(
+                "outbox: {e:#}; events acknowledged since the last write of it are sent again at the next start"
+            );
+        }
     }
 }
 
@@ -1052,6 +1086,54 @@ mod tests {
         assert_eq!(o.stats.dropped_for_bounds, 2);
         assert!(!before[0].exists());
         assert_eq!(pending_ids(&mut o), [3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_backlog_drains_without_a_write_of_the_watermark_per_acknowledgement() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path());
+        for _ in 0..500 {
+            o.append("t", b"event").unwrap();
+        }
+        let acked = dir.path().join("acked");
+        let written =
+            |dir: &Path| std::fs::metadata(dir.join("acked")).map(|m| m.modified().unwrap());
+        let mut writes = 0;
+        let mut last = written(dir.path()).ok();
+        for id in 1..=499 {
+            o.ack(id).unwrap();
+            let now = written(dir.path()).ok();
+            writes += usize::from(now != last);
+            last = now;
+        }
+        assert!(
+            writes <= 3,
+            "{writes} writes of the watermark for 499 acknowledgements"
+        );
+        // A crash now sends again only what was acknowledged since.
+        let on_disk: u64 = std::fs::read_to_string(&acked)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(on_disk >= 1);
+        std::mem::forget(o);
+        let mut o = open(dir.path());
+        // (Records in segments already deleted as done are not.)
+        let again = o.read_pending(0, 1000).unwrap();
+        let again: Vec<u64> = again.iter().map(|r| r.id).collect();
+        assert!(again.iter().all(|&id| id > on_disk), "{again:?}");
+        assert_eq!(again.last(), Some(&500));
+        // Emptied, or stopped, the outbox writes it at once.
+        for id in again {
+            o.ack(id).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&acked).unwrap().trim(), "500");
+        o.append("t", b"x").unwrap();
+        o.append("t", b"y").unwrap();
+        o.ack(501).unwrap();
+        drop(o);
+        assert_eq!(pending_ids(&mut open(dir.path())), [502]);
     }
 
     #[test]
