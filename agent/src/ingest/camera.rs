@@ -214,9 +214,11 @@ impl CameraSupervisor {
         super::pipeline::refuse_other_codecs(&running);
         let schedule = Schedule::new(self.analysis_interval);
         let decoder_schedule = schedule.clone();
-        // Only a camera played at real time can fall behind it.
+        // Only a live camera can fall behind real time. (A file played at
+        // real time could too, but each loop's flushing seek leaves its
+        // pictures seconds "behind" until the sink has prerolled again.)
         let catch_up = super::catch_up::CatchUp::new(&self.camera.id);
-        let live = matches!(self.camera.source, Source::Rtsp(_)) || self.camera.realtime;
+        let live = matches!(self.camera.source, Source::Rtsp(_));
         let decoder_catch_up = live.then(|| catch_up.clone());
         // Arrival is stamped as the access unit leaves the parser, before
         // the queue to the decoder; without the evidence branch there is

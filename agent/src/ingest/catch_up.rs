@@ -20,29 +20,38 @@ use gstreamer::prelude::*;
 /// above what a camera keeping up shows: the RTSP source's 200 ms of
 /// latency, and the pictures a decoder holds to put B-frames in order.
 pub const MAX_LAG: Duration = Duration::from_secs(2);
-/// It decodes again from the first keyframe at most this far behind.
+/// It decodes again from the first keyframe at most this far behind...
 pub const RESUME_LAG: Duration = Duration::from_secs(1);
+/// ...or from the first keyframe after dropping this long: on a narrow
+/// link a keyframe's own transfer may keep every one more than
+/// [`RESUME_LAG`] behind, and the camera must not go dark for good.
+pub const MAX_CATCH_UP: Duration = Duration::from_secs(5);
 /// At most one warning per camera in this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Decoding,
-    /// Dropping every picture up to a keyframe close enough to real time.
-    CatchingUp,
+    /// Dropping every picture up to a keyframe close enough to real time,
+    /// since this instant.
+    CatchingUp(Instant),
 }
 
 impl State {
-    /// The state after a picture `lag` behind real time (None: not known),
-    /// and whether that picture is dropped.
-    fn next(self, lag: Option<Duration>, keyframe: bool) -> (State, bool) {
+    /// The state after a picture `lag` behind real time (None: not known)
+    /// seen at `now`, and whether that picture is dropped.
+    fn next(self, lag: Option<Duration>, keyframe: bool, now: Instant) -> (State, bool) {
         match self {
-            State::Decoding if lag.is_some_and(|l| l > MAX_LAG) => (State::CatchingUp, true),
+            State::Decoding if lag.is_some_and(|l| l > MAX_LAG) => (State::CatchingUp(now), true),
             State::Decoding => (State::Decoding, false),
-            State::CatchingUp if keyframe && lag.is_none_or(|l| l <= RESUME_LAG) => {
+            State::CatchingUp(since)
+                if keyframe
+                    && (lag.is_none_or(|l| l <= RESUME_LAG)
+                        || now.duration_since(since) >= MAX_CATCH_UP) =>
+            {
                 (State::Decoding, false)
             }
-            State::CatchingUp => (State::CatchingUp, true),
+            catching_up => (catching_up, true),
         }
     }
 }
@@ -85,8 +94,8 @@ impl CatchUp {
             let lag = buffer.pts().and_then(|pts| lag_of(pad, pts));
             let mut guard = this.state.lock().unwrap_or_else(|e| e.into_inner());
             let (state, last_warning) = &mut *guard;
-            let (next, drop) = state.next(lag, keyframe);
-            if next == State::CatchingUp
+            let (next, drop) = state.next(lag, keyframe, Instant::now());
+            if matches!(next, State::CatchingUp(_))
                 && *state == State::Decoding
                 && last_warning.is_none_or(|w| w.elapsed() >= WARN_EVERY)
             {
@@ -125,12 +134,15 @@ mod tests {
 
     const S: fn(u64) -> Option<Duration> = |ms| Some(Duration::from_millis(ms));
 
-    /// Runs pictures (lag, keyframe) through the states; the dropped ones' indices.
+    /// Runs pictures (lag, keyframe), 40 ms apart, through the states;
+    /// the dropped ones' indices.
     fn dropped(pictures: &[(Option<Duration>, bool)]) -> Vec<usize> {
         let mut state = State::Decoding;
         let mut out = Vec::new();
+        let start = Instant::now();
         for (i, &(lag, key)) in pictures.iter().enumerate() {
-            let (next, drop) = state.next(lag, key);
+            let now = start + Duration::from_millis(40 * i as u64);
+            let (next, drop) = state.next(lag, key, now);
             state = next;
             if drop {
                 out.push(i);
@@ -162,5 +174,16 @@ mod tests {
             (S(300), false),
         ];
         assert_eq!(dropped(&pictures), [2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_camera_whose_keyframes_all_come_late_goes_dark_for_seconds_not_for_good() {
+        // Every keyframe (each second) 1.5 s behind: after 5 s of dropping,
+        // the next one is decoded.
+        let pictures: Vec<_> = (0..250).map(|i| (S(2500), i % 25 == 0)).collect();
+        let gone = dropped(&pictures);
+        assert_eq!(gone.first(), Some(&0));
+        assert!(!gone.contains(&125), "the keyframe after 5 s is decoded");
+        assert!(gone.len() < 250);
     }
 }

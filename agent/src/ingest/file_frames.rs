@@ -64,15 +64,17 @@ pub fn for_each_frame(
             bail!("{} stopped after {decoded} frames: {why}", source.display());
         }
         // A file cut short (a copy interrupted) ends early without an
-        // error, while its header still tells how long it was.
+        // error, while its header still tells how long it was. Only a
+        // warning: the header's length is the longest track's (a longer
+        // sound track, a last frame held long), not always the video's.
         let duration = pipeline.query_duration::<gst::ClockTime>();
         if let (Some(last), Some(duration)) = (last_pts, duration)
             && last + gst::ClockTime::from_seconds(1) < duration
         {
-            bail!(
-                "{} ended at {:.1} s of the {:.1} s its header gives, after {decoded} frames: \
-                 the file is cut short or damaged; copy it again",
-                source.display(),
+            tracing::warn!(
+                file = %source.display(),
+                "the video ended at {:.1} s of the {:.1} s the file's header gives, after {decoded} frames: \
+                 if it was copied, it may be cut short (copy it again); a longer sound track also does this",
                 last.seconds_f64(),
                 duration.seconds_f64()
             );

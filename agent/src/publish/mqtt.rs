@@ -118,6 +118,8 @@ pub enum Problem {
     EvidenceQuota,
     /// A message too large for the agent sits on the acknowledgement topic.
     AckTopic,
+    /// The broker refused the subscription to the acknowledgement topic.
+    AckRefused,
 }
 
 impl Retained {
@@ -583,6 +585,24 @@ impl Connection {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
                     if let Some(sent) = by_pkid.remove(&ack.pkid) {
                         self.acked(sent);
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack))) => {
+                    // Only the acknowledgement topic is subscribed to.
+                    let refused = ack
+                        .return_codes
+                        .contains(&rumqttc::SubscribeReasonCode::Failure);
+                    let problem = refused.then(|| {
+                        format!(
+                            "the broker refused the subscription to {}: the IOC's evidence acknowledgements cannot arrive, and packages wait for export or the quota; allow this client to read that topic in the broker's access rules",
+                            self.ack_topic
+                        )
+                    });
+                    if let Some(p) = &problem {
+                        tracing::error!("{p}");
+                    }
+                    if let Ok(mut r) = self.retained.lock() {
+                        r.set_problem(Problem::AckRefused, problem);
                     }
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(comp))) => {

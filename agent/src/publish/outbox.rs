@@ -182,25 +182,34 @@ impl Outbox {
                 0
             }
         };
-        let mut segments: Vec<u64> = std::fs::read_dir(dir)
+        let names: Vec<String> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot list the outbox folder {}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_prefix("seg-")?
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect();
+        let first_id = |name: &str, prefix: &str| -> Option<u64> {
+            name.strip_prefix(prefix)?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        };
+        let mut segments: Vec<u64> = names.iter().filter_map(|n| first_id(n, "seg-")).collect();
         segments.sort_unstable();
+        // Ids of segments set aside at an earlier start stay taken: the IOC
+        // may hold their events, and drops repeats by id.
+        let reserved = names
+            .iter()
+            .filter_map(|n| Some((first_id(n, "damaged-seg-")?, n)))
+            .map(|(first, n)| first + max_records(&dir.join(n)))
+            .max()
+            .unwrap_or(0);
 
         let mut stats = OutboxStats::default();
         let mut pending = VecDeque::new();
         let mut pending_bytes = 0;
-        let mut next_id = watermark + 1;
+        let mut next_id = (watermark + 1).max(reserved);
         let mut readable = Vec::with_capacity(segments.len());
+        // The id the last readable segment's next record would have.
+        let mut writer_next = 0;
         for &first in &segments {
             // A segment is named by the id its first record has or will
             // have: an empty one, made before a watermark that could not be
@@ -208,7 +217,17 @@ impl Outbox {
             next_id = next_id.max(first);
             let path = segment_path(dir, first);
             let mut data = Vec::new();
-            if let Err(e) = File::open(&path).and_then(|mut f| f.read_to_end(&mut data)) {
+            let read = |data: &mut Vec<u8>| {
+                data.clear();
+                File::open(&path).and_then(|mut f| f.read_to_end(data))
+            };
+            // Once more after a pause: a card's passing error must not
+            // cost a whole segment.
+            let read = read(&mut data).or_else(|_| {
+                std::thread::sleep(UNREADABLE_SPACING);
+                read(&mut data)
+            });
+            if let Err(e) = read {
                 // One bad file (a failing sector, a folder where a file
                 // was) must not cost the events in the others, which a
                 // refusal to open would send to a temporary outbox.
@@ -274,14 +293,13 @@ impl Outbox {
                     }
                 }
             }
+            writer_next = expected;
         }
         stats.recovered = pending.len() as u64;
         let mut segments: VecDeque<u64> = readable.into();
-        // Appends go to a segment after any set aside: its ids may be used.
-        if segments
-            .back()
-            .is_none_or(|&last| last < next_id && stats.unreadable_segments > 0)
-        {
+        // Appends go on in the last segment only where its ids do: after
+        // ids taken by a segment set aside, a new one starts.
+        if segments.is_empty() || writer_next != next_id {
             segments.push_back(next_id);
         }
         let last = *segments.back().expect("one segment");
@@ -580,8 +598,10 @@ impl Outbox {
     /// Deletes segments whose records are all acknowledged (never the one being written).
     fn remove_done_segments(&mut self) -> anyhow::Result<()> {
         while self.segments.len() > 1 {
+            // Done when no record past the watermark lies in it (ids may
+            // skip those of a segment set aside).
             let next_first = self.segments[1];
-            if next_first - 1 > self.watermark {
+            if self.pending.front().is_some_and(|p| p.id < next_first) {
                 break;
             }
             let first = self.segments.pop_front().expect("checked");
@@ -1044,6 +1064,13 @@ mod tests {
                 .join(format!("damaged-seg-{:020}.log", 2))
                 .exists()
         );
+        // A crash that kept the renames but not the new segment: the ids
+        // of those set aside stay taken all the same.
+        drop(o);
+        let newest = segments(dir.path()).pop().unwrap();
+        assert_eq!(std::fs::metadata(&newest).unwrap().len(), 0);
+        std::fs::remove_file(newest).unwrap();
+        let mut o = Outbox::open(config.clone()).unwrap();
         // New records never take the ids of those set aside.
         let next = o.append("t", b"x").unwrap();
         assert!(next > 5, "{next}");
@@ -1051,16 +1078,25 @@ mod tests {
         let mut o = Outbox::open(config.clone()).unwrap();
         assert_eq!(pending_ids(&mut o), [1, 3, 4, next]);
         assert_eq!(o.stats.unreadable_segments, 0, "set aside once");
-        // An `acked` that is not a number: everything stored is sent again.
+        // Acknowledged, a record's segment goes, even with the ids of the
+        // one set aside between it and the next.
+        for id in [1, 3, 4] {
+            o.ack(id).unwrap();
+        }
+        assert_eq!(segments(dir.path()).len(), 1, "only the one being written");
+    }
+
+    #[test]
+    fn an_unreadable_watermark_sends_everything_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path());
+        for _ in 0..3 {
+            o.append("t", b"e").unwrap();
+        }
         o.ack(1).unwrap();
         drop(o);
-        assert_eq!(
-            pending_ids(&mut Outbox::open(config.clone()).unwrap()),
-            [3, 4, next]
-        );
         std::fs::write(dir.path().join("acked"), "garbage").unwrap();
-        let mut o = Outbox::open(config).unwrap();
-        assert_eq!(pending_ids(&mut o), [1, 3, 4, next]);
+        assert_eq!(pending_ids(&mut open(dir.path())), [1, 2, 3]);
     }
 
     #[test]

@@ -118,9 +118,9 @@ struct PlateTrack {
     /// that turns out to hold two vehicles becomes two passes.
     pass_id: u64,
     rest: Rest,
-    /// Whether it took up the pass of a parked plate that ended unreadable
-    /// in its place ([`ParkedSpot`]).
-    returned: bool,
+    /// The parked plate's place whose pass it took up, while it may be
+    /// that plate ([`ParkedSpot`]).
+    returned: Option<ParkedSpot>,
     sightings: Vec<PlateSighting>,
     frames: KeptFrames,
     first_clock: Duration,
@@ -236,12 +236,15 @@ impl Rest {
         }
     }
 
-    fn seen(&mut self, bbox: BBox, now: Duration) {
-        if iou(&bbox, &self.bbox) < MOVED_IOU {
+    /// Returns whether it moved on.
+    fn seen(&mut self, bbox: BBox, now: Duration) -> bool {
+        let moved = iou(&bbox, &self.bbox) < MOVED_IOU;
+        if moved {
             *self = Self::new(bbox, now);
         } else {
             self.last = now;
         }
+        moved
     }
 
     fn parked(&self) -> bool {
@@ -253,6 +256,7 @@ impl Rest {
 /// [`PARKED_MEMORY`]: a plate track starting there takes up its pass,
 /// reported again only if it reads as a plate. A plate that drove off seen
 /// leaves none: it was no longer at rest.
+#[derive(Clone)]
 struct ParkedSpot {
     rest: Rest,
     pass_id: u64,
@@ -473,7 +477,7 @@ impl Passes {
                 // alive, but are no new reads: counted again, one misread
                 // at a red light would outvote every real frame.
                 if let Some(t) = self.plates.get_mut(id) {
-                    t.rest.seen(p.bbox, now);
+                    let _ = t.rest.seen(p.bbox, now);
                     if let Some(r) = &t.reported
                         && r.readable
                     {
@@ -545,7 +549,7 @@ impl Passes {
                         .position(|s| iou(&p.bbox, &s.rest.bbox) >= IN_PLACE_IOU)
                         .map(|i| self.parked_spots.swap_remove(i))
                 };
-                let returned = spot.is_some();
+                let returned = spot.clone();
                 let (pass_id, reported, rest) = match spot {
                     Some(s) => {
                         tracing::debug!(pass = s.pass_id, chars = %s.chars, "a plate back where a parked one ended unreadable: the same pass");
@@ -584,7 +588,7 @@ impl Passes {
                 );
             }
             let track = self.plates.get_mut(id).expect("inserted above");
-            track.rest.seen(p.bbox, now);
+            let moved = track.rest.seen(p.bbox, now);
             if let Some(r) = track.reported.as_ref().filter(|r| r.readable) {
                 // Reported at max_delay already: the rest of the pass is the same event.
                 self.recent.insert(r.chars.clone(), now);
@@ -598,6 +602,19 @@ impl Passes {
             let readable = |o: &PlateObservation| reads_as_plate(o, min_confidence);
             if readable(&observation) {
                 track.readable_reads += 1;
+            }
+            // A plate that took up a parked one's pass but drives on, or
+            // reads: another vehicle that stopped in its place, as likely as
+            // the parked one read at last. A pass of its own, so that the
+            // parked plate's pass is never given another's reading.
+            if (moved || track.readable_reads > 0)
+                && let Some(spot) = track.returned.take()
+            {
+                track.reported = None;
+                track.pass_id = self.next_pass_id;
+                self.next_pass_id += 1;
+                // The parked plate may still come back there.
+                self.parked_spots.push(spot);
             }
             if track.sightings.len() == MAX_SIGHTINGS {
                 // The least telling goes, never the first or last (the
@@ -782,7 +799,8 @@ impl Passes {
         out: &mut Vec<Pass>,
     ) -> Option<Reported> {
         if !t.has_news() {
-            if t.returned {
+            // Still the parked plate, unread: its return made no event.
+            if t.returned.is_some() {
                 self.counters.duplicates_suppressed += 1;
             }
             return t.reported;

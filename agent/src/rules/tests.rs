@@ -795,4 +795,64 @@ fn a_plate_in_place_that_was_not_parked_or_a_readable_one_in_a_parked_ones_place
     show(&mut p, vec![next], 8, &mut out);
     out.extend(p.finish());
     assert_eq!(chars_of(&out), vec!["unreadable:5IG1Z3", "51G12345"]);
+    assert_ne!(
+        pass_ids(&out)[0],
+        pass_ids(&out)[1],
+        "not given the parked one's pass"
+    );
+}
+
+fn pass_ids(passes: &[Pass]) -> Vec<u64> {
+    passes
+        .iter()
+        .map(|p| match p {
+            Pass::Plate(p) | Pass::UnreadablePlate(p) => p.track_id,
+            Pass::Face(f) => f.track_id,
+        })
+        .collect()
+}
+
+#[test]
+fn an_unreadable_vehicle_driving_through_a_parked_ones_place_is_a_pass_of_its_own() {
+    let mut p = Passes::new(PassConfig {
+        tracker: TrackerConfig::at_fps(2.0),
+        ..agent_thresholds()
+    });
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut show = |p: &mut Passes, dets: Vec<PlateRead>, out: &mut Vec<Pass>| {
+        out.extend(p.on_frame(&frame(n), &plates(dets)));
+        n += 1;
+    };
+    // Parked, unreadable, 8 s; then hidden 5 s.
+    for _ in 0..16 {
+        show(&mut p, vec![far_unreadable(100.0)], &mut out);
+    }
+    for _ in 0..10 {
+        show(&mut p, vec![], &mut out);
+    }
+    // Another, unreadable, first seen in its place, drives on down the lane.
+    for y in [101.0, 140.0, 180.0, 220.0, 260.0] {
+        let mut other = far_unreadable(y);
+        other.chars = "7XK0Q".into();
+        show(&mut p, vec![other], &mut out);
+    }
+    for _ in 0..10 {
+        show(&mut p, vec![], &mut out);
+    }
+    // The parked one, seen again: still its one pass.
+    for _ in 0..6 {
+        show(&mut p, vec![far_unreadable(100.0)], &mut out);
+    }
+    out.extend(p.finish());
+    assert_eq!(
+        chars_of(&out),
+        vec!["unreadable:5IG1Z3", "unreadable:7XK0Q"]
+    );
+    let ids = pass_ids(&out);
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(
+        p.counters.duplicates_suppressed, 1,
+        "the parked plate's return"
+    );
 }
