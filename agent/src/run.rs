@@ -327,19 +327,33 @@ fn open_outbox(config: &Config) -> anyhow::Result<(Outbox, Option<String>, HashM
                 dir: fallback,
                 ..wanted
             })?;
-            let given_out = o
-                .read_pending(0, usize::MAX)
-                .map(|records| highest_seqs(&records))
-                .unwrap_or_default();
+            let given_out = highest_seqs_waiting(&mut o).unwrap_or_default();
             Ok((o, Some(problem), given_out))
         }
     }
 }
 
-/// The highest `seq` per camera among the events in `records` (evidence
-/// notices and other messages carry none).
-fn highest_seqs(records: &[crate::publish::outbox::Record]) -> HashMap<String, u64> {
+/// Records a temporary outbox is read in, not all at once: it may hold
+/// hundreds of megabytes, in a /tmp that is memory already.
+const BATCH: usize = 1000;
+
+/// The highest `seq` per camera among the events an outbox holds.
+fn highest_seqs_waiting(o: &mut Outbox) -> anyhow::Result<HashMap<String, u64>> {
     let mut highest = HashMap::new();
+    let mut after = 0;
+    loop {
+        let records = o.read_pending(after, BATCH)?;
+        let Some(last) = records.last() else {
+            return Ok(highest);
+        };
+        after = last.id;
+        highest_seqs(&records, &mut highest);
+    }
+}
+
+/// Raises `highest` to the highest `seq` per camera among the events in
+/// `records` (evidence notices and other messages carry none).
+fn highest_seqs(records: &[crate::publish::outbox::Record], highest: &mut HashMap<String, u64>) {
     for r in records {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.payload) else {
             continue;
@@ -349,13 +363,13 @@ fn highest_seqs(records: &[crate::publish::outbox::Record]) -> HashMap<String, u
             *h = seq.max(*h);
         }
     }
-    highest
 }
 
 /// Moves the events a temporary outbox still holds (from a start when the
-/// real one was unusable) into the real one, oldest first, then removes it.
-/// Each is acknowledged there once stored here, so a move cut short (a
-/// full disk, a power cut) repeats none at the next start.
+/// real one was unusable) into the real one, oldest first, a batch at a
+/// time, then removes it. Each batch is acknowledged there once stored
+/// here, so a move cut short (a full disk, a power cut) repeats at most
+/// one batch at the next start, under the events' own ids.
 fn recover_fallback(
     outbox: &mut Outbox,
     fallback: crate::publish::outbox::OutboxConfig,
@@ -363,13 +377,20 @@ fn recover_fallback(
     let dir = fallback.dir.clone();
     let mut given_out = HashMap::new();
     let moved = Outbox::open(fallback).and_then(|mut old| {
-        let records = old.read_pending(0, usize::MAX)?;
-        given_out = highest_seqs(&records);
-        for r in &records {
-            outbox.append(&r.topic, &r.payload)?;
-            old.ack(r.id)?;
+        let mut moved = 0;
+        loop {
+            let records = old.read_pending(0, BATCH)?;
+            if records.is_empty() {
+                return Ok(moved);
+            }
+            highest_seqs(&records, &mut given_out);
+            for r in &records {
+                outbox.append(&r.topic, &r.payload)?;
+                old.ack(r.id)?;
+            }
+            old.flush()?;
+            moved += records.len();
         }
-        Ok(records.len())
     });
     match moved {
         Ok(n) => {
@@ -773,5 +794,48 @@ mod tests {
             drop(outbound);
         });
         assert_eq!(lost.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+    use crate::publish::outbox::OutboxConfig;
+
+    #[test]
+    fn a_temporary_outbox_is_moved_a_batch_at_a_time_with_every_event() {
+        let (real, temp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let temp_dir = temp.path().join("outbox");
+        let mut old = Outbox::open(OutboxConfig::new(temp_dir.clone())).unwrap();
+        let n = 2 * BATCH + 7;
+        for seq in 1..=n {
+            let payload = format!(r#"{{"camera":{{"id":"c{}"}},"seq":{seq}}}"#, seq % 2);
+            old.append("t", payload.as_bytes()).unwrap();
+        }
+        drop(old);
+        let mut o = Outbox::open(OutboxConfig::new(real.path().to_path_buf())).unwrap();
+        let given_out = recover_fallback(&mut o, OutboxConfig::new(temp_dir.clone()));
+        assert_eq!(o.len(), n);
+        assert_eq!(given_out["c1"], n as u64);
+        assert_eq!(given_out["c0"], n as u64 - 1);
+        assert!(!temp_dir.exists(), "emptied and removed");
+        let seqs: Vec<u64> = o
+            .read_pending(0, n)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=n as u64).collect::<Vec<_>>(),
+            "in order, once each"
+        );
+        // The same numbers, read where they wait, a batch at a time.
+        let waiting = highest_seqs_waiting(&mut o).unwrap();
+        assert_eq!(waiting, given_out);
     }
 }

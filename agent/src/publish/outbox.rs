@@ -102,8 +102,17 @@ struct Age {
 
 impl Age {
     fn of(created_ms: u64) -> Self {
+        // Written while the clock was wrong (a gateway without a clock
+        // battery, booted at 1970 before time came from the network): its
+        // age is not known, and must not make it decades "too old" at the
+        // next start, once the clock is right.
+        let known = created_ms >= EARLIEST_PLAUSIBLE_MS;
         Self {
-            when_seen: Duration::from_millis(now_ms().saturating_sub(created_ms)),
+            when_seen: Duration::from_millis(if known {
+                now_ms().saturating_sub(created_ms)
+            } else {
+                0
+            }),
             seen: std::time::Instant::now(),
         }
     }
@@ -149,6 +158,9 @@ pub struct Outbox {
     next_id: u64,
     pub stats: OutboxStats,
 }
+
+/// 2025-01-01: no record of this agent was written before.
+const EARLIEST_PLAUSIBLE_MS: u64 = 1_735_689_600_000;
 
 /// While a backlog drains, `acked` is written at most this often.
 const WATERMARK_EVERY: Duration = Duration::from_millis(250);
@@ -650,12 +662,20 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Writes the watermark now, if it moved since it was last written.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if self.persisted.0 == self.watermark {
+            return Ok(());
+        }
+        self.persist_watermark()
+    }
+}
+
 impl Drop for Outbox {
     /// A stop keeps every acknowledgement: none is sent again.
     fn drop(&mut self) {
-        if self.persisted.0 != self.watermark
-            && let Err(e) = self.persist_watermark()
-        {
+        if let Err(e) = self.flush() {
             tracing::warn!(
                 "outbox: {e:#}; events acknowledged since the last write of it are sent again at the next start"
             );
@@ -1170,6 +1190,29 @@ mod tests {
         o.ack(501).unwrap();
         drop(o);
         assert_eq!(pending_ids(&mut open(dir.path())), [502]);
+    }
+
+    #[test]
+    fn records_written_while_the_clock_was_wrong_are_not_too_old_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = OutboxConfig {
+            max_age: Duration::from_secs(3600),
+            ..OutboxConfig::new(dir.path().to_path_buf())
+        };
+        let mut o = Outbox::open(config.clone()).unwrap();
+        o.append("t", b"queued at boot").unwrap();
+        drop(o);
+        // Its time as a gateway booted at 1970 wrote it.
+        let seg = the_segment(dir.path());
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[16..24].copy_from_slice(&1_000u64.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[8..]);
+        bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&seg, bytes).unwrap();
+        let mut o = Outbox::open(config).unwrap();
+        o.append("t", b"now").unwrap();
+        assert_eq!(pending_ids(&mut o), [1, 2]);
+        assert_eq!(o.stats.dropped_for_bounds, 0);
     }
 
     #[test]
