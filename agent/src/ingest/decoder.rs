@@ -114,19 +114,9 @@ fn opens(element: &gst::Element) -> Result<(), String> {
     let result = element.set_state(gst::State::Paused);
     let _ = element.set_state(gst::State::Null);
     result.map(|_| ()).map_err(|_| {
-        bus.pop_filtered(&[gst::MessageType::Error])
-            .and_then(|m| match m.view() {
-                // The debug text's last line names the device or file.
-                gst::MessageView::Error(e) => Some(match e.debug() {
-                    Some(d) => format!(
-                        "{}: {}",
-                        e.error(),
-                        d.lines().last().unwrap_or_default().trim()
-                    ),
-                    None => e.error().to_string(),
-                }),
-                _ => None,
-            })
+        // Described as a camera's errors are: the debug text's last line
+        // names the device or file.
+        super::error_within(&bus, gst::ClockTime::ZERO)
             .unwrap_or_else(|| "it refused to start".into())
     })
 }

@@ -166,7 +166,11 @@ pub fn first_error(bus: &gstreamer::Bus) -> Option<String> {
 
 /// The first error on `bus`, waiting up to `wait` for one.
 pub fn error_within(bus: &gstreamer::Bus, wait: gstreamer::ClockTime) -> Option<String> {
-    bus.timed_pop_filtered(wait, &[gstreamer::MessageType::Error])
+    let error = [gstreamer::MessageType::Error];
+    // What is queued already first: the bindings' timed filter gives up as
+    // soon as a zero wait has passed, before looking at the queue.
+    bus.pop_filtered(&error)
+        .or_else(|| bus.timed_pop_filtered(wait, &error))
         .and_then(|msg| match msg.view() {
             gstreamer::MessageView::Error(err) => Some(describe_error(err)),
             _ => None,
