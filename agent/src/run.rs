@@ -795,12 +795,6 @@ mod tests {
         });
         assert_eq!(lost.load(Ordering::Relaxed), 0);
     }
-}
-
-#[cfg(test)]
-mod fallback_tests {
-    use super::*;
-    use crate::publish::outbox::OutboxConfig;
 
     #[test]
     fn a_temporary_outbox_is_moved_a_batch_at_a_time_with_every_event() {

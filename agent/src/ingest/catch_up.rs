@@ -82,14 +82,8 @@ impl CatchUp {
     /// Watches the pictures reaching `decoder` against the pipeline's
     /// clock, and drops them while the camera catches up.
     pub fn watch(&self, decoder: &gst::Element) {
-        let Some(pad) = decoder.static_pad("sink") else {
-            return;
-        };
         let this = self.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            let Some(buffer) = info.buffer() else {
-                return gst::PadProbeReturn::Ok;
-            };
+        super::drop_at_decoder_input(decoder, move |pad, buffer| {
             let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
             let lag = buffer.pts().and_then(|pts| lag_of(pad, pts));
             let mut guard = this.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,11 +103,8 @@ impl CatchUp {
             *state = next;
             if drop {
                 this.dropped.fetch_add(1, Ordering::Relaxed);
-                // Handled, not Drop: see `skip`.
-                gst::PadProbeReturn::Handled
-            } else {
-                gst::PadProbeReturn::Ok
             }
+            drop
         });
     }
 }

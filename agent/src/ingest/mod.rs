@@ -177,6 +177,27 @@ pub fn error_within(bus: &gstreamer::Bus, wait: gstreamer::ClockTime) -> Option<
         })
 }
 
+/// Drops at `decoder`'s input the pictures `drop(pad, buffer)` says to
+/// drop; the others pass on to the next probe and the decoder.
+pub(crate) fn drop_at_decoder_input(
+    decoder: &gstreamer::Element,
+    drop: impl Fn(&gstreamer::Pad, &gstreamer::BufferRef) -> bool + Send + Sync + 'static,
+) {
+    use gstreamer::prelude::*;
+    let Some(pad) = decoder.static_pad("sink") else {
+        return;
+    };
+    pad.add_probe(gstreamer::PadProbeType::BUFFER, move |pad, info| {
+        match info.buffer() {
+            // Handled, not Drop: the bindings already own the buffer and
+            // free it here; GStreamer 1.22 would warn on Drop about the
+            // buffer it no longer holds.
+            Some(buffer) if drop(pad, buffer) => gstreamer::PadProbeReturn::Handled,
+            _ => gstreamer::PadProbeReturn::Ok,
+        }
+    });
+}
+
 /// Appends `rows` rows of `row_bytes` from a plane laid out with `stride`
 /// bytes per row: GStreamer pads rows, the agent's images are packed.
 pub(crate) fn append_rows(

@@ -229,16 +229,10 @@ impl Schedule {
     /// picture refers to and that will not be due. Buffers without a
     /// presentation time, other codecs and unreadable buffers all pass.
     pub fn skip_undue_non_reference(&self, decoder: &gst::Element) {
-        let Some(pad) = decoder.static_pad("sink") else {
-            return;
-        };
         let schedule = self.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            let Some(buffer) = info.buffer() else {
-                return gst::PadProbeReturn::Ok;
-            };
+        super::drop_at_decoder_input(decoder, move |pad, buffer| {
             let Some(pts) = buffer.pts().map(gst::ClockTime::nseconds) else {
-                return gst::PadProbeReturn::Ok;
+                return false;
             };
             let skip = schedule.not_due(pts)
                 && pad
@@ -248,14 +242,10 @@ impl Schedule {
                     .is_some_and(|(format, map)| is_non_reference(&map, format));
             if skip {
                 schedule.skipped.fetch_add(1, Ordering::Relaxed);
-                // Handled, not Drop: the bindings already own the buffer
-                // and free it here; GStreamer 1.22 would warn on Drop
-                // about the buffer it no longer holds.
-                gst::PadProbeReturn::Handled
             } else {
                 schedule.let_through(pts);
-                gst::PadProbeReturn::Ok
             }
+            skip
         });
     }
 }

@@ -595,6 +595,14 @@ impl Outbox {
         Ok(())
     }
 
+    /// Writes the watermark now, if it moved since it was last written.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if self.persisted.0 == self.watermark {
+            return Ok(());
+        }
+        self.persist_watermark()
+    }
+
     fn persist_watermark(&mut self) -> anyhow::Result<()> {
         let tmp = self.config.dir.join("acked.tmp");
         let mut f =
@@ -659,16 +667,6 @@ impl Outbox {
         self.stats.dropped_for_bounds +=
             dropped.iter().filter(|&&id| !self.done_ahead(id)).count() as u64;
         self.done_all(dropped.into_iter().map(|id| (id, false)))
-    }
-}
-
-impl Outbox {
-    /// Writes the watermark now, if it moved since it was last written.
-    pub fn flush(&mut self) -> anyhow::Result<()> {
-        if self.persisted.0 == self.watermark {
-            return Ok(());
-        }
-        self.persist_watermark()
     }
 }
 
