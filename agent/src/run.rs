@@ -640,6 +640,7 @@ mod tests {
                 direction: None,
             },
             seq: 1,
+            supersedes: None,
             time: time::OffsetDateTime::now_utc(),
             frame: FrameRef {
                 width: 2,

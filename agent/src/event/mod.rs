@@ -57,6 +57,11 @@ pub struct Event {
     pub site: SiteRef,
     pub camera: CameraRef,
     pub seq: u64,
+    /// The earlier event of the same pass that this one replaces: a plate
+    /// reported unreadable and read since, or a plate reported at the
+    /// maximum delay that the rest of the pass read otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<uuid::Uuid>,
     /// UTC time at which the frame reached the agent, RFC 3339 with
     /// milliseconds.
     #[serde(with = "time::serde::rfc3339")]
@@ -251,14 +256,15 @@ impl EventFactory {
         }
     }
 
-    fn base(&self, kind: EventKind, at: &Sighting, confidence: f32) -> Event {
+    fn base(&self, id: uuid::Uuid, kind: EventKind, at: &Sighting, confidence: f32) -> Event {
         Event {
             schema_version: SCHEMA_VERSION,
-            id: new_event_id(),
+            id,
             kind,
             site: self.site.clone(),
             camera: self.camera.clone(),
             seq: self.sequence.next(),
+            supersedes: None,
             time: utc_millis(at.captured_at),
             frame: FrameRef {
                 width: at.frame_width,
@@ -284,7 +290,8 @@ impl EventFactory {
                 } else {
                     EventKind::PlateUnreadable
                 };
-                let mut e = self.base(kind, &p.best.at, p.vote.confidence);
+                let mut e = self.base(p.event_id, kind, &p.best.at, p.vote.confidence);
+                e.supersedes = p.supersedes;
                 let parsed = p.vote.plate.as_ref();
                 e.plate = Some(PlateInfo {
                     chars: p.vote.chars.clone(),
@@ -327,7 +334,7 @@ impl EventFactory {
                 e
             }
             Pass::Face(f) => {
-                let mut e = self.base(EventKind::Face, &f.best, f.face.score);
+                let mut e = self.base(f.event_id, EventKind::Face, &f.best, f.face.score);
                 e.face = Some(FaceInfo {
                     landmarks: f.face.landmarks,
                     track: TrackInfo {
@@ -340,5 +347,107 @@ impl EventFactory {
                 e
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plate::colour::PlateColour;
+    use crate::plate::vote::{PlateObservation, vote};
+    use crate::rules::{PlatePass, PlateSighting};
+
+    fn plate_pass(chars: &str, supersedes: Option<uuid::Uuid>) -> PlatePass {
+        let observation = PlateObservation {
+            chars: chars.into(),
+            char_confidences: vec![0.9; chars.len()],
+            read_confidence: 0.9,
+            sharpness: 200.0,
+        };
+        let mut v = vote(std::slice::from_ref(&observation)).unwrap();
+        v.plate = crate::plate::parse(&v.chars);
+        let seen = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        PlatePass {
+            track_id: 4,
+            vote: v,
+            colour: PlateColour::White,
+            best: PlateSighting {
+                at: Sighting {
+                    captured_at: seen,
+                    stream: 1,
+                    stream_time: None,
+                    frame_number: 9,
+                    frame_width: 1920,
+                    frame_height: 1080,
+                    bbox: [10.0, 10.0, 90.0, 40.0],
+                },
+                corners: [[10.0, 10.0], [90.0, 10.0], [90.0, 40.0], [10.0, 40.0]],
+                detector_score: 0.9,
+                lines: 1,
+                observation,
+                colour: PlateColour::White,
+            },
+            frames: 12,
+            first_seen: seen,
+            last_seen: seen,
+            frame: None,
+            event_id: new_event_id(),
+            supersedes,
+        }
+    }
+
+    #[test]
+    fn a_correction_names_the_event_it_replaces_and_keeps_to_the_schema() {
+        let config = crate::config::Config::parse(
+            "[site]\nid = \"s1\"\n[[camera]]\nid = \"c1\"\nsource = \"rtsp://10.1.2.3/live\"\n\
+             [outputs.jsonl]\npath = \"-\"\n",
+            Path::new("site.toml"),
+            Path::new("/etc/matthan"),
+        )
+        .unwrap();
+        let factory = EventFactory::new(
+            &config.site,
+            &config.cameras[0],
+            &[ModelId {
+                role: "plate_reader",
+                name: "vn_plate_ocr.onnx".into(),
+                sha256: "0".repeat(64),
+            }],
+            Sequencer::in_memory_after(0),
+        );
+        let first = plate_pass("51G12845", None);
+        let correction = plate_pass("51G12345", Some(first.event_id));
+        let (a, b) = (
+            factory.event(&Pass::Plate(first.clone())),
+            factory.event(&Pass::Plate(correction)),
+        );
+        assert_eq!(a.id, first.event_id, "the pass's id is the event's");
+        assert_eq!(b.supersedes, Some(a.id));
+        assert_eq!(
+            (a.seq, b.seq),
+            (1, 2),
+            "a correction is an event of its own"
+        );
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA_JSON).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for e in [&a, &b] {
+            let json = serde_json::to_value(e).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&json)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}\n{json}");
+        }
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["supersedes"], a.id.to_string());
+        assert!(
+            serde_json::to_value(&a)
+                .unwrap()
+                .get("supersedes")
+                .is_none()
+        );
     }
 }

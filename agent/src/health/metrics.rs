@@ -27,6 +27,7 @@ pub struct CameraMetrics {
     pub unreadable_plates: AtomicU64,
     pub dismissed_plate_tracks: AtomicU64,
     pub duplicates_suppressed: AtomicU64,
+    pub corrected_passes: AtomicU64,
     pub face_passes: AtomicU64,
     /// 1 while streaming, 0 otherwise.
     pub streaming: AtomicU64,
@@ -49,6 +50,8 @@ impl CameraMetrics {
             .store(c.dismissed_plate_tracks, Ordering::Relaxed);
         self.duplicates_suppressed
             .store(c.duplicates_suppressed, Ordering::Relaxed);
+        self.corrected_passes
+            .store(c.corrected_passes, Ordering::Relaxed);
         self.face_passes.store(c.face_passes, Ordering::Relaxed);
     }
 }
@@ -105,7 +108,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let per_camera: [CameraSeries; 15] = [
+        let per_camera: [CameraSeries; 16] = [
             (
                 "matthan_frames_analysed_total",
                 "counter",
@@ -156,6 +159,12 @@ impl Metrics {
                 "counter",
                 "Plate passes suppressed by the dedup window",
                 |c| &c.duplicates_suppressed,
+            ),
+            (
+                "matthan_corrected_plate_passes_total",
+                "counter",
+                "Plate passes reported again because the rest of the pass read the plate otherwise",
+                |c| &c.corrected_passes,
             ),
             (
                 "matthan_face_passes_total",

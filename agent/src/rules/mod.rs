@@ -93,10 +93,16 @@ pub struct PlatePass {
     /// The full frame of `best`, for evidence; None only when the frame
     /// was not kept (a pass split off another vehicle's track).
     pub frame: Option<Arc<I420Image>>,
+    /// The id of the event this pass makes.
+    pub event_id: uuid::Uuid,
+    /// The event of the same pass this one replaces: reported unreadable,
+    /// or as a reading the rest of the pass voted down.
+    pub supersedes: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone)]
 pub struct FacePass {
+    pub event_id: uuid::Uuid,
     pub track_id: TrackId,
     pub best: Sighting,
     pub face: Face,
@@ -194,12 +200,16 @@ impl KeptFrames {
     }
 }
 
+#[derive(Clone)]
 struct Reported {
     chars: String,
     readable: bool,
     /// Whether the detector was sure it is a plate: false only for an
     /// unreadable track dismissed, which made no event.
     sure: bool,
+    /// The event it made; None when it made none (dismissed, or a
+    /// duplicate of another pass's).
+    event_id: Option<uuid::Uuid>,
 }
 
 /// A plate track seen in one place this long is parked (a vehicle parked
@@ -261,6 +271,7 @@ struct ParkedSpot {
     rest: Rest,
     pass_id: u64,
     chars: String,
+    event_id: Option<uuid::Uuid>,
 }
 
 impl PlateTrack {
@@ -297,11 +308,13 @@ impl PlateTrack {
         }
     }
 
-    /// Whether the track, ending now, still has something to report.
+    /// Whether the track, ending now, may still have something to report:
+    /// a first report, a reading after an unreadable one, or a reading
+    /// the whole pass votes for instead of the one reported.
     fn has_news(&self) -> bool {
         match &self.reported {
             None => true,
-            Some(r) => !r.readable && self.readable_reads > 0,
+            Some(r) => r.readable || self.readable_reads > 0,
         }
     }
 }
@@ -344,6 +357,9 @@ pub struct PassCounters {
     /// Unreadable tracks the detector was never sure were plates.
     pub dismissed_plate_tracks: u64,
     pub duplicates_suppressed: u64,
+    /// Plate passes reported again with a reading the rest of the pass
+    /// voted for instead of the one reported at `max_delay`.
+    pub corrected_passes: u64,
     pub face_passes: u64,
 }
 
@@ -557,6 +573,7 @@ impl Passes {
                             chars: s.chars,
                             readable: false,
                             sure: true,
+                            event_id: s.event_id,
                         };
                         (s.pass_id, Some(reported), s.rest)
                     }
@@ -589,17 +606,21 @@ impl Passes {
             }
             let track = self.plates.get_mut(id).expect("inserted above");
             let moved = track.rest.seen(p.bbox, now);
-            if let Some(r) = track.reported.as_ref().filter(|r| r.readable) {
-                // Reported at max_delay already: the rest of the pass is the same event.
-                self.recent.insert(r.chars.clone(), now);
-                continue;
-            }
-            let votes = observation.read_confidence >= self.config.min_read_confidence;
-            track
-                .frames
-                .offer((votes, weight), &observation.chars, frame);
             let min_confidence = self.config.min_read_confidence;
             let readable = |o: &PlateObservation| reads_as_plate(o, min_confidence);
+            let settled_as = track.reported.as_ref().filter(|r| r.readable);
+            if let Some(r) = settled_as {
+                // Reported at max_delay already: the rest of the pass is the same event.
+                self.recent.insert(r.chars.clone(), now);
+            }
+            // Once settled, only a frame that may show a correction is kept:
+            // one reading as another valid plate.
+            if settled_as.is_none_or(|r| r.chars != observation.chars && readable(&observation)) {
+                let votes = observation.read_confidence >= min_confidence;
+                track
+                    .frames
+                    .offer((votes, weight), &observation.chars, frame);
+            }
             if readable(&observation) {
                 track.readable_reads += 1;
             }
@@ -670,6 +691,7 @@ impl Passes {
                         rest,
                         pass_id,
                         chars: r.chars,
+                        event_id: r.event_id,
                     });
                 }
             }
@@ -697,17 +719,24 @@ impl Passes {
             .collect();
         for id in due {
             let t = self.plates.get_mut(&id).expect("due track exists");
-            let (sightings, frames, pass_id, again) = (
-                std::mem::take(&mut t.sightings),
+            let (sightings, frames, pass_id, earlier) = (
+                t.sightings.clone(),
                 std::mem::take(&mut t.frames),
                 t.pass_id,
-                t.reported.is_some(),
+                t.reported.clone(),
             );
             t.readable_reads = 0;
-            if let Some(reported) =
-                self.finish_plate(pass_id, sightings, frames, now, again, &mut out)
-            {
-                self.plates.get_mut(&id).expect("due track exists").reported = Some(reported);
+            let reported =
+                self.finish_plate(pass_id, sightings, frames, now, earlier.as_ref(), &mut out);
+            let t = self.plates.get_mut(&id).expect("due track exists");
+            // A plate keeps its sightings for the vote at its end, which may
+            // correct the reading; an unreadable one starts afresh, to be
+            // reported again only if what follows reads.
+            if !reported.as_ref().is_some_and(|r| r.readable) {
+                t.sightings.clear();
+            }
+            if reported.is_some() {
+                t.reported = reported;
             }
         }
 
@@ -781,6 +810,7 @@ impl Passes {
     fn face_pass(counters: &mut PassCounters, id: TrackId, t: &FaceTrack) -> Pass {
         counters.face_passes += 1;
         Pass::Face(FacePass {
+            event_id: crate::event::new_event_id(),
             track_id: id,
             best: t.best.0.clone(),
             face: t.best.1.clone(),
@@ -790,8 +820,9 @@ impl Passes {
         })
     }
 
-    /// Reports what an ending track has not reported yet; returns what
-    /// the pass was decided as, if anything.
+    /// Reports what an ending track has not reported yet, or a better
+    /// reading than the one it reported; returns what the pass was decided
+    /// as, if anything.
     fn finish_track(
         &mut self,
         t: PlateTrack,
@@ -805,22 +836,29 @@ impl Passes {
             }
             return t.reported;
         }
-        let again = t.reported.is_some();
-        self.finish_plate(t.pass_id, t.sightings, t.frames, now, again, out)
-            .or(t.reported)
+        self.finish_plate(
+            t.pass_id,
+            t.sightings,
+            t.frames,
+            now,
+            t.reported.as_ref(),
+            out,
+        )
+        .or(t.reported)
     }
 
-    /// Votes a plate track and reports it (unless it is a duplicate, or
-    /// `only_readable` and it reads as no plate); returns the reading it
-    /// voted for, None when there was nothing to vote or the reading was
-    /// not reported for `only_readable`.
+    /// Votes a plate track and reports it, unless it is a duplicate or,
+    /// after an `earlier` report, it tells nothing new: no valid plate, or
+    /// (after a plate) the same one. Returns the reading it voted for,
+    /// None when there was nothing to vote or the reading was not reported
+    /// for the earlier one.
     fn finish_plate(
         &mut self,
         id: TrackId,
         sightings: Vec<PlateSighting>,
         frames: KeptFrames,
         now: Duration,
-        only_readable: bool,
+        earlier: Option<&Reported>,
         out: &mut Vec<Pass>,
     ) -> Option<Reported> {
         let surest = sightings
@@ -886,17 +924,20 @@ impl Passes {
             frame,
             best,
             vote: v,
+            event_id: crate::event::new_event_id(),
+            supersedes: earlier.and_then(|e| e.event_id),
         };
         let chars = pass.vote.chars.clone();
         if pass.vote.plate.is_none() {
-            if only_readable {
+            if earlier.is_some() {
                 return None;
             }
             let sure = surest >= self.config.min_unreadable_score;
-            let unreadable = Some(Reported {
+            let mut unreadable = Some(Reported {
                 chars,
                 readable: false,
                 sure,
+                event_id: None,
             });
             if !sure {
                 self.counters.dismissed_plate_tracks += 1;
@@ -906,14 +947,27 @@ impl Passes {
             self.counters.unreadable_plates += 1;
             tracing::debug!(track = id, chars = %pass.vote.chars, frames = pass.frames, "plate track never read as a valid plate");
             if self.config.emit_unreadable {
+                if let Some(u) = &mut unreadable {
+                    u.event_id = Some(pass.event_id);
+                }
                 out.push(Pass::UnreadablePlate(pass));
             }
             return unreadable;
         }
-        let readable = Some(Reported {
+        let correction = earlier.filter(|e| e.readable);
+        if let Some(e) = correction {
+            // The whole pass voted for what was reported; or for a plate so
+            // unlike it that the track must have slid onto another vehicle
+            // without a confident read to show it: no correction either way.
+            if chars == e.chars || similarity(&chars, &e.chars) < SPLIT_SIMILARITY {
+                return Some(e.clone());
+            }
+        }
+        let mut readable = Some(Reported {
             chars: chars.clone(),
             readable: true,
             sure: true,
+            event_id: None,
         });
         // Sightings older than the window can suppress nothing: forget them,
         // so a junction that sees thousands of plates a day keeps a small map.
@@ -926,7 +980,15 @@ impl Passes {
             tracing::debug!(track = id, chars = %chars, "same plate within the dedup window: same pass, no new event");
             return readable;
         }
-        self.counters.plate_passes += 1;
+        if let Some(e) = correction {
+            self.counters.corrected_passes += 1;
+            tracing::info!(track = id, reported = %e.chars, now = %chars, "the rest of the pass reads its plate otherwise: reported again");
+        } else {
+            self.counters.plate_passes += 1;
+        }
+        if let Some(r) = &mut readable {
+            r.event_id = Some(pass.event_id);
+        }
         out.push(Pass::Plate(pass));
         readable
     }

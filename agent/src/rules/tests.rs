@@ -513,6 +513,11 @@ fn a_plate_reported_unreadable_at_max_delay_is_reported_again_once_read() {
             })
             .collect();
         assert_eq!(ids[0], ids[1]);
+        // The plate event replaces the unreadable one.
+        assert_eq!(
+            plate_pass(&out[1]).supersedes,
+            Some(plate_pass(&out[0]).event_id)
+        );
     }
 }
 
@@ -855,4 +860,76 @@ fn an_unreadable_vehicle_driving_through_a_parked_ones_place_is_a_pass_of_its_ow
         p.counters.duplicates_suppressed, 1,
         "the parked plate's return"
     );
+}
+
+fn plate_pass(pass: &Pass) -> &PlatePass {
+    match pass {
+        Pass::Plate(p) | Pass::UnreadablePlate(p) => p,
+        Pass::Face(_) => panic!("a face pass"),
+    }
+}
+
+#[test]
+fn a_plate_reported_at_max_delay_that_the_rest_of_its_pass_reads_otherwise_is_corrected() {
+    // Queued far off at a red light, misread the same way for 4 s (reported
+    // at max_delay), then driven past the camera and read clearly.
+    let mut p = Passes::new(agent_thresholds());
+    let mut out = Vec::new();
+    for n in 0..8 {
+        let mut far = plate(100.0, "51G12845");
+        far.read_confidence = 0.75;
+        far.sharpness = 30.0;
+        out.extend(p.on_frame(&frame(n), &plates(vec![far])));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12845"], "reported at max_delay");
+    for n in 8..20 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
+    }
+    for n in 20..26 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![])));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12845", "51G12345"]);
+    let (first, second) = (plate_pass(&out[0]), plate_pass(&out[1]));
+    assert_eq!(second.supersedes, Some(first.event_id));
+    assert_eq!(first.supersedes, None);
+    assert_ne!(first.event_id, second.event_id);
+    assert_eq!(first.track_id, second.track_id, "the same pass");
+    assert_eq!(second.frames, 20, "voted over the whole pass");
+    assert!(
+        second.frame.is_some(),
+        "with a frame that shows the reading"
+    );
+    assert_eq!(second.best.observation.chars, "51G12345");
+    assert_eq!(p.counters.plate_passes, 1);
+    assert_eq!(p.counters.corrected_passes, 1);
+}
+
+#[test]
+fn a_settled_plate_is_not_corrected_by_a_few_misreads_or_an_unlike_plate() {
+    for (late, why) in [
+        ("51G12845", "two misreads among many right reads"),
+        (
+            "29H164397",
+            "a plate nothing like it: another vehicle under the box",
+        ),
+    ] {
+        let mut p = Passes::new(agent_thresholds());
+        let mut out = Vec::new();
+        for n in 0..12 {
+            out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
+        }
+        let frames = if why.starts_with("two") {
+            12..14
+        } else {
+            12..30
+        };
+        for n in frames {
+            let mut read = plate(100.0, late);
+            read.read_confidence = 0.65;
+            out.extend(p.on_frame(&frame(n), &plates(vec![read])));
+        }
+        out.extend(p.finish());
+        assert_eq!(chars_of(&out), vec!["51G12345"], "{why}");
+        assert_eq!(p.counters.corrected_passes, 0, "{why}");
+    }
 }
