@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ed25519_dalek::VerifyingKey;
@@ -20,8 +19,6 @@ use super::keys::GatewayKey;
 use crate::digest::sha256_hex;
 
 pub const LOG_FILE: &str = "custody.log";
-/// How long the agent waits for the evidence folder's lock.
-pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// The signed sequence number and hash of the log's last line: a chain
 /// alone cannot show that entries were cut from its end.
 pub const HEAD_FILE: &str = "custody.head";
@@ -96,36 +93,10 @@ impl StoreLock {
     /// file to make, so a `verify` run as root before the agent ever
     /// locked cannot leave one the agent's user may not open.
     pub fn exclusive(dir: &Path) -> anyhow::Result<Self> {
-        Self::exclusive_within(dir, LOCK_WAIT)
-    }
-
-    /// Waits at most `wait` for the lock: a `verify` stopped while it held
-    /// it (suspended in a terminal, say) must not stop the agent sealing
-    /// evidence for good. A package sealed without it is logged at the
-    /// next start, from its promise.
-    pub fn exclusive_within(dir: &Path, wait: Duration) -> anyhow::Result<Self> {
         let file = std::fs::File::open(dir)
             .with_context(|| format!("cannot open the evidence folder {}", dir.display()))?;
-        let started = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                    "the evidence folder {} has been locked by another process for {} s \
-                     (a `matthan verify` stopped part-way?)",
-                    dir.display(),
-                    wait.as_secs_f32(),
-                ),
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot lock the evidence folder {}", dir.display())
-                    });
-                }
-            }
-        }
+        file.lock()
+            .with_context(|| format!("cannot lock the evidence folder {}", dir.display()))?;
         Ok(Self {
             _file: file,
             dir: dir.to_path_buf(),
@@ -555,22 +526,6 @@ pub fn check_snapshot(snapshot: &Snapshot, key: &VerifyingKey) -> (Vec<Entry>, V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_lock_held_elsewhere_is_waited_for_a_while_not_for_ever() {
-        let dir = tempfile::tempdir().unwrap();
-        let verify = StoreLock::shared(dir.path()).unwrap();
-        let e = StoreLock::exclusive_within(dir.path(), Duration::from_millis(100))
-            .err()
-            .expect("held elsewhere");
-        let message = format!("{e:#}");
-        assert!(
-            message.contains("locked by another process") && message.contains("verify"),
-            "{message}"
-        );
-        drop(verify);
-        StoreLock::exclusive_within(dir.path(), Duration::from_millis(100)).unwrap();
-    }
 
     fn log_with(n: usize) -> (tempfile::TempDir, GatewayKey) {
         let dir = tempfile::tempdir().unwrap();

@@ -90,6 +90,10 @@ pub struct CameraSupervisor {
     stall_timeout: Duration,
     /// Set when the current stream attempt delivered a frame.
     delivered_frames: bool,
+    /// Where a file read once goes on after a failure: just past the last
+    /// frame handed over, so that no frame is analysed twice (a vehicle
+    /// reported twice) and a frame the analysis failed on is not met again.
+    resume_file_at: Option<gst::ClockTime>,
     encoded: Option<EncodedSink>,
     /// Stream attempts so far (pipeline starts, and seeks back to loop a
     /// file): tags frames and encoded units, whose timestamps only compare
@@ -108,6 +112,7 @@ impl CameraSupervisor {
             shutdown,
             frames_seen: 0,
             delivered_frames: false,
+            resume_file_at: None,
             encoded: None,
             streams: Default::default(),
         }
@@ -141,6 +146,7 @@ impl CameraSupervisor {
             }
             on_status(CameraStatus::Starting);
             let started = Instant::now();
+            let resuming = self.resume_file_at;
             // A panic in the work on a frame (a bug) fails this stream like
             // any other failure: the camera reconnects, and says why, instead
             // of its thread ending in silence while the others go on.
@@ -164,11 +170,25 @@ impl CameraSupervisor {
                     if started.elapsed() > BACKOFF_RESET_AFTER {
                         backoff = BACKOFF_MIN;
                     }
-                    if std::mem::take(&mut self.delivered_frames) {
+                    let delivered = std::mem::take(&mut self.delivered_frames);
+                    if delivered {
                         // It had recovered: this failure is news even if it reads the same.
                         last_reason = None;
                     }
                     let reason = format!("{e:#}");
+                    if let Some(at) = resuming
+                        && !delivered
+                    {
+                        // Failed again before the frame after: what is left cannot be read.
+                        tracing::error!(
+                            camera = %self.camera.id,
+                            source = %self.camera.source.display(),
+                            "the file cannot be read past {:.1} s: {reason}; the frames before were analysed",
+                            at.seconds_f64()
+                        );
+                        on_status(CameraStatus::Finished);
+                        return;
+                    }
                     // One clear line per new reason; the same failure repeating every
                     // few seconds is not news, and would bury the other cameras' logs.
                     if last_reason.as_deref() == Some(reason.as_str()) {
@@ -264,6 +284,9 @@ impl CameraSupervisor {
                 .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
                 .ok_or_else(|| anyhow!("pipeline has no appsink named {ENCODED_SINK_NAME}"))?;
             encoded.set_callbacks(encoded_callbacks(sink.clone(), self.streams.clone()));
+        }
+        if let Some(at) = self.resume_file_at {
+            resume_at(&running, at)?;
         }
         running.0.set_state(gst::State::Playing).map_err(|_| {
             anyhow!(
@@ -414,6 +437,10 @@ impl CameraSupervisor {
                 _ => std::sync::Arc::new(i420_image(buffer, &info)?),
             };
             last_image = Some(image.clone());
+            if matches!(self.camera.source, Source::File(_)) && !self.camera.loop_file {
+                // A looping file starts each round afresh anyway.
+                self.resume_file_at = pts.map(|p| p + gst::ClockTime::from_mseconds(1));
+            }
             on_frame(Frame {
                 image,
                 missed_slots,
@@ -427,6 +454,29 @@ impl CameraSupervisor {
             });
         }
     }
+}
+
+/// Prerolls `pipeline` and seeks it to `at` exactly (decoding from the
+/// keyframe before, showing nothing before `at`).
+fn resume_at(pipeline: &gst::Pipeline, at: gst::ClockTime) -> anyhow::Result<()> {
+    let failed = |what: &str| {
+        let bus = pipeline.bus();
+        anyhow!(
+            "{what} {:.1} s into the file, where it failed before: {}",
+            at.seconds_f64(),
+            bus.as_ref()
+                .and_then(first_error)
+                .unwrap_or_else(|| "no reason given".into())
+        )
+    };
+    pipeline
+        .set_state(gst::State::Paused)
+        .map_err(|_| failed("cannot start again"))?;
+    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    prerolled.map_err(|_| failed("cannot start again"))?;
+    pipeline
+        .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at)
+        .map_err(|_| failed("cannot go on"))
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -645,13 +695,13 @@ mod tests {
     fn a_panic_in_the_analysis_restarts_the_stream_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let camera = ball_clip_camera(dir.path(), 50, (160, 120), "");
-        let (mut frames, mut statuses) = (0, Vec::new());
+        let (mut times, mut statuses) = (Vec::new(), Vec::new());
         let default_hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         CameraSupervisor::new(camera, 5.0, Shutdown::new()).run(
-            |_| {
-                frames += 1;
-                if frames == 3 {
+            |frame| {
+                times.push(frame.stream_time.unwrap().as_millis());
+                if times.len() == 3 {
                     panic!("frame 3 is cursed");
                 }
             },
@@ -666,9 +716,41 @@ mod tests {
             })
             .expect("the camera reconnected");
         assert!(reason.contains("frame 3 is cursed"), "{reason}");
-        // The file was read again from its start, to its end: 10 frames at
-        // 5 of its 25 a second, after the 3 before the panic.
-        assert_eq!(frames, 13);
+        // The file went on after the frame the analysis failed on, to its
+        // end (2 s at 5 frames a second), and no frame came twice: read
+        // again from its start, its vehicles would be reported twice.
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        assert!(*times.last().unwrap() >= 1800, "{times:?}");
+        assert!((10..=12).contains(&times.len()), "{times:?}");
+        assert_eq!(statuses.last(), Some(&CameraStatus::Finished));
+    }
+
+    #[test]
+    fn a_file_that_cannot_go_on_where_it_failed_is_finished_not_read_for_ever() {
+        let dir = tempfile::tempdir().unwrap();
+        let camera = ball_clip_camera(dir.path(), 50, (160, 120), "");
+        let clip = dir.path().join("ball.mp4");
+        let (mut frames, mut statuses) = (0, Vec::new());
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        CameraSupervisor::new(camera, 5.0, Shutdown::new()).run(
+            |_| {
+                frames += 1;
+                if frames == 3 {
+                    // The rest of the file is gone (a drive pulled out).
+                    std::fs::remove_file(&clip).unwrap();
+                    panic!("frame 3 is cursed");
+                }
+            },
+            |s| statuses.push(s),
+        );
+        std::panic::set_hook(default_hook);
+        assert_eq!(frames, 3);
+        let reconnects = statuses
+            .iter()
+            .filter(|s| matches!(s, CameraStatus::Reconnecting { .. }))
+            .count();
+        assert_eq!(reconnects, 1, "{statuses:?}");
         assert_eq!(statuses.last(), Some(&CameraStatus::Finished));
     }
 
