@@ -275,11 +275,6 @@ struct ParkedSpot {
 }
 
 impl PlateTrack {
-    /// Whether the pass is decided for good: reported as a plate.
-    fn settled(&self) -> bool {
-        self.reported.as_ref().is_some_and(|r| r.readable)
-    }
-
     /// What the plate reads as: the plate reported, else the last
     /// confident read (a pass reported unreadable is still to be read).
     fn identity(&self) -> Option<&str> {
@@ -335,6 +330,15 @@ fn reads_as_plate(o: &PlateObservation, min_confidence: f32) -> bool {
                 .any(|c| c.certainty >= 1.0))
 }
 
+/// Whether a read is `chars`, as it stands or after changes the grammar
+/// forces.
+fn reads_exactly(o: &PlateObservation, chars: &str) -> bool {
+    o.chars == chars
+        || crate::plate::grammar::correct(&o.chars, &o.char_confidences, 4)
+            .iter()
+            .any(|c| c.certainty >= 1.0 && c.chars == chars)
+}
+
 /// Sightings a track holds before the least telling go: a plate in view for
 /// hours that is never reported early (never read, never surely a plate)
 /// must not grow without end.
@@ -347,6 +351,25 @@ struct FaceTrack {
     last_seen: SystemTime,
     first_clock: Duration,
     reported: bool,
+}
+
+/// A plate reported lately: when last seen (analysis clock), and the
+/// event that reported it (None when that was not this run's).
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    seen: Duration,
+    event_id: Option<uuid::Uuid>,
+}
+
+/// Marks the plate a pass reported as seen `now`.
+fn refresh(recent: &mut HashMap<String, Recent>, r: &Reported, now: Duration) {
+    recent
+        .entry(r.chars.clone())
+        .and_modify(|e| e.seen = now)
+        .or_insert(Recent {
+            seen: now,
+            event_id: r.event_id,
+        });
 }
 
 /// Counters a health endpoint reports.
@@ -369,8 +392,8 @@ pub struct Passes {
     face_tracker: Tracker,
     plates: HashMap<TrackId, PlateTrack>,
     faces: HashMap<TrackId, FaceTrack>,
-    /// Plate chars → analysis clock of their last sighting.
-    recent: HashMap<String, Duration>,
+    /// Plate chars → their last sighting, and the event that reported them.
+    recent: HashMap<String, Recent>,
     parked_spots: Vec<ParkedSpot>,
     clock: AnalysisClock,
     /// The clock at the last frame: the trackers follow objects as far as
@@ -497,7 +520,7 @@ impl Passes {
                     if let Some(r) = &t.reported
                         && r.readable
                     {
-                        self.recent.insert(r.chars.clone(), now);
+                        refresh(&mut self.recent, r, now);
                     }
                 }
                 continue;
@@ -530,11 +553,9 @@ impl Passes {
                         if seen >= SWITCH_FRAMES {
                             new_vehicle = true;
                             // The candidate frames (the last ones kept) showed the new vehicle already.
-                            if !t.settled() {
-                                let from = t.sightings.len().saturating_sub(seen - 1);
-                                carried = t.sightings.split_off(from);
-                                carried_frames = t.frames.split_off(&carried);
-                            }
+                            let from = t.sightings.len().saturating_sub(seen - 1);
+                            carried = t.sightings.split_off(from);
+                            carried_frames = t.frames.split_off(&carried);
                         } else {
                             t.switch_candidate = Some((observation.chars.clone(), seen));
                         }
@@ -611,15 +632,26 @@ impl Passes {
             let settled_as = track.reported.as_ref().filter(|r| r.readable);
             if let Some(r) = settled_as {
                 // Reported at max_delay already: the rest of the pass is the same event.
-                self.recent.insert(r.chars.clone(), now);
+                refresh(&mut self.recent, r, now);
             }
-            // Once settled, only a frame that may show a correction is kept:
-            // one reading as another valid plate.
-            if settled_as.is_none_or(|r| r.chars != observation.chars && readable(&observation)) {
-                let votes = observation.read_confidence >= min_confidence;
-                track
+            let votes = observation.read_confidence >= min_confidence;
+            match settled_as {
+                None => track
                     .frames
-                    .offer((votes, weight), &observation.chars, frame);
+                    .offer((votes, weight), &observation.chars, frame),
+                // Once settled, one frame at most, and only one that may show
+                // a correction: a valid plate like the one reported, not it.
+                Some(r)
+                    if r.chars != observation.chars
+                        && readable(&observation)
+                        && similarity(&r.chars, &observation.chars) >= CONFIRM_SIMILARITY =>
+                {
+                    track
+                        .frames
+                        .offer((votes, weight), &observation.chars, frame);
+                    track.frames.0.truncate(1);
+                }
+                Some(_) => {}
             }
             if readable(&observation) {
                 track.readable_reads += 1;
@@ -956,41 +988,66 @@ impl Passes {
         }
         let correction = earlier.filter(|e| e.readable);
         if let Some(e) = correction {
-            // The whole pass voted for what was reported; or for a plate so
-            // unlike it that the track must have slid onto another vehicle
-            // without a confident read to show it: no correction either way.
-            if chars == e.chars || similarity(&chars, &e.chars) < SPLIT_SIMILARITY {
+            // A correction needs the whole pass to vote for a plate like the
+            // one reported (unlike it, the track slid onto another vehicle
+            // without a confident read to show it), and a frame that reads
+            // it, for the evidence; else the first reading stands.
+            let shown = pass.frame.is_some() && reads_exactly(&pass.best.observation, &chars);
+            if chars == e.chars || similarity(&chars, &e.chars) < CONFIRM_SIMILARITY || !shown {
+                if chars != e.chars {
+                    tracing::debug!(track = id, reported = %e.chars, voted = %chars, shown, "the pass voted for another plate at its end; the reported one stands");
+                }
                 return Some(e.clone());
             }
         }
-        let mut readable = Some(Reported {
-            chars: chars.clone(),
-            readable: true,
-            sure: true,
-            event_id: None,
-        });
         // Sightings older than the window can suppress nothing: forget them,
         // so a junction that sees thousands of plates a day keeps a small map.
         let window = self.config.dedup_window;
         self.recent
-            .retain(|_, seen| now.saturating_sub(*seen) < window);
-        let previous = self.recent.insert(chars.clone(), now);
-        if previous.is_some_and(|seen| now.saturating_sub(seen) < self.config.dedup_window) {
+            .retain(|_, r| now.saturating_sub(r.seen) < window);
+        if let Some(r) = self.recent.get_mut(&chars) {
+            // The same pass as the one reported lately: a correction of this
+            // one will replace that event.
+            r.seen = now;
             self.counters.duplicates_suppressed += 1;
             tracing::debug!(track = id, chars = %chars, "same plate within the dedup window: same pass, no new event");
-            return readable;
+            return Some(Reported {
+                chars,
+                readable: true,
+                sure: true,
+                event_id: r.event_id,
+            });
         }
         if let Some(e) = correction {
             self.counters.corrected_passes += 1;
             tracing::info!(track = id, reported = %e.chars, now = %chars, "the rest of the pass reads its plate otherwise: reported again");
+            // The misread stands for no vehicle: another plate that reads
+            // so within the window is a pass of its own.
+            if self
+                .recent
+                .get(&e.chars)
+                .is_some_and(|r| r.event_id == e.event_id)
+            {
+                self.recent.remove(&e.chars);
+            }
         } else {
             self.counters.plate_passes += 1;
         }
-        if let Some(r) = &mut readable {
-            r.event_id = Some(pass.event_id);
-        }
+        self.recent.insert(
+            chars.clone(),
+            Recent {
+                seen: now,
+                event_id: Some(pass.event_id),
+            },
+        );
+        let reported = Reported {
+            chars,
+            readable: true,
+            sure: true,
+            event_id: Some(pass.event_id),
+        };
         out.push(Pass::Plate(pass));
-        readable
+        Some(reported)
     }
 }
 

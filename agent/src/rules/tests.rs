@@ -933,3 +933,66 @@ fn a_settled_plate_is_not_corrected_by_a_few_misreads_or_an_unlike_plate() {
         assert_eq!(p.counters.corrected_passes, 0, "{why}");
     }
 }
+
+#[test]
+fn a_correction_of_a_pass_taken_for_a_duplicate_replaces_the_event_that_reported_it() {
+    // Queued at a red light and misread: reported at max_delay (the first
+    // event); hidden for 3 s by a bus; found again, misread the same way
+    // (a duplicate of the first event, no event of its own); then driven
+    // past the camera and read clearly.
+    let mut p = Passes::new(agent_thresholds());
+    let mut out = Vec::new();
+    let far = || {
+        let mut far = plate(100.0, "51G12845");
+        far.read_confidence = 0.75;
+        far.sharpness = 30.0;
+        far
+    };
+    for n in 0..8 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![far()])));
+    }
+    for n in 8..14 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![])));
+    }
+    for n in 14..22 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![far()])));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12845"]);
+    assert_eq!(p.counters.duplicates_suppressed, 1);
+    for n in 22..34 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
+    }
+    for n in 34..40 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![])));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12845", "51G12345"]);
+    assert_eq!(
+        plate_pass(&out[1]).supersedes,
+        Some(plate_pass(&out[0]).event_id)
+    );
+    // The misread stands for no vehicle: a car that really reads so, soon
+    // after, is a pass of its own.
+    for n in 40..46 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(300.0, "51G12845")])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51G12845", "51G12345", "51G12845"]);
+}
+
+#[test]
+fn a_reported_track_that_slides_onto_another_vehicle_hands_it_the_frames_that_showed_it() {
+    let mut p = Passes::new(agent_thresholds());
+    let mut out = Vec::new();
+    for n in 0..8 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12345"], "reported at max_delay");
+    // Bumper to bumper at a gate: the box stays, the plate is another.
+    for n in 8..14 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "29H164397")])));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51G12345", "29H164397"]);
+    assert_eq!(plate_pass(&out[1]).frames, 6, "every frame that showed it");
+    assert_eq!(p.counters.corrected_passes, 0);
+}
