@@ -652,3 +652,57 @@ fn an_acknowledgement_sent_while_the_agent_is_away_is_recorded() {
     );
     assert!(again.process.terminate().success());
 }
+
+/// The IOC acknowledges a package, and the agent is killed before it could
+/// record it (here the evidence folder's lock is held, as a `verify` would
+/// hold it): the broker must still hold the acknowledgement, and hand it
+/// over again when the agent is back.
+#[test]
+fn an_acknowledgement_not_yet_recorded_when_the_agent_dies_is_recorded_after() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
+    let cfg = config(&clip, &broker.url(), work.path());
+    let mut agent = Agent::start(&cfg);
+    let notices = sub.wait_until(Duration::from_secs(60), "a sealed package", |m| {
+        m.iter().any(|r| r.text().contains("\"sealed\""))
+    });
+    let id = notices
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
+        .find(|n| n["status"] == "sealed")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let evidence = work.path().join("evidence");
+    let lock = std::fs::File::open(&evidence).unwrap();
+    lock.lock_shared().unwrap();
+    publish(
+        broker.port,
+        "matthan/v1/s/evidence/ack",
+        &format!(r#"{{"id":"{id}"}}"#),
+    );
+    // Long enough for the agent to take the message and wait on the lock.
+    std::thread::sleep(Duration::from_secs(3));
+    agent.process.child.kill().unwrap(); // SIGKILL
+    agent.process.child.wait().unwrap();
+    drop(lock);
+
+    let mut again = Agent::start(&cfg);
+    let log = evidence.join("custody.log");
+    poll(
+        Duration::from_secs(30),
+        "the acknowledgement the agent had not recorded was lost",
+        &again,
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"acknowledged\"") && l.contains(&id))
+                .then_some(())
+        },
+    );
+    assert!(again.process.terminate().success());
+}

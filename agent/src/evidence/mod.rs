@@ -148,9 +148,49 @@ impl EvidenceNotice {
     }
 }
 
-/// Takes a package id the IOC acknowledged.
-/// Called with the package ids of one acknowledgement message.
-pub type Acknowledger = Arc<dyn Fn(Vec<String>) + Send + Sync>;
+/// Takes the package ids of one acknowledgement message from the IOC, with
+/// the [`Receipt`] that tells the broker the message was taken once each id
+/// is recorded. Returns false when the evidence queue is full: nothing was
+/// taken, and the broker hands the message over again at the next connection.
+pub type Acknowledger = Arc<dyn Fn(Vec<String>, Receipt) -> bool + Send + Sync>;
+
+/// Runs its action (acknowledging an MQTT message to the broker) when its
+/// last clone is dropped, once every package id it covers is recorded in the
+/// custody log, or needed no record (unknown, already released, failed),
+/// unless one could not be recorded: then the broker keeps the message and
+/// hands it over again at the next connection. Until the action runs, a
+/// crash or a power cut loses nothing the IOC sent.
+#[derive(Clone)]
+pub struct Receipt(Arc<ReceiptState>);
+
+struct ReceiptState {
+    spoilt: std::sync::atomic::AtomicBool,
+    on_recorded: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Receipt {
+    pub fn new(on_recorded: impl FnOnce() + Send + 'static) -> Self {
+        Self(Arc::new(ReceiptState {
+            spoilt: Default::default(),
+            on_recorded: Mutex::new(Some(Box::new(on_recorded))),
+        }))
+    }
+
+    /// One of the ids could not be recorded: the action never runs.
+    pub fn spoil(&self) {
+        self.0.spoilt.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ReceiptState {
+    fn drop(&mut self) {
+        if !self.spoilt.load(Ordering::Relaxed)
+            && let Some(action) = self.on_recorded.get_mut().ok().and_then(Option::take)
+        {
+            action();
+        }
+    }
+}
 
 /// Counters for metrics and status.
 #[derive(Default)]
@@ -170,7 +210,7 @@ enum Command {
     Package(Box<(PackageRequest, Span)>),
     /// One message's ids: a batch of hundreds takes one place in the
     /// queue, not hundreds (and the cameras' packages keep theirs).
-    Acknowledge(Vec<String>),
+    Acknowledge(Vec<String>, Receipt),
     /// Seal what is pending and end (senders may outlive the agent's run:
     /// the MQTT connection holds one for acknowledgements).
     Stop,
@@ -243,7 +283,7 @@ impl Evidence {
             on_notice: Box::new(on_notice),
             pending: Vec::new(),
             index,
-            early_acks: HashSet::new(),
+            early_acks: HashMap::new(),
             left_over,
             stuck_reported: HashSet::new(),
         };
@@ -288,13 +328,20 @@ impl Evidence {
     /// MQTT connection with each acknowledged package id.
     pub fn acknowledger(&self) -> Acknowledger {
         let tx = self.tx.clone().expect("running");
-        Arc::new(move |ids: Vec<String>| {
+        Arc::new(move |ids: Vec<String>, receipt: Receipt| {
             let count = ids.len();
-            if tx.try_send(Command::Acknowledge(ids)).is_err() {
-                tracing::warn!(
-                    packages = count,
-                    "evidence queue full: acknowledgement not recorded; the IOC must send it again"
-                );
+            match tx.try_send(Command::Acknowledge(ids, receipt)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
+                    if let Command::Acknowledge(_, receipt) = c {
+                        receipt.spoil();
+                    }
+                    tracing::warn!(
+                        packages = count,
+                        "evidence queue full: acknowledgement not recorded yet; the broker hands it over again at the next connection"
+                    );
+                    false
+                }
             }
         })
     }
@@ -497,7 +544,9 @@ struct Worker {
     index: store::Index,
     /// Acknowledgements that arrived while their package was still being
     /// recorded (the IOC has the event at once, the package seconds later).
-    early_acks: HashSet<String>,
+    /// Packages the IOC acknowledged while they were being recorded, with
+    /// the receipts that wait for them to be logged.
+    early_acks: HashMap<String, Vec<Receipt>>,
     /// Packages a previous run promised and never announced.
     left_over: Vec<promises::LeftOver>,
     /// Logged deleted, folder still here, already logged as stuck in this run.
@@ -515,7 +564,7 @@ impl Worker {
                     let (req, span) = *request;
                     self.accept(req, span);
                 }
-                Ok(Command::Acknowledge(ids)) => self.acknowledge_all(ids),
+                Ok(Command::Acknowledge(ids, receipt)) => self.acknowledge_all(ids, &receipt),
                 Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => open = false,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -745,9 +794,11 @@ impl Worker {
         // that leaves the promise, and the next start announces it again.
         notice.settles = unlogged.is_none();
         (self.on_notice)(notice);
-        if self.early_acks.remove(&p.req.id) {
+        if let Some(receipts) = self.early_acks.remove(&p.req.id) {
             if sealed {
-                self.acknowledge(&p.req.id);
+                for receipt in &receipts {
+                    self.acknowledge(&p.req.id, receipt);
+                }
             } else {
                 tracing::warn!(package = %p.req.id, "the IOC acknowledged a package that then failed; nothing to log");
             }
@@ -756,7 +807,7 @@ impl Worker {
 
     /// Logs each package of one message once: an id repeated in it, or
     /// already acknowledged or exported, adds no entry to the custody log.
-    fn acknowledge_all(&mut self, ids: Vec<String>) {
+    fn acknowledge_all(&mut self, ids: Vec<String>, receipt: &Receipt) {
         if let Err(e) = self.index.refresh(&self.settings.dir) {
             tracing::warn!("cannot read the evidence folder: {e:#}");
         }
@@ -765,14 +816,17 @@ impl Worker {
             if self.index.released().contains(&id) || !seen.insert(id.clone()) {
                 continue;
             }
-            self.acknowledge(&id);
+            self.acknowledge(&id, receipt);
         }
     }
 
-    fn acknowledge(&mut self, id: &str) {
+    fn acknowledge(&mut self, id: &str, receipt: &Receipt) {
         if self.pending.iter().any(|p| p.req.id == id) {
             tracing::info!(package = %id, "the IOC acknowledged a package still being recorded; logged once it is sealed");
-            self.early_acks.insert(id.to_string());
+            self.early_acks
+                .entry(id.to_string())
+                .or_default()
+                .push(receipt.clone());
             return;
         }
         if !self.settings.dir.join(id).join(package::MANIFEST).is_file() {
@@ -787,7 +841,8 @@ impl Worker {
             None,
             "acknowledged by the IOC over MQTT",
         ) {
-            tracing::error!(package = %id, "cannot log the acknowledgement: {e:#}");
+            receipt.spoil();
+            tracing::error!(package = %id, "cannot log the acknowledgement: {e:#}; the broker hands it over again at the next connection");
         }
     }
 
@@ -877,6 +932,27 @@ fn camera_of(dir: &std::path::Path, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receipt_acts_once_every_id_is_recorded_and_never_if_one_was_not() {
+        let acted = Arc::new(AtomicU64::new(0));
+        let receipt = |acted: &Arc<AtomicU64>| {
+            let acted = acted.clone();
+            Receipt::new(move || {
+                acted.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let r = receipt(&acted);
+        let waiting_for_a_seal = r.clone();
+        drop(r);
+        assert_eq!(acted.load(Ordering::Relaxed), 0, "one id still waits");
+        drop(waiting_for_a_seal);
+        assert_eq!(acted.load(Ordering::Relaxed), 1);
+        let r = receipt(&acted);
+        r.clone().spoil();
+        drop(r);
+        assert_eq!(acted.load(Ordering::Relaxed), 1, "spoilt: never");
+    }
     use crate::ingest::EncodedUnit;
 
     fn request(frame_time_ms: u64, captured_at: SystemTime) -> PackageRequest {
@@ -921,7 +997,7 @@ mod tests {
             counters: Arc::default(),
             on_notice: Box::new(move |n| sent.lock().unwrap().push(n)),
             pending: Vec::new(),
-            early_acks: HashSet::new(),
+            early_acks: HashMap::new(),
             left_over: promises::left_over(&dir),
             stuck_reported: HashSet::new(),
         };

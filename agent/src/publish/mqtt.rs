@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use super::outbox::Outbox;
 use crate::config::MqttOutput;
+use crate::evidence::Receipt;
 use crate::ingest::{CameraStatus, StatusReport};
 
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -450,6 +451,10 @@ impl Connection {
         // the broker would hand it over again at every connect.
         let persistent = self.acks.is_some() && !self.acks_blocked.load(Ordering::Relaxed);
         options.set_clean_session(!persistent);
+        // An acknowledgement is acknowledged to the broker only once it is
+        // recorded (evidence::Receipt): a crash before that leaves it with
+        // the broker, which hands it over again at the next connection.
+        options.set_manual_acks(persistent);
         options.set_last_will(LastWill::new(
             &self.status_topic,
             json!({"state": "offline", "reason": "connection lost"}).to_string(),
@@ -477,6 +482,11 @@ impl Connection {
             }
         });
         let _pump = AbortOnDrop(pump);
+        // The IOC's messages whose acknowledgements are recorded, to be
+        // acknowledged to the broker on this connection (a receipt that
+        // comes after it is gone finds no one: the broker sends it again).
+        let (recorded_tx, mut recorded) =
+            tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
         let mut connected = false;
         let mut was_connected = false;
         let mut order: VecDeque<Sent> = VecDeque::new();
@@ -539,6 +549,10 @@ impl Connection {
                     None => return SessionEnd::Lost { error: "MQTT event loop ended".into(), was_connected },
                 },
                 _ = self.wake.notified() => continue,
+                Some(p) = recorded.recv() => {
+                    let _ = client.try_ack(&p);
+                    continue;
+                }
                 _ = self.stop.notified() => {
                     stopping.get_or_insert(tokio::time::Instant::now() + FLUSH_TIMEOUT);
                     continue;
@@ -562,15 +576,32 @@ impl Connection {
                     }
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    if let Some(acks) = &self.acks
-                        && p.topic == self.ack_topic
-                    {
-                        match parse_ack(&p.payload) {
-                            Ok(ids) => acks(ids),
+                    let ids = match &self.acks {
+                        Some(_) if p.topic == self.ack_topic => match parse_ack(&p.payload) {
+                            Ok(ids) => Some(ids),
                             Err(e) => {
-                                tracing::warn!(topic = %p.topic, "evidence acknowledgement ignored: {e}")
+                                tracing::warn!(topic = %p.topic, "evidence acknowledgement ignored: {e}");
+                                None
                             }
+                        },
+                        _ => None,
+                    };
+                    match (ids, &self.acks) {
+                        (Some(ids), Some(acks)) => {
+                            let tx = recorded_tx.clone();
+                            let message = p.clone();
+                            acks(
+                                ids,
+                                Receipt::new(move || {
+                                    let _ = tx.send(message);
+                                }),
+                            );
                         }
+                        // Nothing to record: taken as it is.
+                        _ if persistent => {
+                            let _ = client.try_ack(&p);
+                        }
+                        _ => {}
                     }
                 }
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
