@@ -163,6 +163,9 @@ struct Kept {
 }
 
 const KEPT_FRAMES: usize = 3;
+/// Frames a track reported as a plate keeps for a correction: the two
+/// likeliest other readings.
+const SETTLED_KEPT_FRAMES: usize = 2;
 
 impl KeptFrames {
     fn offer(&mut self, rank: (bool, f32), chars: &str, frame: &Frame) {
@@ -331,12 +334,19 @@ fn reads_as_plate(o: &PlateObservation, min_confidence: f32) -> bool {
 }
 
 /// Whether a read is `chars`, as it stands or after changes the grammar
-/// forces.
+/// forces; a Đ the plate's shape restored may have been read as D.
 fn reads_exactly(o: &PlateObservation, chars: &str) -> bool {
-    o.chars == chars
+    let same = |read: &str| {
+        read.chars().count() == chars.chars().count()
+            && read
+                .chars()
+                .zip(chars.chars())
+                .all(|(r, c)| r == c || (r == 'D' && c == 'Đ'))
+    };
+    same(&o.chars)
         || crate::plate::grammar::correct(&o.chars, &o.char_confidences, 4)
             .iter()
-            .any(|c| c.certainty >= 1.0 && c.chars == chars)
+            .any(|c| c.certainty >= 1.0 && same(&c.chars))
 }
 
 /// Sightings a track holds before the least telling go: a plate in view for
@@ -639,17 +649,17 @@ impl Passes {
                 None => track
                     .frames
                     .offer((votes, weight), &observation.chars, frame),
-                // Once settled, one frame at most, and only one that may show
+                // Once settled, two frames at most, and only ones that may show
                 // a correction: a valid plate like the one reported, not it.
                 Some(r)
-                    if r.chars != observation.chars
-                        && readable(&observation)
+                    if readable(&observation)
+                        && !reads_exactly(&observation, &r.chars)
                         && similarity(&r.chars, &observation.chars) >= CONFIRM_SIMILARITY =>
                 {
                     track
                         .frames
                         .offer((votes, weight), &observation.chars, frame);
-                    track.frames.0.truncate(1);
+                    track.frames.0.truncate(SETTLED_KEPT_FRAMES);
                 }
                 Some(_) => {}
             }
@@ -1005,20 +1015,26 @@ impl Passes {
         let window = self.config.dedup_window;
         self.recent
             .retain(|_, r| now.saturating_sub(r.seen) < window);
-        if let Some(r) = self.recent.get_mut(&chars) {
-            // The same pass as the one reported lately: a correction of this
-            // one will replace that event.
+        // A correction is no new pass, whatever the window holds: its event
+        // replaces this pass's own.
+        let replaces = correction.and_then(|e| e.event_id);
+        if replaces.is_none()
+            && let Some(r) = self.recent.get_mut(&chars)
+        {
             r.seen = now;
             self.counters.duplicates_suppressed += 1;
             tracing::debug!(track = id, chars = %chars, "same plate within the dedup window: same pass, no new event");
+            // Not linked to that event: a correction of this pass is a pass
+            // of its own (it may be another vehicle, misread at first as
+            // the one reported before).
             return Some(Reported {
                 chars,
                 readable: true,
                 sure: true,
-                event_id: r.event_id,
+                event_id: None,
             });
         }
-        if let Some(e) = correction {
+        if let Some(e) = correction.filter(|_| replaces.is_some()) {
             self.counters.corrected_passes += 1;
             tracing::info!(track = id, reported = %e.chars, now = %chars, "the rest of the pass reads its plate otherwise: reported again");
             // The misread stands for no vehicle: another plate that reads

@@ -935,11 +935,12 @@ fn a_settled_plate_is_not_corrected_by_a_few_misreads_or_an_unlike_plate() {
 }
 
 #[test]
-fn a_correction_of_a_pass_taken_for_a_duplicate_replaces_the_event_that_reported_it() {
-    // Queued at a red light and misread: reported at max_delay (the first
-    // event); hidden for 3 s by a bus; found again, misread the same way
-    // (a duplicate of the first event, no event of its own); then driven
-    // past the camera and read clearly.
+fn a_pass_taken_for_a_duplicate_that_reads_otherwise_at_its_end_is_a_pass_of_its_own() {
+    // A plate misread far off, reported at max_delay (the first event);
+    // gone for 3 s; a plate found in the same place, misread the same way
+    // (a duplicate of the first event: no event of its own), then read
+    // clearly. The same vehicle, or the next one of a fleet: it is not
+    // known, so the first event stands, and the reading is an event of its own.
     let mut p = Passes::new(agent_thresholds());
     let mut out = Vec::new();
     let far = || {
@@ -966,17 +967,42 @@ fn a_correction_of_a_pass_taken_for_a_duplicate_replaces_the_event_that_reported
         out.extend(p.on_frame(&frame(n), &plates(vec![])));
     }
     assert_eq!(chars_of(&out), vec!["51G12845", "51G12345"]);
-    assert_eq!(
-        plate_pass(&out[1]).supersedes,
-        Some(plate_pass(&out[0]).event_id)
-    );
-    // The misread stands for no vehicle: a car that really reads so, soon
-    // after, is a pass of its own.
-    for n in 40..46 {
-        out.extend(p.on_frame(&frame(n), &plates(vec![plate(300.0, "51G12845")])));
+    assert_eq!(plate_pass(&out[1]).supersedes, None);
+    assert_eq!(p.counters.plate_passes, 2);
+    assert_eq!(p.counters.corrected_passes, 0);
+}
+
+#[test]
+fn a_correction_is_reported_even_when_its_reading_was_reported_lately() {
+    // Read right, then lost behind a bus; found again and misread at
+    // max_delay (an event of its own: the misread was not seen lately);
+    // then read right again to its end. The correction replaces the
+    // misread event, though the right reading was reported within the window.
+    let mut p = Passes::new(agent_thresholds());
+    let mut out = Vec::new();
+    for n in 0..4 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
+    }
+    for n in 4..10 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![])));
+    }
+    for n in 10..18 {
+        let mut far = plate(100.0, "51G12845");
+        far.read_confidence = 0.75;
+        far.sharpness = 30.0;
+        out.extend(p.on_frame(&frame(n), &plates(vec![far])));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12345", "51G12845"]);
+    for n in 18..30 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![plate(100.0, "51G12345")])));
     }
     out.extend(p.finish());
-    assert_eq!(chars_of(&out), vec!["51G12845", "51G12345", "51G12845"]);
+    assert_eq!(chars_of(&out), vec!["51G12345", "51G12845", "51G12345"]);
+    assert_eq!(
+        plate_pass(&out[2]).supersedes,
+        Some(plate_pass(&out[1]).event_id)
+    );
+    assert_eq!(p.counters.corrected_passes, 1);
 }
 
 #[test]
