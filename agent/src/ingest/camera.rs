@@ -93,7 +93,9 @@ pub struct CameraSupervisor {
     /// Where a file read once goes on after a failure: just past the last
     /// frame handed over, so that no frame is analysed twice (a vehicle
     /// reported twice) and a frame the analysis failed on is not met again.
-    resume_file_at: Option<gst::ClockTime>,
+    resume_file_at: Option<Resume>,
+    /// Attempts in a row that resumed the file and failed before a new frame.
+    resume_failures: u32,
     encoded: Option<EncodedSink>,
     /// Stream attempts so far (pipeline starts, and seeks back to loop a
     /// file): tags frames and encoded units, whose timestamps only compare
@@ -113,6 +115,7 @@ impl CameraSupervisor {
             frames_seen: 0,
             delivered_frames: false,
             resume_file_at: None,
+            resume_failures: 0,
             encoded: None,
             streams: Default::default(),
         }
@@ -176,15 +179,20 @@ impl CameraSupervisor {
                         last_reason = None;
                     }
                     let reason = format!("{e:#}");
+                    self.resume_failures = if delivered {
+                        0
+                    } else {
+                        self.resume_failures + u32::from(resuming.is_some())
+                    };
                     if let Some(at) = resuming
-                        && !delivered
+                        && self.resume_failures >= RESUME_TRIES
                     {
-                        // Failed again before the frame after: what is left cannot be read.
+                        // Failed again and again before the frame after: what is left cannot be read.
                         tracing::error!(
                             camera = %self.camera.id,
                             source = %self.camera.source.display(),
                             "the file cannot be read past {:.1} s: {reason}; the frames before were analysed",
-                            at.seconds_f64()
+                            at.stream_time.seconds_f64()
                         );
                         on_status(CameraStatus::Finished);
                         return;
@@ -353,6 +361,14 @@ impl CameraSupervisor {
                 }
                 continue;
             };
+            // After a resume, the pictures from the keyframe before up to the
+            // last one handed over come again: not analysed twice.
+            if let (Some(r), Some(pts)) =
+                (self.resume_file_at, sample.buffer().and_then(|b| b.pts()))
+                && pts <= r.last_pts
+            {
+                continue;
+            }
             if last_frame.is_none() {
                 self.delivered_frames = true;
                 tracing::info!(camera = %self.camera.id, "streaming");
@@ -437,9 +453,22 @@ impl CameraSupervisor {
                 _ => std::sync::Arc::new(i420_image(buffer, &info)?),
             };
             last_image = Some(image.clone());
-            if matches!(self.camera.source, Source::File(_)) && !self.camera.loop_file {
-                // A looping file starts each round afresh anyway.
-                self.resume_file_at = pts.map(|p| p + gst::ClockTime::from_mseconds(1));
+            if matches!(self.camera.source, Source::File(_))
+                && !self.camera.loop_file
+                && let Some(pts) = pts
+            {
+                // A looping file starts each round afresh anyway. A seek is
+                // in stream time, which a file's edit list may set apart
+                // from its timestamps.
+                let stream_time = sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::format::Time>())
+                    .and_then(|s| s.to_stream_time(pts))
+                    .unwrap_or(pts);
+                self.resume_file_at = Some(Resume {
+                    stream_time,
+                    last_pts: pts,
+                });
             }
             on_frame(Frame {
                 image,
@@ -456,14 +485,27 @@ impl CameraSupervisor {
     }
 }
 
-/// Prerolls `pipeline` and seeks it to `at` exactly (decoding from the
-/// keyframe before, showing nothing before `at`).
-fn resume_at(pipeline: &gst::Pipeline, at: gst::ClockTime) -> anyhow::Result<()> {
+/// Attempts in a row that may resume a file and fail before a new frame
+/// before it counts as unreadable from there (a failure may pass: a file
+/// briefly away, a hardware decoder with no session free).
+const RESUME_TRIES: u32 = 3;
+
+/// Where a file read once stopped: the last frame handed to the analysis.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    stream_time: gst::ClockTime,
+    last_pts: gst::ClockTime,
+}
+
+/// Prerolls `pipeline` and seeks it to the keyframe at or before where it
+/// stopped: the evidence clip gets its keyframe, and the frames up to the
+/// last one handed over are left out as they come again.
+fn resume_at(pipeline: &gst::Pipeline, at: Resume) -> anyhow::Result<()> {
     let failed = |what: &str| {
         let bus = pipeline.bus();
         anyhow!(
             "{what} {:.1} s into the file, where it failed before: {}",
-            at.seconds_f64(),
+            at.stream_time.seconds_f64(),
             bus.as_ref()
                 .and_then(first_error)
                 .unwrap_or_else(|| "no reason given".into())
@@ -472,10 +514,15 @@ fn resume_at(pipeline: &gst::Pipeline, at: gst::ClockTime) -> anyhow::Result<()>
     pipeline
         .set_state(gst::State::Paused)
         .map_err(|_| failed("cannot start again"))?;
-    let (prerolled, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
-    prerolled.map_err(|_| failed("cannot start again"))?;
+    match pipeline.state(gst::ClockTime::from_seconds(10)) {
+        (Ok(gst::StateChangeSuccess::Success), gst::State::Paused, _) => {}
+        _ => return Err(failed("cannot start again")),
+    }
     pipeline
-        .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, at)
+        .seek_simple(
+            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,
+            at.stream_time,
+        )
         .map_err(|_| failed("cannot go on"))
 }
 
@@ -716,12 +763,13 @@ mod tests {
             })
             .expect("the camera reconnected");
         assert!(reason.contains("frame 3 is cursed"), "{reason}");
-        // The file went on after the frame the analysis failed on, to its
-        // end (2 s at 5 frames a second), and no frame came twice: read
-        // again from its start, its vehicles would be reported twice.
+        // The file went on with the picture after the one the analysis
+        // failed on (25 a second), to its end, and no frame came twice:
+        // read again from its start, its vehicles would be reported twice.
+        assert_eq!(times[3], times[2] + 40, "{times:?}");
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
-        assert!(*times.last().unwrap() >= 1800, "{times:?}");
-        assert!((10..=12).contains(&times.len()), "{times:?}");
+        assert!(*times.last().unwrap() >= times[0] + 1800, "{times:?}");
+        assert_eq!(times.len(), 11, "{times:?}");
         assert_eq!(statuses.last(), Some(&CameraStatus::Finished));
     }
 
@@ -750,7 +798,8 @@ mod tests {
             .iter()
             .filter(|s| matches!(s, CameraStatus::Reconnecting { .. }))
             .count();
-        assert_eq!(reconnects, 1, "{statuses:?}");
+        // The first failure, then each resume that found no file.
+        assert_eq!(reconnects, RESUME_TRIES as usize, "{statuses:?}");
         assert_eq!(statuses.last(), Some(&CameraStatus::Finished));
     }
 
