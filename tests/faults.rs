@@ -706,3 +706,53 @@ fn an_acknowledgement_not_yet_recorded_when_the_agent_dies_is_recorded_after() {
     );
     assert!(again.process.terminate().success());
 }
+
+/// Messages on the acknowledgement topic that name no package to record
+/// (not JSON, no id) are taken at once: left unacknowledged, twenty of them
+/// (Mosquitto's in-flight limit) would hold back every acknowledgement after.
+#[test]
+fn acknowledgement_messages_with_nothing_to_record_do_not_hold_back_the_next() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let broker = Mosquitto::start();
+    let sub = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
+    let cfg = config(&clip, &broker.url(), work.path());
+    let mut agent = Agent::start(&cfg);
+    let notices = sub.wait_until(Duration::from_secs(60), "a sealed package", |m| {
+        m.iter().any(|r| r.text().contains("\"sealed\""))
+    });
+    let id = notices
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
+        .find(|n| n["status"] == "sealed")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..25 {
+        publish(
+            broker.port,
+            "matthan/v1/s/evidence/ack",
+            &format!("not json {i}"),
+        );
+    }
+    publish(
+        broker.port,
+        "matthan/v1/s/evidence/ack",
+        &format!(r#"{{"id":"{id}"}}"#),
+    );
+    let log = work.path().join("evidence").join("custody.log");
+    poll(
+        Duration::from_secs(30),
+        "the acknowledgement after 25 unusable messages was not recorded",
+        &agent,
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"acknowledged\"") && l.contains(&id))
+                .then_some(())
+        },
+    );
+    assert!(agent.process.terminate().success());
+}

@@ -150,16 +150,18 @@ impl EvidenceNotice {
 
 /// Takes the package ids of one acknowledgement message from the IOC, with
 /// the [`Receipt`] that tells the broker the message was taken once each id
-/// is recorded. Returns false when the evidence queue is full: nothing was
-/// taken, and the broker hands the message over again at the next connection.
-pub type Acknowledger = Arc<dyn Fn(Vec<String>, Receipt) -> bool + Send + Sync>;
+/// is recorded. Hands them back when the evidence queue is full, to be
+/// offered again.
+pub type Acknowledger =
+    Arc<dyn Fn(Vec<String>, Receipt) -> Option<(Vec<String>, Receipt)> + Send + Sync>;
 
 /// Runs its action (acknowledging an MQTT message to the broker) when its
 /// last clone is dropped, once every package id it covers is recorded in the
-/// custody log, or needed no record (unknown, already released, failed),
-/// unless one could not be recorded: then the broker keeps the message and
-/// hands it over again at the next connection. Until the action runs, a
-/// crash or a power cut loses nothing the IOC sent.
+/// custody log, or needed no record (unknown, already released, failed).
+/// An id that cannot be recorded yet keeps a clone, and is tried again;
+/// spoilt (the agent stopping first), the action never runs, and the broker
+/// hands the message over again at the next connection. Until the action
+/// runs, a crash or a power cut loses nothing the IOC sent.
 #[derive(Clone)]
 pub struct Receipt(Arc<ReceiptState>);
 
@@ -176,7 +178,7 @@ impl Receipt {
         }))
     }
 
-    /// One of the ids could not be recorded: the action never runs.
+    /// One of the ids was not recorded: the action never runs.
     pub fn spoil(&self) {
         self.0.spoilt.store(true, Ordering::Relaxed);
     }
@@ -184,7 +186,9 @@ impl Receipt {
 
 impl Drop for ReceiptState {
     fn drop(&mut self) {
+        // A panic unwinding the evidence thread drops receipts it never recorded.
         if !self.spoilt.load(Ordering::Relaxed)
+            && !std::thread::panicking()
             && let Some(action) = self.on_recorded.get_mut().ok().and_then(Option::take)
         {
             action();
@@ -284,6 +288,7 @@ impl Evidence {
             pending: Vec::new(),
             index,
             early_acks: HashMap::new(),
+            unrecorded: Vec::new(),
             left_over,
             stuck_reported: HashSet::new(),
         };
@@ -331,16 +336,20 @@ impl Evidence {
         Arc::new(move |ids: Vec<String>, receipt: Receipt| {
             let count = ids.len();
             match tx.try_send(Command::Acknowledge(ids, receipt)) {
-                Ok(()) => true,
+                Ok(()) => None,
+                Err(TrySendError::Full(Command::Acknowledge(ids, receipt))) => {
+                    tracing::debug!(
+                        packages = count,
+                        "evidence queue full: acknowledgement offered again shortly"
+                    );
+                    Some((ids, receipt))
+                }
+                // The agent is stopping: the broker keeps the message.
                 Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => {
                     if let Command::Acknowledge(_, receipt) = c {
                         receipt.spoil();
                     }
-                    tracing::warn!(
-                        packages = count,
-                        "evidence queue full: acknowledgement not recorded yet; the broker hands it over again at the next connection"
-                    );
-                    false
+                    None
                 }
             }
         })
@@ -542,11 +551,13 @@ struct Worker {
     pending: Vec<Pending>,
     /// The folder as retention last saw it.
     index: store::Index,
-    /// Acknowledgements that arrived while their package was still being
-    /// recorded (the IOC has the event at once, the package seconds later).
-    /// Packages the IOC acknowledged while they were being recorded, with
-    /// the receipts that wait for them to be logged.
+    /// Packages the IOC acknowledged while they were still being recorded
+    /// (the IOC has the event at once, the package seconds later), with the
+    /// receipts that wait for them to be logged.
     early_acks: HashMap<String, Vec<Receipt>>,
+    /// Acknowledgements that could not be logged yet (the custody log or
+    /// the folder unwritable), tried again at each look of retention.
+    unrecorded: Vec<(String, Receipt)>,
     /// Packages a previous run promised and never announced.
     left_over: Vec<promises::LeftOver>,
     /// Logged deleted, folder still here, already logged as stuck in this run.
@@ -575,11 +586,24 @@ impl Worker {
                 }
             }
             if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                for (id, receipt) in std::mem::take(&mut self.unrecorded) {
+                    self.acknowledge_all(vec![id], &receipt);
+                }
                 self.retention();
                 last_retention = Some(Instant::now());
             }
         }
         self.retention();
+        // What was not recorded stays with the broker for the next start.
+        while let Ok(command) = rx.try_recv() {
+            if let Command::Acknowledge(_, receipt) = command {
+                receipt.spoil();
+            }
+        }
+        let early = self.early_acks.drain().flat_map(|(_, r)| r);
+        for receipt in early.chain(self.unrecorded.drain(..).map(|(_, r)| r)) {
+            receipt.spoil();
+        }
     }
 
     fn ring(&self, camera: &str) -> Option<Arc<Mutex<Ring>>> {
@@ -796,8 +820,12 @@ impl Worker {
         (self.on_notice)(notice);
         if let Some(receipts) = self.early_acks.remove(&p.req.id) {
             if sealed {
-                for receipt in &receipts {
-                    self.acknowledge(&p.req.id, receipt);
+                // One entry however many messages named it; the others wait
+                // with the first if it could not be logged.
+                if !self.acknowledge(&p.req.id, &receipts[0]) {
+                    for receipt in &receipts[1..] {
+                        self.unrecorded.push((p.req.id.clone(), receipt.clone()));
+                    }
                 }
             } else {
                 tracing::warn!(package = %p.req.id, "the IOC acknowledged a package that then failed; nothing to log");
@@ -809,7 +837,13 @@ impl Worker {
     /// already acknowledged or exported, adds no entry to the custody log.
     fn acknowledge_all(&mut self, ids: Vec<String>, receipt: &Receipt) {
         if let Err(e) = self.index.refresh(&self.settings.dir) {
-            tracing::warn!("cannot read the evidence folder: {e:#}");
+            // Which packages are released is not known: tried again later.
+            tracing::warn!(
+                "cannot read the evidence folder: {e:#}; acknowledgements tried again shortly"
+            );
+            self.unrecorded
+                .extend(ids.into_iter().map(|id| (id, receipt.clone())));
+            return;
         }
         let mut seen = HashSet::new();
         for id in ids {
@@ -820,30 +854,39 @@ impl Worker {
         }
     }
 
-    fn acknowledge(&mut self, id: &str, receipt: &Receipt) {
+    /// Logs one acknowledged package; returns false when it must be tried
+    /// again (kept with its receipt in `unrecorded`).
+    fn acknowledge(&mut self, id: &str, receipt: &Receipt) -> bool {
         if self.pending.iter().any(|p| p.req.id == id) {
             tracing::info!(package = %id, "the IOC acknowledged a package still being recorded; logged once it is sealed");
             self.early_acks
                 .entry(id.to_string())
                 .or_default()
                 .push(receipt.clone());
-            return;
+            return true;
         }
-        if !self.settings.dir.join(id).join(package::MANIFEST).is_file() {
-            tracing::warn!(package = %id, "the IOC acknowledged a package this gateway does not hold; ignored");
-            return;
+        let logged = match std::fs::metadata(self.settings.dir.join(id).join(package::MANIFEST)) {
+            Ok(m) if m.is_file() => custody::append(
+                &self.settings.dir,
+                &self.key,
+                Action::Acknowledged,
+                id,
+                None,
+                "acknowledged by the IOC over MQTT",
+            )
+            .map(|_| ()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => {
+                tracing::warn!(package = %id, "the IOC acknowledged a package this gateway does not hold; ignored");
+                return true;
+            }
+        };
+        if let Err(e) = logged {
+            tracing::error!(package = %id, "cannot log the acknowledgement: {e:#}; tried again shortly");
+            self.unrecorded.push((id.to_string(), receipt.clone()));
+            return false;
         }
-        if let Err(e) = custody::append(
-            &self.settings.dir,
-            &self.key,
-            Action::Acknowledged,
-            id,
-            None,
-            "acknowledged by the IOC over MQTT",
-        ) {
-            receipt.spoil();
-            tracing::error!(package = %id, "cannot log the acknowledgement: {e:#}; the broker hands it over again at the next connection");
-        }
+        true
     }
 
     fn retention(&mut self) {
@@ -998,6 +1041,7 @@ mod tests {
             on_notice: Box::new(move |n| sent.lock().unwrap().push(n)),
             pending: Vec::new(),
             early_acks: HashMap::new(),
+            unrecorded: Vec::new(),
             left_over: promises::left_over(&dir),
             stuck_reported: HashSet::new(),
         };

@@ -293,8 +293,12 @@ impl CameraSupervisor {
                 .ok_or_else(|| anyhow!("pipeline has no appsink named {ENCODED_SINK_NAME}"))?;
             encoded.set_callbacks(encoded_callbacks(sink.clone(), self.streams.clone()));
         }
+        // After a resume, the pictures from the keyframe before up to the
+        // last one handed over come again: left out, once.
+        let mut skip_through = None;
         if let Some(at) = self.resume_file_at {
             resume_at(&running, at)?;
+            skip_through = Some(at.last_pts);
         }
         running.0.set_state(gst::State::Playing).map_err(|_| {
             anyhow!(
@@ -361,13 +365,11 @@ impl CameraSupervisor {
                 }
                 continue;
             };
-            // After a resume, the pictures from the keyframe before up to the
-            // last one handed over come again: not analysed twice.
-            if let (Some(r), Some(pts)) =
-                (self.resume_file_at, sample.buffer().and_then(|b| b.pts()))
-                && pts <= r.last_pts
-            {
-                continue;
+            if let Some(last) = skip_through {
+                match sample.buffer().and_then(|b| b.pts()) {
+                    Some(pts) if pts <= last => continue,
+                    _ => skip_through = None,
+                }
             }
             if last_frame.is_none() {
                 self.delivered_frames = true;

@@ -487,6 +487,10 @@ impl Connection {
         // comes after it is gone finds no one: the broker sends it again).
         let (recorded_tx, mut recorded) =
             tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
+        // Acknowledgements the evidence queue had no room for yet, and
+        // PUBACKs the client's request queue had no room for yet.
+        let mut to_record: VecDeque<(Vec<String>, Receipt)> = VecDeque::new();
+        let mut to_puback: VecDeque<rumqttc::Publish> = VecDeque::new();
         let mut connected = false;
         let mut was_connected = false;
         let mut order: VecDeque<Sent> = VecDeque::new();
@@ -494,6 +498,17 @@ impl Connection {
         let mut last_sent = 0u64;
         loop {
             if connected {
+                if let Some(acks) = &self.acks {
+                    while let Some((ids, receipt)) = to_record.pop_front() {
+                        if let Some(back) = acks(ids, receipt) {
+                            to_record.push_front(back);
+                            break;
+                        }
+                    }
+                }
+                while to_puback.front().is_some_and(|p| client.try_ack(p).is_ok()) {
+                    to_puback.pop_front();
+                }
                 self.send_statuses(&client, &mut order);
                 let room = WINDOW.saturating_sub(order.len() + by_pkid.len());
                 if room > 0 {
@@ -550,9 +565,10 @@ impl Connection {
                 },
                 _ = self.wake.notified() => continue,
                 Some(p) = recorded.recv() => {
-                    let _ = client.try_ack(&p);
+                    to_puback.push_back(p);
                     continue;
                 }
+                _ = tokio::time::sleep(Duration::from_millis(200)), if !to_record.is_empty() || !to_puback.is_empty() => continue,
                 _ = self.stop.notified() => {
                     stopping.get_or_insert(tokio::time::Instant::now() + FLUSH_TIMEOUT);
                     continue;
@@ -577,31 +593,26 @@ impl Connection {
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                     let ids = match &self.acks {
-                        Some(_) if p.topic == self.ack_topic => match parse_ack(&p.payload) {
-                            Ok(ids) => Some(ids),
-                            Err(e) => {
-                                tracing::warn!(topic = %p.topic, "evidence acknowledgement ignored: {e}");
-                                None
-                            }
-                        },
+                        Some(_) if p.topic == self.ack_topic => parse_ack(&p.payload)
+                            .inspect_err(|e| tracing::warn!(topic = %p.topic, "evidence acknowledgement ignored: {e}"))
+                            .ok(),
                         _ => None,
                     };
-                    match (ids, &self.acks) {
-                        (Some(ids), Some(acks)) => {
+                    match ids {
+                        // PUBACKed once every package it names is recorded.
+                        Some(ids) => {
                             let tx = recorded_tx.clone();
                             let message = p.clone();
-                            acks(
+                            to_record.push_back((
                                 ids,
                                 Receipt::new(move || {
                                     let _ = tx.send(message);
                                 }),
-                            );
+                            ));
                         }
                         // Nothing to record: taken as it is.
-                        _ if persistent => {
-                            let _ = client.try_ack(&p);
-                        }
-                        _ => {}
+                        None if persistent => to_puback.push_back(p),
+                        None => {}
                     }
                 }
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {

@@ -189,6 +189,11 @@ impl KeptFrames {
         self.0.truncate(KEPT_FRAMES);
     }
 
+    /// Keeps the `n` best (they are kept best first).
+    fn keep_best(&mut self, n: usize) {
+        self.0.truncate(n);
+    }
+
     fn get(&self, number: u64) -> Option<&Arc<I420Image>> {
         self.0.iter().find(|k| k.number == number).map(|k| &k.image)
     }
@@ -363,12 +368,14 @@ struct FaceTrack {
     reported: bool,
 }
 
-/// A plate reported lately: when last seen (analysis clock), and the
-/// event that reported it (None when that was not this run's).
+/// A plate reported lately: when last seen (analysis clock), the event
+/// that reported it (None for a pass taken for a duplicate), and how many
+/// passes were taken for duplicates of it since.
 #[derive(Debug, Clone, Copy)]
 struct Recent {
     seen: Duration,
     event_id: Option<uuid::Uuid>,
+    duplicates: u32,
 }
 
 /// Marks the plate a pass reported as seen `now`.
@@ -379,6 +386,7 @@ fn refresh(recent: &mut HashMap<String, Recent>, r: &Reported, now: Duration) {
         .or_insert(Recent {
             seen: now,
             event_id: r.event_id,
+            duplicates: 0,
         });
 }
 
@@ -659,7 +667,7 @@ impl Passes {
                     track
                         .frames
                         .offer((votes, weight), &observation.chars, frame);
-                    track.frames.0.truncate(SETTLED_KEPT_FRAMES);
+                    track.frames.keep_best(SETTLED_KEPT_FRAMES);
                 }
                 Some(_) => {}
             }
@@ -891,9 +899,10 @@ impl Passes {
 
     /// Votes a plate track and reports it, unless it is a duplicate or,
     /// after an `earlier` report, it tells nothing new: no valid plate, or
-    /// (after a plate) the same one. Returns the reading it voted for,
-    /// None when there was nothing to vote or the reading was not reported
-    /// for the earlier one.
+    /// (after a plate) no correction of it. Returns what the pass stands
+    /// as: the reading voted for, or the earlier one where that stands;
+    /// None when there was nothing to vote, or no valid plate after an
+    /// unreadable report.
     fn finish_plate(
         &mut self,
         id: TrackId,
@@ -953,7 +962,7 @@ impl Passes {
                 v.chars.clone_from(&p.chars);
             }
         }
-        let pass = PlatePass {
+        let mut pass = PlatePass {
             track_id: id,
             colour: majority_colour(&sightings),
             frames: sightings.len(),
@@ -967,7 +976,8 @@ impl Passes {
             best,
             vote: v,
             event_id: crate::event::new_event_id(),
-            supersedes: earlier.and_then(|e| e.event_id),
+            // Decided below, with the dedup window.
+            supersedes: None,
         };
         let chars = pass.vote.chars.clone();
         if pass.vote.plate.is_none() {
@@ -1015,13 +1025,20 @@ impl Passes {
         let window = self.config.dedup_window;
         self.recent
             .retain(|_, r| now.saturating_sub(r.seen) < window);
-        // A correction is no new pass, whatever the window holds: its event
-        // replaces this pass's own.
-        let replaces = correction.and_then(|e| e.event_id);
-        if replaces.is_none()
-            && let Some(r) = self.recent.get_mut(&chars)
-        {
+        // The event this one replaces: the pass's own earlier one. Unless
+        // another pass was taken for a duplicate of it: replaced, it would
+        // leave that pass with no event; then the reading is a pass of its own.
+        let replaces = earlier.and_then(|e| e.event_id).filter(|id| {
+            !self
+                .recent
+                .values()
+                .any(|r| r.event_id == Some(*id) && r.duplicates > 0)
+        });
+        // A correction is no new pass, whatever the window holds.
+        let corrects = correction.is_some() && replaces.is_some();
+        if !corrects && let Some(r) = self.recent.get_mut(&chars) {
             r.seen = now;
+            r.duplicates += 1;
             self.counters.duplicates_suppressed += 1;
             tracing::debug!(track = id, chars = %chars, "same plate within the dedup window: same pass, no new event");
             // Not linked to that event: a correction of this pass is a pass
@@ -1034,7 +1051,8 @@ impl Passes {
                 event_id: None,
             });
         }
-        if let Some(e) = correction.filter(|_| replaces.is_some()) {
+        pass.supersedes = replaces;
+        if let Some(e) = correction.filter(|_| corrects) {
             self.counters.corrected_passes += 1;
             tracing::info!(track = id, reported = %e.chars, now = %chars, "the rest of the pass reads its plate otherwise: reported again");
             // The misread stands for no vehicle: another plate that reads
@@ -1054,6 +1072,7 @@ impl Passes {
             Recent {
                 seen: now,
                 event_id: Some(pass.event_id),
+                duplicates: 0,
             },
         );
         let reported = Reported {

@@ -1022,3 +1022,40 @@ fn a_reported_track_that_slides_onto_another_vehicle_hands_it_the_frames_that_sh
     assert_eq!(plate_pass(&out[1]).frames, 6, "every frame that showed it");
     assert_eq!(p.counters.corrected_passes, 0);
 }
+
+#[test]
+fn a_correction_does_not_replace_an_event_another_pass_was_taken_for_a_duplicate_of() {
+    // Queued at a red light: car A (51G12345) misread as 51G12845 and
+    // reported so at max_delay; car B beside it, really 51G12845, reported
+    // at its max_delay as a duplicate of A's event. A is then read clearly:
+    // its reading must not replace the event that stands for B too.
+    let mut p = Passes::new(agent_thresholds());
+    let mut out = Vec::new();
+    let misread_a = || {
+        let mut far = plate(100.0, "51G12845");
+        far.read_confidence = 0.75;
+        far.sharpness = 30.0;
+        far
+    };
+    for n in 0..8 {
+        out.extend(p.on_frame(&frame(n), &plates(vec![misread_a()])));
+    }
+    for n in 8..16 {
+        out.extend(p.on_frame(
+            &frame(n),
+            &plates(vec![misread_a(), plate(400.0, "51G12845")]),
+        ));
+    }
+    assert_eq!(chars_of(&out), vec!["51G12845"], "B taken for a duplicate");
+    for n in 16..28 {
+        out.extend(p.on_frame(
+            &frame(n),
+            &plates(vec![plate(100.0, "51G12345"), plate(400.0, "51G12845")]),
+        ));
+    }
+    out.extend(p.finish());
+    assert_eq!(chars_of(&out), vec!["51G12845", "51G12345"]);
+    assert_eq!(plate_pass(&out[1]).supersedes, None, "B's event stands");
+    assert_eq!(p.counters.corrected_passes, 0);
+    assert_eq!(p.counters.plate_passes, 2);
+}
