@@ -609,28 +609,71 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-/// The IOC acknowledges a package while the gateway is away (a 4G outage,
-/// a restart): the broker keeps the acknowledgement for the gateway's
-/// session, and the agent logs it when it is back.
-#[test]
-fn an_acknowledgement_sent_while_the_agent_is_away_is_recorded() {
+/// The gate camera's agent, its broker, and the id of its first sealed package.
+struct SealedPackage {
+    work: tempfile::TempDir,
+    broker: Mosquitto,
+    cfg: String,
+    agent: Agent,
+    id: String,
+}
+
+fn with_a_sealed_package() -> SealedPackage {
     let work = tempfile::tempdir().unwrap();
     let clip = gate_loop(work.path());
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
     let cfg = config(&clip, &broker.url(), work.path());
-    let mut agent = Agent::start(&cfg);
+    let agent = Agent::start(&cfg);
+    let id = first_sealed_package(&sub);
+    SealedPackage {
+        work,
+        broker,
+        cfg,
+        agent,
+        id,
+    }
+}
+
+/// Waits for the camera's first sealed package; returns its id.
+fn first_sealed_package(sub: &Subscriber) -> String {
     let notices = sub.wait_until(Duration::from_secs(60), "a sealed package", |m| {
         m.iter().any(|r| r.text().contains("\"sealed\""))
     });
-    let id = notices
+    notices
         .iter()
         .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
         .find(|n| n["status"] == "sealed")
         .unwrap()["event_id"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// Waits for the custody log in `work` to record the IOC's acknowledgement of `id`.
+fn wait_for_acknowledged(work: &Path, id: &str, agent: &Agent, failure: &str) {
+    let log = work.join("evidence").join("custody.log");
+    poll(Duration::from_secs(30), failure, agent, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"acknowledged\"") && l.contains(id))
+            .then_some(())
+    });
+}
+
+/// The IOC acknowledges a package while the gateway is away (a 4G outage,
+/// a restart): the broker keeps the acknowledgement for the gateway's
+/// session, and the agent logs it when it is back.
+#[test]
+fn an_acknowledgement_sent_while_the_agent_is_away_is_recorded() {
+    let SealedPackage {
+        work,
+        broker,
+        cfg,
+        mut agent,
+        id,
+    } = with_a_sealed_package();
     assert!(agent.process.terminate().success());
 
     publish(
@@ -639,16 +682,11 @@ fn an_acknowledgement_sent_while_the_agent_is_away_is_recorded() {
         &format!(r#"{{"id":"{id}"}}"#),
     );
     let mut again = Agent::start(&cfg);
-    let log = work.path().join("evidence").join("custody.log");
-    let acknowledged = |text: &str| {
-        text.lines()
-            .any(|l| l.contains("\"acknowledged\"") && l.contains(&id))
-    };
-    poll(
-        Duration::from_secs(30),
-        "the acknowledgement sent while the agent was away was not recorded",
+    wait_for_acknowledged(
+        work.path(),
+        &id,
         &again,
-        || acknowledged(&std::fs::read_to_string(&log).unwrap_or_default()).then_some(()),
+        "the acknowledgement sent while the agent was away was not recorded",
     );
     assert!(again.process.terminate().success());
 }
@@ -659,23 +697,13 @@ fn an_acknowledgement_sent_while_the_agent_is_away_is_recorded() {
 /// over again when the agent is back.
 #[test]
 fn an_acknowledgement_not_yet_recorded_when_the_agent_dies_is_recorded_after() {
-    let work = tempfile::tempdir().unwrap();
-    let clip = gate_loop(work.path());
-    let broker = Mosquitto::start();
-    let sub = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
-    let cfg = config(&clip, &broker.url(), work.path());
-    let mut agent = Agent::start(&cfg);
-    let notices = sub.wait_until(Duration::from_secs(60), "a sealed package", |m| {
-        m.iter().any(|r| r.text().contains("\"sealed\""))
-    });
-    let id = notices
-        .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
-        .find(|n| n["status"] == "sealed")
-        .unwrap()["event_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let SealedPackage {
+        work,
+        broker,
+        cfg,
+        mut agent,
+        id,
+    } = with_a_sealed_package();
     let evidence = work.path().join("evidence");
     let lock = std::fs::File::open(&evidence).unwrap();
     lock.lock_shared().unwrap();
@@ -691,18 +719,11 @@ fn an_acknowledgement_not_yet_recorded_when_the_agent_dies_is_recorded_after() {
     drop(lock);
 
     let mut again = Agent::start(&cfg);
-    let log = evidence.join("custody.log");
-    poll(
-        Duration::from_secs(30),
-        "the acknowledgement the agent had not recorded was lost",
+    wait_for_acknowledged(
+        work.path(),
+        &id,
         &again,
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.contains("\"acknowledged\"") && l.contains(&id))
-                .then_some(())
-        },
+        "the acknowledgement the agent had not recorded was lost",
     );
     assert!(again.process.terminate().success());
 }
@@ -712,23 +733,13 @@ fn an_acknowledgement_not_yet_recorded_when_the_agent_dies_is_recorded_after() {
 /// (Mosquitto's in-flight limit) would hold back every acknowledgement after.
 #[test]
 fn acknowledgement_messages_with_nothing_to_record_do_not_hold_back_the_next() {
-    let work = tempfile::tempdir().unwrap();
-    let clip = gate_loop(work.path());
-    let broker = Mosquitto::start();
-    let sub = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
-    let cfg = config(&clip, &broker.url(), work.path());
-    let mut agent = Agent::start(&cfg);
-    let notices = sub.wait_until(Duration::from_secs(60), "a sealed package", |m| {
-        m.iter().any(|r| r.text().contains("\"sealed\""))
-    });
-    let id = notices
-        .iter()
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
-        .find(|n| n["status"] == "sealed")
-        .unwrap()["event_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let SealedPackage {
+        work,
+        broker,
+        cfg: _,
+        mut agent,
+        id,
+    } = with_a_sealed_package();
     for i in 0..25 {
         publish(
             broker.port,
@@ -741,18 +752,11 @@ fn acknowledgement_messages_with_nothing_to_record_do_not_hold_back_the_next() {
         "matthan/v1/s/evidence/ack",
         &format!(r#"{{"id":"{id}"}}"#),
     );
-    let log = work.path().join("evidence").join("custody.log");
-    poll(
-        Duration::from_secs(30),
-        "the acknowledgement after 25 unusable messages was not recorded",
+    wait_for_acknowledged(
+        work.path(),
+        &id,
         &agent,
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.contains("\"acknowledged\"") && l.contains(&id))
-                .then_some(())
-        },
+        "the acknowledgement after 25 unusable messages was not recorded",
     );
     assert!(agent.process.terminate().success());
 }
