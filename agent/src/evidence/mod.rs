@@ -975,6 +975,7 @@ fn camera_of(dir: &std::path::Path, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::EncodedUnit;
 
     #[test]
     fn a_receipt_acts_once_every_id_is_recorded_and_never_if_one_was_not() {
@@ -996,7 +997,6 @@ mod tests {
         drop(r);
         assert_eq!(acted.load(Ordering::Relaxed), 1, "spoilt: never");
     }
-    use crate::ingest::EncodedUnit;
 
     fn request(frame_time_ms: u64, captured_at: SystemTime) -> PackageRequest {
         PackageRequest {
