@@ -260,9 +260,7 @@ impl CameraSupervisor {
         running.connect("deep-element-added", false, move |args| {
             let element = args.get(2)?.get::<gst::Element>().ok()?;
             let factory = element.factory()?;
-            if factory
-                .has_type(gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO)
-            {
+            if decodes_pictures(&factory) {
                 if let Some(c) = &decoder_catch_up {
                     c.watch(&element);
                 }
@@ -485,6 +483,17 @@ impl CameraSupervisor {
             });
         }
     }
+}
+
+/// Whether `factory` decodes a camera's pictures: a video decoder, or an
+/// image one (`jpegdec`, which takes MJPEG, is classed an image decoder).
+fn decodes_pictures(factory: &gst::ElementFactory) -> bool {
+    [
+        gst::ElementFactoryType::MEDIA_VIDEO,
+        gst::ElementFactoryType::MEDIA_IMAGE,
+    ]
+    .into_iter()
+    .any(|media| factory.has_type(gst::ElementFactoryType::DECODER | media))
 }
 
 /// Attempts in a row that may resume a file and fail before a new frame
@@ -738,6 +747,29 @@ mod tests {
             clip.display()
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn mjpeg_pictures_are_stamped_and_caught_up_at_their_decoder_too() {
+        crate::ingest::init_gstreamer().unwrap();
+        let factory = |name: &str| gst::ElementFactory::find(name).unwrap();
+        for decoder in ["jpegdec", "avdec_h264", "avdec_h265"] {
+            assert!(decodes_pictures(&factory(decoder)), "{decoder}");
+        }
+        for other in ["jpegparse", "h264parse", "videoconvert", "x264enc"] {
+            assert!(!decodes_pictures(&factory(other)), "{other}");
+        }
+        // And an MJPEG camera still streams with the decoder's probes on.
+        let dir = tempfile::tempdir().unwrap();
+        let camera = file_camera(
+            "mjpeg",
+            &dir.path().join("mjpeg.avi"),
+            "videotestsrc num-buffers=25 ! video/x-raw,width=160,height=120,framerate=25/1 \
+             ! jpegenc ! avimux",
+        );
+        let mut frames = 0;
+        CameraSupervisor::new(camera, 5.0, Shutdown::new()).run(|_| frames += 1, |_| {});
+        assert_eq!(frames, 5);
     }
 
     #[test]
