@@ -1150,13 +1150,12 @@ mod tests {
             o.append("t", b"event").unwrap();
         }
         let acked = dir.path().join("acked");
-        let written =
-            |dir: &Path| std::fs::metadata(dir.join("acked")).map(|m| m.modified().unwrap());
+        let written = || std::fs::metadata(&acked).map(|m| m.modified().unwrap());
         let mut writes = 0;
-        let mut last = written(dir.path()).ok();
+        let mut last = written().ok();
         for id in 1..=499 {
             o.ack(id).unwrap();
-            let now = written(dir.path()).ok();
+            let now = written().ok();
             writes += usize::from(now != last);
             last = now;
         }

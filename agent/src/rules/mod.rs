@@ -220,6 +220,18 @@ struct Reported {
     event_id: Option<uuid::Uuid>,
 }
 
+impl Reported {
+    /// A pass decided as the plate `chars`.
+    fn plate(chars: String, event_id: Option<uuid::Uuid>) -> Self {
+        Self {
+            chars,
+            readable: true,
+            sure: true,
+            event_id,
+        }
+    }
+}
+
 /// A plate track seen in one place this long is parked (a vehicle parked
 /// in view, or queued).
 const PARKED_AFTER: Duration = Duration::from_secs(5);
@@ -653,6 +665,7 @@ impl Passes {
                 refresh(&mut self.recent, r, now);
             }
             let votes = observation.read_confidence >= min_confidence;
+            let reads = readable(&observation);
             match settled_as {
                 None => track
                     .frames
@@ -660,9 +673,9 @@ impl Passes {
                 // Once settled, two frames at most, and only ones that may show
                 // a correction: a valid plate like the one reported, not it.
                 Some(r)
-                    if readable(&observation)
-                        && !reads_exactly(&observation, &r.chars)
-                        && similarity(&r.chars, &observation.chars) >= CONFIRM_SIMILARITY =>
+                    if reads
+                        && similarity(&r.chars, &observation.chars) >= CONFIRM_SIMILARITY
+                        && !reads_exactly(&observation, &r.chars) =>
                 {
                     track
                         .frames
@@ -671,7 +684,7 @@ impl Passes {
                 }
                 Some(_) => {}
             }
-            if readable(&observation) {
+            if reads {
                 track.readable_reads += 1;
             }
             // A plate that took up a parked one's pass but drives on, or
@@ -985,11 +998,11 @@ impl Passes {
                 return None;
             }
             let sure = surest >= self.config.min_unreadable_score;
-            let mut unreadable = Some(Reported {
+            let unreadable = Some(Reported {
                 chars,
                 readable: false,
                 sure,
-                event_id: None,
+                event_id: (sure && self.config.emit_unreadable).then_some(pass.event_id),
             });
             if !sure {
                 self.counters.dismissed_plate_tracks += 1;
@@ -999,9 +1012,6 @@ impl Passes {
             self.counters.unreadable_plates += 1;
             tracing::debug!(track = id, chars = %pass.vote.chars, frames = pass.frames, "plate track never read as a valid plate");
             if self.config.emit_unreadable {
-                if let Some(u) = &mut unreadable {
-                    u.event_id = Some(pass.event_id);
-                }
                 out.push(Pass::UnreadablePlate(pass));
             }
             return unreadable;
@@ -1044,12 +1054,7 @@ impl Passes {
             // Not linked to that event: a correction of this pass is a pass
             // of its own (it may be another vehicle, misread at first as
             // the one reported before).
-            return Some(Reported {
-                chars,
-                readable: true,
-                sure: true,
-                event_id: None,
-            });
+            return Some(Reported::plate(chars, None));
         }
         pass.supersedes = replaces;
         if let Some(e) = correction.filter(|_| corrects) {
@@ -1075,12 +1080,7 @@ impl Passes {
                 duplicates: 0,
             },
         );
-        let reported = Reported {
-            chars,
-            readable: true,
-            sure: true,
-            event_id: Some(pass.event_id),
-        };
+        let reported = Reported::plate(chars, Some(pass.event_id));
         out.push(Pass::Plate(pass));
         Some(reported)
     }
