@@ -573,8 +573,8 @@ fn a_camera_that_goes_silent_is_reported_stalled_and_recovers() {
 
 /// A message too large for the agent, retained on the acknowledgement topic
 /// (an IOC's mistake), would end every connection as soon as the broker
-/// hands it over. The agent stops taking acknowledgements, keeps
-/// delivering events, and its status says how to clear the topic.
+/// handed it over. The agent tells the broker (MQTT 5) the largest packet
+/// it takes, so the broker drops that message instead, and events flow.
 #[test]
 fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     let work = tempfile::tempdir().unwrap();
@@ -591,21 +591,69 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     assert!(published.success());
     // Not `matthan/v1/s/#`: a subscriber there would get the huge message too.
     let events = Subscriber::connect(broker.port, "matthan/v1/s/gate/event/#");
-    let status = Subscriber::connect(broker.port, "matthan/v1/s/status");
     let mut agent = Agent::start(&config(&clip, &broker.url(), work.path()));
-    status.wait_until(
-        Duration::from_secs(60),
-        "a degraded status naming the acknowledgement topic",
-        |m| {
-            m.iter()
-                .any(|r| r.text().contains("degraded") && r.text().contains("evidence/ack"))
-        },
-    );
     wait_for_more_events(&events, 0, Duration::from_secs(60), "events");
     let before = plate_events(&events.messages.lock().unwrap());
     wait_for_more_events(&events, before, Duration::from_secs(30), "events go on");
     assert!(agent.process.terminate().success());
     let log = agent.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("connection lost"), "{log}");
+}
+
+/// A broker whose access rules refuse the agent's events (an IOC's
+/// mistake) says so in its PUBACK, which MQTT 3.1.1 cannot: there the
+/// agent took the refusal for delivery and deleted the events. They wait
+/// in the outbox, the agent's status names the topic and the reason, and
+/// once the rules are fixed every event arrives, none missing.
+#[test]
+fn events_the_broker_refuses_wait_until_its_access_rules_allow_them() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let rules = work.path().join("acl");
+    // Statuses, evidence notices and acknowledgements may go; events not.
+    std::fs::write(
+        &rules,
+        "topic readwrite matthan/v1/s/status\n\
+         topic readwrite matthan/v1/s/+/status\n\
+         topic readwrite matthan/v1/s/+/evidence\n\
+         topic readwrite matthan/v1/s/evidence/ack\n\
+         topic read #\n",
+    )
+    .unwrap();
+    let broker = Mosquitto::start_with_rules(&rules);
+    let events = Subscriber::connect(broker.port, "matthan/v1/s/gate/event/#");
+    let status = Subscriber::connect(broker.port, "matthan/v1/s/status");
+    let mut agent = Agent::start(&config(&clip, &broker.url(), work.path()));
+    status.wait_until(
+        Duration::from_secs(60),
+        "a degraded status naming the refused topic",
+        |m| {
+            m.iter().any(|r| {
+                let t = r.text();
+                t.contains("degraded")
+                    && t.contains("matthan/v1/s/gate/event/plate")
+                    && t.contains("not authorized")
+            })
+        },
+    );
+    // More events are made, and refused, while the rules stay wrong.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(plate_events(&events.messages.lock().unwrap()), 0);
+    std::fs::write(&rules, "topic readwrite #\n").unwrap();
+    broker.signal("HUP");
+    status.wait_until(Duration::from_secs(60), "the status back to online", |m| {
+        m.last().is_some_and(|r| r.text().contains("online"))
+    });
+    let received = events.wait_until(Duration::from_secs(30), "the refused events", |m| {
+        by_seq(m).len() >= 3
+    });
+    let seqs: Vec<u64> = by_seq(&received).into_keys().collect();
+    let expected: Vec<u64> = (1..=*seqs.last().unwrap()).collect();
+    assert_eq!(seqs, expected, "every event made while refused arrives");
+    assert!(agent.process.terminate().success());
+    let log = agent.log_text();
+    assert!(log.contains("the broker refused an event"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
 

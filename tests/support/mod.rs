@@ -145,6 +145,20 @@ impl Mosquitto {
         )
     }
 
+    /// A broker that applies Mosquitto's access rules in `rules` (an
+    /// `acl_file`) to anonymous clients; `signal("HUP")` reads them again.
+    pub fn start_with_rules(rules: &Path) -> Mosquitto {
+        Self::start_with(
+            free_port(),
+            &format!("persistence false\nacl_file {}\n", rules.display()),
+        )
+    }
+
+    /// Sends a signal to the broker (HUP: read its configuration again).
+    pub fn signal(&self, name: &str) {
+        signal(&self._process, name);
+    }
+
     fn start_with(port: u16, persistence: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
@@ -241,14 +255,18 @@ impl TestCam {
 
     /// Sends a signal to the server (STOP freezes it with its sockets open).
     pub fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self._process.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
+        signal(&self._process, name);
     }
+}
+
+fn signal(process: &Process, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(process.child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {} failed", process.name);
 }
 
 /// The real agent, run on a config file written for the test.

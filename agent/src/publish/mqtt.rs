@@ -13,13 +13,23 @@
 //! Events reach the broker only through the outbox, so what the broker
 //! has not acknowledged survives a reconnect, a crash or a power cut, and
 //! is sent again in order with its original id and sequence number.
+//!
+//! MQTT 5, because a 3.1.1 broker answers a publish its access rules
+//! refuse with the same PUBACK as one it took: the agent would delete an
+//! event the IOC never got. A refused event stays in the outbox, the
+//! agent's status says which topic and why, and one event per refused
+//! topic is offered again every [`REFUSED_RETRY`] until the broker takes
+//! it; then the rest of that topic follows.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
+use rumqttc::Transport;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 use serde_json::json;
 
 use tokio::sync::Notify;
@@ -38,7 +48,16 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// small enough for one long event or one IOC acknowledgement of a few
 /// hundred packages to break the connection, and the same record would
 /// then break every new connection in turn. Mosquitto takes up to 256 MB.
-pub const MAX_PACKET_BYTES: usize = 8 << 20;
+/// An MQTT 5 broker does not send us a larger packet: it drops it, so a
+/// huge message on the acknowledgement topic cannot break the connection.
+pub const MAX_PACKET_BYTES: u32 = 8 << 20;
+/// How often one event of each topic the broker refused is offered again:
+/// an installer who fixes the broker's access rules sees events flow
+/// within this, and a broker that still refuses gets one publish per topic.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(15);
+/// "Never expires": the session (the subscription, and the IOC's
+/// acknowledgements queued while the gateway is away) outlives any outage.
+const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerAddress {
@@ -117,10 +136,10 @@ pub enum Problem {
     OutboxWrite,
     /// The evidence quota forced out a package not yet released.
     EvidenceQuota,
-    /// A message too large for the agent sits on the acknowledgement topic.
-    AckTopic,
     /// The broker refused the subscription to the acknowledgement topic.
     AckRefused,
+    /// The broker refused events: they wait in the outbox.
+    EventsRefused,
 }
 
 impl Retained {
@@ -221,7 +240,6 @@ impl MqttSink {
             status_topic: format!("{}/{site}/status", config.topic_prefix),
             ack_topic: format!("{}/{site}/evidence/ack", config.topic_prefix),
             acks,
-            acks_blocked: Default::default(),
             qos: qos(config.qos),
             outbox: outbox.clone(),
             retained: retained.clone(),
@@ -383,9 +401,6 @@ struct Connection {
     /// Where the IOC acknowledges evidence packages it has taken.
     ack_topic: String,
     acks: Option<crate::evidence::Acknowledger>,
-    /// Set when a message on the acknowledgement topic was too large to
-    /// take: a retained one would break every connection at its SUBACK.
-    acks_blocked: std::sync::atomic::AtomicBool,
     qos: QoS,
     outbox: Arc<Mutex<Outbox>>,
     retained: Arc<Mutex<Retained>>,
@@ -396,10 +411,77 @@ struct Connection {
 }
 
 /// A publish handed to rumqttc, waiting for its packet id, then its ack.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Sent {
-    Event(u64),
+    Event { id: u64, topic: Arc<str> },
     Status,
+}
+
+/// Events the broker refused on this connection, by topic (access rules
+/// are per topic: one camera's may be refused while the others go).
+#[derive(Default)]
+struct Refused {
+    by_topic: std::collections::BTreeMap<Arc<str>, std::collections::BTreeSet<u64>>,
+    /// The broker's reason, as it gave it, for the agent's status.
+    reason: String,
+}
+
+impl Refused {
+    /// Returns true when the topic was not refused before.
+    fn add(&mut self, topic: Arc<str>, id: u64, reason: String) -> bool {
+        self.reason = reason;
+        let ids = self.by_topic.entry(topic).or_default();
+        ids.insert(id);
+        ids.len() == 1
+    }
+
+    /// The broker took an event of `topic`: the others it refused there
+    /// are to be sent again.
+    fn taken(&mut self, topic: &str, id: u64) -> Vec<u64> {
+        let mut ids = self.by_topic.remove(topic).unwrap_or_default();
+        ids.remove(&id);
+        ids.into_iter().collect()
+    }
+
+    /// The oldest refused event of each topic, to offer again.
+    fn probes(&self) -> Vec<u64> {
+        self.by_topic
+            .values()
+            .filter_map(|ids| ids.first().copied())
+            .collect()
+    }
+
+    fn problem(&self) -> Option<String> {
+        if self.by_topic.is_empty() {
+            return None;
+        }
+        let topics: Vec<&str> = self.by_topic.keys().map(|t| &**t).collect();
+        Some(format!(
+            "the broker refused events on {} ({}): allow this client to publish there in the broker's \
+             access rules; the events wait in the outbox and are offered again every {} s",
+            topics.join(", "),
+            self.reason,
+            REFUSED_RETRY.as_secs()
+        ))
+    }
+}
+
+/// Why the broker refused a publish, in words an installer can act on.
+fn refusal(reason: PubAckReason, detail: Option<&str>) -> Option<String> {
+    let words = match reason {
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => return None,
+        PubAckReason::NotAuthorized => "not authorized",
+        PubAckReason::TopicNameInvalid => "topic name invalid",
+        PubAckReason::QuotaExceeded => "quota exceeded",
+        PubAckReason::PayloadFormatInvalid => "payload format invalid",
+        PubAckReason::PacketIdentifierInUse => "packet identifier in use",
+        PubAckReason::ImplementationSpecificError => "implementation-specific error",
+        PubAckReason::UnspecifiedError => "unspecified error",
+    };
+    Some(match detail {
+        Some(d) => format!("{words}: {d}"),
+        None => words.to_string(),
+    })
 }
 
 impl Connection {
@@ -442,15 +524,16 @@ impl Connection {
             self.addr.port,
         );
         options.set_keep_alive(KEEP_ALIVE);
-        options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        options.set_max_packet_size(Some(MAX_PACKET_BYTES));
         // A persistent session, when the IOC's acknowledgements are taken:
         // the broker keeps the subscription, and queues what the IOC sends,
         // while the gateway is away. It cannot bring back a publish of ours:
         // each connection has a fresh client, so only the outbox re-sends.
-        // Dropped once a message too large to take sits on that topic, or
-        // the broker would hand it over again at every connect.
-        let persistent = self.acks.is_some() && !self.acks_blocked.load(Ordering::Relaxed);
-        options.set_clean_session(!persistent);
+        let persistent = self.acks.is_some();
+        options.set_clean_start(!persistent);
+        if persistent {
+            options.set_session_expiry_interval(Some(SESSION_NEVER_EXPIRES));
+        }
         // An acknowledgement is acknowledged to the broker only once it is
         // recorded (evidence::Receipt): a crash before that leaves it with
         // the broker, which hands it over again at the next connection.
@@ -460,6 +543,7 @@ impl Connection {
             json!({"state": "offline", "reason": "connection lost"}).to_string(),
             QoS::AtLeastOnce,
             true,
+            None,
         ));
         options.set_transport(self.transport.clone());
         if let Some((user, password)) = &self.credentials {
@@ -485,17 +569,21 @@ impl Connection {
         // The IOC's messages whose acknowledgements are recorded, to be
         // acknowledged to the broker on this connection (a receipt that
         // comes after it is gone finds no one: the broker sends it again).
-        let (recorded_tx, mut recorded) =
-            tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
+        let (recorded_tx, mut recorded) = tokio::sync::mpsc::unbounded_channel::<Publish>();
         // Acknowledgements the evidence queue had no room for yet, and
         // PUBACKs the client's request queue had no room for yet.
         let mut to_record: VecDeque<(Vec<String>, Receipt)> = VecDeque::new();
-        let mut to_puback: VecDeque<rumqttc::Publish> = VecDeque::new();
+        let mut to_puback: VecDeque<Publish> = VecDeque::new();
         let mut connected = false;
         let mut was_connected = false;
         let mut order: VecDeque<Sent> = VecDeque::new();
         let mut by_pkid: HashMap<u16, Sent> = HashMap::new();
         let mut last_sent = 0u64;
+        let mut refused = Refused::default();
+        // Refused events to offer again, before new ones.
+        let mut resend: VecDeque<u64> = VecDeque::new();
+        let mut retry = tokio::time::interval(REFUSED_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if connected {
                 if let Some(acks) = &self.acks {
@@ -510,6 +598,36 @@ impl Connection {
                     to_puback.pop_front();
                 }
                 self.send_statuses(&client, &mut order);
+                while let Some(&id) = resend.front() {
+                    if order.len() + by_pkid.len() >= WINDOW {
+                        break;
+                    }
+                    let read = self
+                        .outbox
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))
+                        .and_then(|mut o| o.read_pending(id.saturating_sub(1), 1));
+                    let record = match read {
+                        Ok(records) => records.into_iter().next().filter(|r| r.id == id),
+                        // Kept for the next turn, as a record read in order is.
+                        Err(e) => {
+                            tracing::error!("cannot read the outbox: {e:#}");
+                            break;
+                        }
+                    };
+                    // Gone meanwhile (the outbox's bounds dropped it): skipped.
+                    if let Some(r) = record {
+                        let topic: Arc<str> = r.topic.as_str().into();
+                        if client
+                            .try_publish(r.topic, self.qos, false, r.payload)
+                            .is_err()
+                        {
+                            break;
+                        }
+                        order.push_back(Sent::Event { id, topic });
+                    }
+                    resend.pop_front();
+                }
                 let room = WINDOW.saturating_sub(order.len() + by_pkid.len());
                 if room > 0 {
                     let records = self
@@ -520,14 +638,15 @@ impl Connection {
                     match records {
                         Ok(records) => {
                             for r in records {
+                                let topic: Arc<str> = r.topic.as_str().into();
                                 if client
-                                    .try_publish(&r.topic, self.qos, false, r.payload)
+                                    .try_publish(r.topic, self.qos, false, r.payload)
                                     .is_err()
                                 {
                                     break;
                                 }
                                 last_sent = r.id;
-                                order.push_back(Sent::Event(r.id));
+                                order.push_back(Sent::Event { id: r.id, topic });
                             }
                         }
                         Err(e) => tracing::error!("cannot read the outbox: {e:#}"),
@@ -543,10 +662,7 @@ impl Connection {
                         // Let the event loop flush the goodbye.
                         let _ = tokio::time::timeout(Duration::from_secs(1), async {
                             while let Some(Ok(ev)) = events.recv().await {
-                                if matches!(
-                                    ev,
-                                    rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)
-                                ) {
+                                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
                                     break;
                                 }
                             }
@@ -574,9 +690,13 @@ impl Connection {
                     continue;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)), if stopping.is_some() => continue,
+                _ = retry.tick(), if !refused.by_topic.is_empty() => {
+                    resend.extend(refused.probes());
+                    continue;
+                }
             };
             match event {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %format!("{}:{}", self.addr.host, self.addr.port), "connected to MQTT broker");
                     connected = true;
                     was_connected = true;
@@ -587,14 +707,16 @@ impl Connection {
                         r.all_unsent();
                     }
                     self.send_statuses(&client, &mut order);
-                    if self.acks.is_some() && !self.acks_blocked.load(Ordering::Relaxed) {
+                    if self.acks.is_some() {
                         let _ = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce);
                     }
+                    // The first refused events' probes go after a full period.
+                    retry.reset();
                 }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
                     let ids = match &self.acks {
-                        Some(_) if p.topic == self.ack_topic => parse_ack(&p.payload)
-                            .inspect_err(|e| tracing::warn!(topic = %p.topic, "evidence acknowledgement ignored: {e}"))
+                        Some(_) if p.topic == self.ack_topic.as_bytes() => parse_ack(&p.payload)
+                            .inspect_err(|e| tracing::warn!(topic = %self.ack_topic, "evidence acknowledgement ignored: {e}"))
                             .ok(),
                         _ => None,
                     };
@@ -615,7 +737,7 @@ impl Connection {
                         None => {}
                     }
                 }
-                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                     if let Some(sent) = order.pop_front() {
                         if pkid == 0 {
                             self.acked(sent); // QoS 0: nothing more will come
@@ -624,19 +746,46 @@ impl Connection {
                         }
                     }
                 }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack))) => {
-                    if let Some(sent) = by_pkid.remove(&ack.pkid) {
-                        self.acked(sent);
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    let Some(sent) = by_pkid.remove(&ack.pkid) else {
+                        continue;
+                    };
+                    let detail = ack
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.reason_string.as_deref());
+                    match (refusal(ack.reason, detail), sent) {
+                        (None, Sent::Event { id, topic }) => {
+                            resend.extend(refused.taken(&topic, id));
+                            self.acked(Sent::Event { id, topic });
+                            if refused.by_topic.is_empty() {
+                                self.set_problem(Problem::EventsRefused, None);
+                            }
+                        }
+                        (None, Sent::Status) => {}
+                        (Some(why), Sent::Event { id, topic }) => {
+                            if refused.add(topic.clone(), id, why.clone()) {
+                                tracing::error!(%topic, record = id, "the broker refused an event ({why}); it stays in the outbox and is offered again every {} s: allow this client to publish there in the broker's access rules", REFUSED_RETRY.as_secs());
+                            }
+                            self.set_problem(Problem::EventsRefused, refused.problem());
+                        }
+                        // Statuses are sent again at the next change or connection.
+                        (Some(why), Sent::Status) => {
+                            tracing::warn!(
+                                "the broker refused a status message ({why}): allow this client to publish under its status topics"
+                            );
+                        }
                     }
                 }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack))) => {
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     // Only the acknowledgement topic is subscribed to.
                     let refused = ack
                         .return_codes
-                        .contains(&rumqttc::SubscribeReasonCode::Failure);
-                    let problem = refused.then(|| {
+                        .iter()
+                        .find(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+                    let problem = refused.map(|code| {
                         format!(
-                            "the broker refused the subscription to {}: the IOC's evidence acknowledgements cannot arrive, and packages wait for export or the quota; allow this client to read that topic in the broker's access rules",
+                            "the broker refused the subscription to {} ({code:?}): the IOC's evidence acknowledgements cannot arrive, and packages wait for export or the quota; allow this client to read that topic in the broker's access rules",
                             self.ack_topic
                         )
                     });
@@ -647,16 +796,19 @@ impl Connection {
                         r.set_problem(Problem::AckRefused, problem);
                     }
                 }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(comp))) => {
+                Ok(Event::Incoming(Packet::PubComp(comp))) => {
                     if let Some(sent) = by_pkid.remove(&comp.pkid) {
                         self.acked(sent);
                     }
                 }
+                Ok(Event::Incoming(Packet::Disconnect(d))) => {
+                    let why = d.properties.and_then(|p| p.reason_string);
+                    tracing::warn!(reason = ?d.reason_code, detail = why.as_deref().unwrap_or(""), "the broker closed the connection");
+                }
                 Ok(_) => {}
                 Err(e) => {
-                    self.block_acks_if_too_large(&e);
                     return SessionEnd::Lost {
-                        error: e.to_string(),
+                        error: connection_error(&e, connected),
                         was_connected,
                     };
                 }
@@ -688,36 +840,14 @@ impl Connection {
         }
     }
 
-    /// Only the acknowledgement topic carries messages from outside: a
-    /// packet too large to read came from there. Left subscribed, a
-    /// retained one would end every connection, so it is not taken again
-    /// until the agent restarts, and the agent's status says how to clear it.
-    fn block_acks_if_too_large(&self, e: &rumqttc::ConnectionError) {
-        use rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded;
-        use rumqttc::{ConnectionError, StateError};
-        let ConnectionError::MqttState(StateError::Deserialization(PayloadSizeLimitExceeded(
-            bytes,
-        ))) = e
-        else {
-            return;
-        };
-        if self.acks.is_none() || self.acks_blocked.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let problem = format!(
-            "a message of {bytes} bytes on {} (over the {MAX_PACKET_BYTES}-byte limit, probably retained) \
-             broke the connection: evidence acknowledgements are not taken until the agent restarts; \
-             clear it by publishing an empty retained message to that topic, then restart the agent",
-            self.ack_topic
-        );
-        tracing::error!("{problem}");
+    fn set_problem(&self, what: Problem, problem: Option<String>) {
         if let Ok(mut r) = self.retained.lock() {
-            r.set_problem(Problem::AckTopic, Some(problem));
+            r.set_problem(what, problem);
         }
     }
 
     fn acked(&self, sent: Sent) {
-        let Sent::Event(id) = sent else {
+        let Sent::Event { id, .. } = sent else {
             return;
         };
         self.latency.acknowledged(id);
@@ -732,6 +862,30 @@ impl Connection {
 enum SessionEnd {
     Stopped,
     Lost { error: String, was_connected: bool },
+}
+
+/// The agent needs MQTT 5 to tell an event the broker refused from one it
+/// took. A broker that speaks only 3.1.1 answers its CONNECT with a
+/// refusal that an MQTT 5 client reads as the connection closing before
+/// it was accepted: that case says so.
+fn connection_error(e: &ConnectionError, accepted: bool) -> String {
+    use rumqttc::v5::StateError::ConnectionAborted;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode::{
+        RefusedProtocolVersion, UnsupportedProtocolVersion,
+    };
+    const NEEDS_5: &str = "the agent speaks MQTT 5, which it needs to know an event was refused \
+        rather than taken; use a broker that speaks it (Mosquitto 1.6 or later, EMQX, HiveMQ, \
+        VerneMQ, RabbitMQ 3.13 or later)";
+    match e {
+        ConnectionError::ConnectionRefused(RefusedProtocolVersion | UnsupportedProtocolVersion) => {
+            format!("{e}: {NEEDS_5}")
+        }
+        ConnectionError::MqttState(ConnectionAborted) if !accepted => format!(
+            "{e}, before accepting the connection: a broker that speaks only MQTT 3.1.1 does \
+             this, and {NEEDS_5}; otherwise the broker's log says why"
+        ),
+        _ => e.to_string(),
+    }
 }
 
 fn read_file(key: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
@@ -851,6 +1005,42 @@ mod tests {
         r.set_problem(Problem::OutboxWrite, Some("disk full".into()));
         r.set_problem(Problem::OutboxWrite, Some("disk full".into()));
         assert_eq!(r.unsent.iter().collect::<Vec<_>>(), [AGENT]);
+    }
+
+    #[test]
+    fn refused_events_are_offered_again_one_per_topic_until_one_is_taken() {
+        let mut r = Refused::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("s/a/event/plate".into(), "s/b/event/plate".into());
+        assert!(r.add(a.clone(), 3, "not authorized".into()));
+        assert!(!r.add(a.clone(), 5, "not authorized".into()));
+        assert!(r.add(b.clone(), 4, "not authorized".into()));
+        assert_eq!(r.probes(), [3, 4]);
+        let p = r.problem().unwrap();
+        assert!(
+            p.contains("s/a/event/plate, s/b/event/plate (not authorized)"),
+            "{p}"
+        );
+        assert_eq!(
+            r.taken(&a, 3),
+            [5],
+            "the topic's other refused events follow"
+        );
+        assert_eq!(r.probes(), [4]);
+        assert!(r.taken(&b, 4).is_empty());
+        assert_eq!(r.problem(), None);
+    }
+
+    #[test]
+    fn a_publish_with_no_subscriber_is_taken_and_a_refusal_says_why() {
+        assert_eq!(refusal(PubAckReason::Success, None), None);
+        assert_eq!(refusal(PubAckReason::NoMatchingSubscribers, None), None);
+        assert_eq!(
+            refusal(PubAckReason::NotAuthorized, Some("acl")).as_deref(),
+            Some("not authorized: acl")
+        );
+        let closed = ConnectionError::MqttState(rumqttc::v5::StateError::ConnectionAborted);
+        assert!(connection_error(&closed, false).contains("MQTT 3.1.1"));
+        assert!(!connection_error(&closed, true).contains("MQTT 3.1.1"));
     }
 
     #[test]
