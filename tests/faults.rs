@@ -605,7 +605,9 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
 /// mistake) says so in its PUBACK, which MQTT 3.1.1 cannot: there the
 /// agent took the refusal for delivery and deleted the events. They wait
 /// in the outbox, the agent's status names the topic and the reason, and
-/// once the rules are fixed every event arrives, none missing.
+/// once the rules are fixed every event arrives, none missing, offered
+/// again by the agent itself (the camera has finished: no new event
+/// comes to show the way) on the same connection.
 #[test]
 fn events_the_broker_refuses_wait_until_its_access_rules_allow_them() {
     let work = tempfile::tempdir().unwrap();
@@ -621,10 +623,17 @@ fn events_the_broker_refuses_wait_until_its_access_rules_allow_them() {
          topic read #\n",
     )
     .unwrap();
-    let broker = Mosquitto::start_with_rules(&rules);
+    let broker = Mosquitto::start_configured(&format!("acl_file {}\n", rules.display()));
     let events = Subscriber::connect(broker.port, "matthan/v1/s/gate/event/#");
-    let status = Subscriber::connect(broker.port, "matthan/v1/s/status");
-    let mut agent = Agent::start(&config(&clip, &broker.url(), work.path()));
+    let status = Subscriber::connect(broker.port, "matthan/v1/s/#");
+    // The clip once: the camera finishes, and makes no more events. A
+    // second camera, finding no faces in it, keeps the agent running.
+    let cfg = format!(
+        "{}\n[[camera]]\nid = \"idle\"\nsource = \"file://{}\"\nloop = true\ndetect = [\"faces\"]\n",
+        config(&clip, &broker.url(), work.path()).replace("loop = true\n", ""),
+        clip.display()
+    );
+    let mut agent = Agent::start(&cfg);
     status.wait_until(
         Duration::from_secs(60),
         "a degraded status naming the refused topic",
@@ -637,23 +646,73 @@ fn events_the_broker_refuses_wait_until_its_access_rules_allow_them() {
             })
         },
     );
-    // More events are made, and refused, while the rules stay wrong.
-    std::thread::sleep(Duration::from_secs(10));
+    wait_for_camera_state(&status, "finished");
+    let jsonl = work.path().join("events.jsonl");
+    assert!(read_jsonl(&jsonl).len() >= 2, "events made");
     assert_eq!(plate_events(&events.messages.lock().unwrap()), 0);
     std::fs::write(&rules, "topic readwrite #\n").unwrap();
     broker.signal("HUP");
-    status.wait_until(Duration::from_secs(60), "the status back to online", |m| {
-        m.last().is_some_and(|r| r.text().contains("online"))
+    events.wait_until(
+        Duration::from_secs(60),
+        "every event made while refused, none missing",
+        |m| {
+            by_seq(m)
+                .into_keys()
+                .eq(1..=read_jsonl(&jsonl).len() as u64)
+        },
+    );
+    status.wait_until(Duration::from_secs(10), "the status back to online", |m| {
+        m.iter()
+            .rev()
+            .find(|r| r.topic == "matthan/v1/s/status")
+            .is_some_and(|r| r.text().contains("online"))
     });
-    let received = events.wait_until(Duration::from_secs(30), "the refused events", |m| {
-        by_seq(m).len() >= 3
-    });
-    let seqs: Vec<u64> = by_seq(&received).into_keys().collect();
-    let expected: Vec<u64> = (1..=*seqs.last().unwrap()).collect();
-    assert_eq!(seqs, expected, "every event made while refused arrives");
     assert!(agent.process.terminate().success());
     let log = agent.log_text();
     assert!(log.contains("the broker refused an event"), "{log}");
+    assert!(!log.contains("connection lost"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A broker that refuses events as too large (Mosquitto's
+/// `message_size_limit`) answers with a code the MQTT library cannot
+/// read, which ends the connection. Sent again at every reconnect, the
+/// first such event would hold back every event behind it; instead it
+/// waits in the outbox, the status says to raise the limit, no event as
+/// large is sent again meanwhile, and the smaller messages go on.
+#[test]
+fn an_event_too_large_for_the_broker_waits_and_holds_back_no_other() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    // Plate events are about 1.4 KB, evidence notices 1.2 KB.
+    let broker = Mosquitto::start_configured("message_size_limit 1300\n");
+    let notices = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
+    let status = Subscriber::connect(broker.port, "matthan/v1/s/status");
+    let mut agent = Agent::start(&config(&clip, &broker.url(), work.path()));
+    status.wait_until(
+        Duration::from_secs(60),
+        "a degraded status saying events are too large",
+        |m| {
+            m.iter()
+                .any(|r| r.text().contains("too large for the broker"))
+        },
+    );
+    let before = notices.messages.lock().unwrap().len();
+    let events_before = read_jsonl(&work.path().join("events.jsonl")).len();
+    notices.wait_until(Duration::from_secs(60), "more evidence notices", |m| {
+        m.len() > before + 6
+    });
+    let made = read_jsonl(&work.path().join("events.jsonl")).len();
+    assert!(made > events_before, "more events were made meanwhile");
+    assert!(agent.process.terminate().success());
+    let log = agent.log_text();
+    // One lost for each event too large that is smaller than all before
+    // it (the smallest refused sets how large an event is held): a few.
+    let losses = log.matches("MQTT connection lost").count();
+    assert!(
+        (1..=3).contains(&losses),
+        "{losses} connections lost:\n{log}"
+    );
     assert!(!log.contains("panicked"), "{log}");
 }
 

@@ -145,13 +145,11 @@ impl Mosquitto {
         )
     }
 
-    /// A broker that applies Mosquitto's access rules in `rules` (an
-    /// `acl_file`) to anonymous clients; `signal("HUP")` reads them again.
-    pub fn start_with_rules(rules: &Path) -> Mosquitto {
-        Self::start_with(
-            free_port(),
-            &format!("persistence false\nacl_file {}\n", rules.display()),
-        )
+    /// A broker with more lines of Mosquitto configuration (an
+    /// `acl_file`, a `message_size_limit`); `signal("HUP")` reads its
+    /// access rules again.
+    pub fn start_configured(lines: &str) -> Mosquitto {
+        Self::start_with(free_port(), &format!("persistence false\n{lines}"))
     }
 
     /// Sends a signal to the broker (HUP: read its configuration again).

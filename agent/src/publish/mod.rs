@@ -11,6 +11,7 @@ pub mod jsonl;
 pub mod latency;
 pub mod mqtt;
 pub mod outbox;
+mod refused;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

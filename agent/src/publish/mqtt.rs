@@ -16,10 +16,8 @@
 //!
 //! MQTT 5, because a 3.1.1 broker answers a publish its access rules
 //! refuse with the same PUBACK as one it took: the agent would delete an
-//! event the IOC never got. A refused event stays in the outbox, the
-//! agent's status says which topic and why, and one event per refused
-//! topic is offered again every [`REFUSED_RETRY`] until the broker takes
-//! it; then the rest of that topic follows.
+//! event the IOC never got. A refused event stays in the outbox, and the
+//! agent's status says which topic and why (see [`super::refused`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,12 +27,13 @@ use std::time::{Duration, SystemTime};
 use rumqttc::Transport;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish, SubscribeReasonCode};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
 use serde_json::json;
 
 use tokio::sync::Notify;
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Record};
+use super::refused::{RULES_RETRY, Refused, Why};
 use crate::config::MqttOutput;
 use crate::evidence::Receipt;
 use crate::ingest::{CameraStatus, StatusReport};
@@ -51,10 +50,6 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// An MQTT 5 broker does not send us a larger packet: it drops it, so a
 /// huge message on the acknowledgement topic cannot break the connection.
 pub const MAX_PACKET_BYTES: u32 = 8 << 20;
-/// How often one event of each topic the broker refused is offered again:
-/// an installer who fixes the broker's access rules sees events flow
-/// within this, and a broker that still refuses gets one publish per topic.
-pub const REFUSED_RETRY: Duration = Duration::from_secs(15);
 /// "Never expires": the session (the subscription, and the IOC's
 /// acknowledgements queued while the gateway is away) outlives any outage.
 const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
@@ -413,57 +408,12 @@ struct Connection {
 /// A publish handed to rumqttc, waiting for its packet id, then its ack.
 #[derive(Clone)]
 enum Sent {
-    Event { id: u64, topic: Arc<str> },
+    Event {
+        id: u64,
+        topic: Arc<str>,
+        bytes: usize,
+    },
     Status,
-}
-
-/// Events the broker refused on this connection, by topic (access rules
-/// are per topic: one camera's may be refused while the others go).
-#[derive(Default)]
-struct Refused {
-    by_topic: std::collections::BTreeMap<Arc<str>, std::collections::BTreeSet<u64>>,
-    /// The broker's reason, as it gave it, for the agent's status.
-    reason: String,
-}
-
-impl Refused {
-    /// Returns true when the topic was not refused before.
-    fn add(&mut self, topic: Arc<str>, id: u64, reason: String) -> bool {
-        self.reason = reason;
-        let ids = self.by_topic.entry(topic).or_default();
-        ids.insert(id);
-        ids.len() == 1
-    }
-
-    /// The broker took an event of `topic`: the others it refused there
-    /// are to be sent again.
-    fn taken(&mut self, topic: &str, id: u64) -> Vec<u64> {
-        let mut ids = self.by_topic.remove(topic).unwrap_or_default();
-        ids.remove(&id);
-        ids.into_iter().collect()
-    }
-
-    /// The oldest refused event of each topic, to offer again.
-    fn probes(&self) -> Vec<u64> {
-        self.by_topic
-            .values()
-            .filter_map(|ids| ids.first().copied())
-            .collect()
-    }
-
-    fn problem(&self) -> Option<String> {
-        if self.by_topic.is_empty() {
-            return None;
-        }
-        let topics: Vec<&str> = self.by_topic.keys().map(|t| &**t).collect();
-        Some(format!(
-            "the broker refused events on {} ({}): allow this client to publish there in the broker's \
-             access rules; the events wait in the outbox and are offered again every {} s",
-            topics.join(", "),
-            self.reason,
-            REFUSED_RETRY.as_secs()
-        ))
-    }
 }
 
 /// Why the broker refused a publish, in words an installer can act on.
@@ -488,8 +438,12 @@ impl Connection {
     async fn run(self) {
         let mut backoff = RECONNECT_MIN;
         let mut stopping: Option<tokio::time::Instant> = None;
+        // Across connections: a refused event is not sent again with the
+        // others at each reconnect, only offered again as `Refused` says.
+        let mut refused = Refused::default();
         loop {
-            match self.session(&mut stopping).await {
+            refused.connection_lost();
+            match self.session(&mut stopping, &mut refused).await {
                 SessionEnd::Stopped => return,
                 SessionEnd::Lost {
                     error: e,
@@ -517,7 +471,11 @@ impl Connection {
     }
 
     /// One connection: from connect to loss (or a clean stop).
-    async fn session(&self, stopping: &mut Option<tokio::time::Instant>) -> SessionEnd {
+    async fn session(
+        &self,
+        stopping: &mut Option<tokio::time::Instant>,
+        refused: &mut Refused,
+    ) -> SessionEnd {
         let mut options = MqttOptions::new(
             self.client_id.clone(),
             self.addr.host.clone(),
@@ -577,14 +535,24 @@ impl Connection {
         let mut connected = false;
         let mut was_connected = false;
         let mut order: VecDeque<Sent> = VecDeque::new();
-        let mut by_pkid: HashMap<u16, Sent> = HashMap::new();
+        // With the order they were handed over in: the broker acknowledges
+        // in that order, so the first unanswered is the one an ack was for.
+        let mut by_pkid: HashMap<u16, (u64, Sent)> = HashMap::new();
+        let mut handed = 0u64;
         let mut last_sent = 0u64;
-        let mut refused = Refused::default();
+        // The largest packet the broker takes, when it says.
+        let mut broker_max: Option<u32> = None;
         // Refused events to offer again, before new ones.
         let mut resend: VecDeque<u64> = VecDeque::new();
-        let mut retry = tokio::time::interval(REFUSED_RETRY);
+        let mut retry = tokio::time::interval(RULES_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut none_refused = refused.is_empty();
         loop {
+            // The first refusal's retry comes a full period after it.
+            if none_refused && !refused.is_empty() {
+                retry.reset();
+            }
+            none_refused = refused.is_empty();
             if connected {
                 if let Some(acks) = &self.acks {
                     while let Some((ids, receipt)) = to_record.pop_front() {
@@ -615,16 +583,21 @@ impl Connection {
                             break;
                         }
                     };
-                    // Gone meanwhile (the outbox's bounds dropped it): skipped.
-                    if let Some(r) = record {
-                        let topic: Arc<str> = r.topic.as_str().into();
-                        if client
-                            .try_publish(r.topic, self.qos, false, r.payload)
-                            .is_err()
-                        {
-                            break;
+                    match record {
+                        Some(r) if self.held_too_large(&r, broker_max, refused, false) => {}
+                        Some(r) => {
+                            let topic: Arc<str> = r.topic.as_str().into();
+                            let bytes = r.payload.len();
+                            if client
+                                .try_publish(r.topic, self.qos, false, r.payload)
+                                .is_err()
+                            {
+                                break;
+                            }
+                            order.push_back(Sent::Event { id, topic, bytes });
                         }
-                        order.push_back(Sent::Event { id, topic });
+                        // The outbox's bounds dropped it meanwhile.
+                        None => refused.gone(id),
                     }
                     resend.pop_front();
                 }
@@ -638,7 +611,14 @@ impl Connection {
                     match records {
                         Ok(records) => {
                             for r in records {
+                                if refused.contains(r.id)
+                                    || self.held_too_large(&r, broker_max, refused, true)
+                                {
+                                    last_sent = r.id;
+                                    continue;
+                                }
                                 let topic: Arc<str> = r.topic.as_str().into();
+                                let bytes = r.payload.len();
                                 if client
                                     .try_publish(r.topic, self.qos, false, r.payload)
                                     .is_err()
@@ -646,7 +626,11 @@ impl Connection {
                                     break;
                                 }
                                 last_sent = r.id;
-                                order.push_back(Sent::Event { id: r.id, topic });
+                                order.push_back(Sent::Event {
+                                    id: r.id,
+                                    topic,
+                                    bytes,
+                                });
                             }
                         }
                         Err(e) => tracing::error!("cannot read the outbox: {e:#}"),
@@ -690,13 +674,14 @@ impl Connection {
                     continue;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)), if stopping.is_some() => continue,
-                _ = retry.tick(), if !refused.by_topic.is_empty() => {
-                    resend.extend(refused.probes());
+                _ = retry.tick(), if !refused.is_empty() => {
+                    resend.extend(refused.due(std::time::Instant::now()));
                     continue;
                 }
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    broker_max = ack.properties.and_then(|p| p.max_packet_size);
                     tracing::info!(broker = %format!("{}:{}", self.addr.host, self.addr.port), "connected to MQTT broker");
                     connected = true;
                     was_connected = true;
@@ -710,7 +695,7 @@ impl Connection {
                     if self.acks.is_some() {
                         let _ = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce);
                     }
-                    // The first refused events' probes go after a full period.
+                    // Events refused before are offered again a full period on.
                     retry.reset();
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -740,14 +725,18 @@ impl Connection {
                 Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                     if let Some(sent) = order.pop_front() {
                         if pkid == 0 {
-                            self.acked(sent); // QoS 0: nothing more will come
+                            // QoS 0: nothing more will come.
+                            if let Sent::Event { id, .. } = sent {
+                                self.acked(id);
+                            }
                         } else {
-                            by_pkid.insert(pkid, sent);
+                            handed += 1;
+                            by_pkid.insert(pkid, (handed, sent));
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    let Some(sent) = by_pkid.remove(&ack.pkid) else {
+                    let Some((_, sent)) = by_pkid.remove(&ack.pkid) else {
                         continue;
                     };
                     let detail = ack
@@ -755,19 +744,17 @@ impl Connection {
                         .as_ref()
                         .and_then(|p| p.reason_string.as_deref());
                     match (refusal(ack.reason, detail), sent) {
-                        (None, Sent::Event { id, topic }) => {
+                        (None, Sent::Event { id, topic, .. }) => {
+                            let was_refused = refused.contains(id);
                             resend.extend(refused.taken(&topic, id));
-                            self.acked(Sent::Event { id, topic });
-                            if refused.by_topic.is_empty() {
-                                self.set_problem(Problem::EventsRefused, None);
+                            self.acked(id);
+                            if was_refused {
+                                self.set_problem(Problem::EventsRefused, refused.problem());
                             }
                         }
                         (None, Sent::Status) => {}
-                        (Some(why), Sent::Event { id, topic }) => {
-                            if refused.add(topic.clone(), id, why.clone()) {
-                                tracing::error!(%topic, record = id, "the broker refused an event ({why}); it stays in the outbox and is offered again every {} s: allow this client to publish there in the broker's access rules", REFUSED_RETRY.as_secs());
-                            }
-                            self.set_problem(Problem::EventsRefused, refused.problem());
+                        (Some(why), Sent::Event { id, topic, .. }) => {
+                            self.refuse(refused, id, topic, Why::Rules(why));
                         }
                         // Statuses are sent again at the next change or connection.
                         (Some(why), Sent::Status) => {
@@ -797,16 +784,24 @@ impl Connection {
                     }
                 }
                 Ok(Event::Incoming(Packet::PubComp(comp))) => {
-                    if let Some(sent) = by_pkid.remove(&comp.pkid) {
-                        self.acked(sent);
+                    if let Some((_, Sent::Event { id, .. })) = by_pkid.remove(&comp.pkid) {
+                        self.acked(id);
                     }
-                }
-                Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                    let why = d.properties.and_then(|p| p.reason_string);
-                    tracing::warn!(reason = ?d.reason_code, detail = why.as_deref().unwrap_or(""), "the broker closed the connection");
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    if connected && too_large_ack(&e) {
+                        let first = by_pkid.values().min_by_key(|(n, _)| *n).cloned();
+                        if let Some((_, Sent::Event { id, topic, bytes })) = first {
+                            refused.too_large_from(bytes);
+                            self.refuse(
+                                refused,
+                                id,
+                                topic,
+                                Why::TooLarge("packet too large, 0x95".into()),
+                            );
+                        }
+                    }
                     return SessionEnd::Lost {
                         error: connection_error(&e, connected),
                         was_connected,
@@ -846,10 +841,42 @@ impl Connection {
         }
     }
 
-    fn acked(&self, sent: Sent) {
-        let Sent::Event { id, .. } = sent else {
-            return;
+    /// Keeps a refused event in the outbox, and says so.
+    fn refuse(&self, refused: &mut Refused, id: u64, topic: Arc<str>, why: Why) {
+        if refused.add(id, topic.clone(), why.clone()) {
+            tracing::error!(%topic, record = id, "the broker refused an event ({why:?}); it stays in the outbox and is offered again later: see the agent's status for what to change");
+        }
+        self.set_problem(Problem::EventsRefused, refused.problem());
+    }
+
+    /// A record larger than the broker says it takes is not sent (rumqttc
+    /// would end the connection over it, at every connection).
+    /// With `new`, one as large as an event the broker refused as too
+    /// large is held too: each such refusal costs a connection.
+    fn held_too_large(
+        &self,
+        r: &Record,
+        broker_max: Option<u32>,
+        refused: &mut Refused,
+        new: bool,
+    ) -> bool {
+        // Fixed header, topic, packet id, properties: a bound, not the size.
+        let size = 1 + 4 + 2 + r.topic.len() + 2 + 1 + r.payload.len();
+        let why = match broker_max {
+            Some(max) if size > max as usize => {
+                format!("{size} bytes, over the broker's maximum packet size of {max}")
+            }
+            _ if new && refused.as_large_as_refused(r.payload.len()) => format!(
+                "{} bytes, as large as one the broker refused as too large (PUBACK 0x95)",
+                r.payload.len()
+            ),
+            _ => return false,
         };
+        self.refuse(refused, r.id, r.topic.as_str().into(), Why::TooLarge(why));
+        true
+    }
+
+    fn acked(&self, id: u64) {
         self.latency.acknowledged(id);
         if let Ok(mut o) = self.outbox.lock()
             && let Err(e) = o.ack(id)
@@ -869,23 +896,34 @@ enum SessionEnd {
 /// refusal that an MQTT 5 client reads as the connection closing before
 /// it was accepted: that case says so.
 fn connection_error(e: &ConnectionError, accepted: bool) -> String {
-    use rumqttc::v5::StateError::ConnectionAborted;
-    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode::{
-        RefusedProtocolVersion, UnsupportedProtocolVersion,
-    };
     const NEEDS_5: &str = "the agent speaks MQTT 5, which it needs to know an event was refused \
-        rather than taken; use a broker that speaks it (Mosquitto 1.6 or later, EMQX, HiveMQ, \
+        rather than taken; use a broker that speaks it (Mosquitto 2.0 or later, EMQX, HiveMQ, \
         VerneMQ, RabbitMQ 3.13 or later)";
     match e {
-        ConnectionError::ConnectionRefused(RefusedProtocolVersion | UnsupportedProtocolVersion) => {
-            format!("{e}: {NEEDS_5}")
-        }
-        ConnectionError::MqttState(ConnectionAborted) if !accepted => format!(
+        ConnectionError::ConnectionRefused(
+            rumqttc::v5::mqttbytes::v5::ConnectReturnCode::UnsupportedProtocolVersion,
+        ) => format!("{e}: {NEEDS_5}"),
+        ConnectionError::MqttState(StateError::ConnectionAborted) if !accepted => format!(
             "{e}, before accepting the connection: a broker that speaks only MQTT 3.1.1 does \
              this, and {NEEDS_5}; otherwise the broker's log says why"
         ),
+        _ if too_large_ack(e) => format!(
+            "{e}: the broker refused a publish as too large (PUBACK 0x95, which the MQTT library \
+             cannot read); that event waits in the outbox and the others go on"
+        ),
         _ => e.to_string(),
     }
+}
+
+/// Mosquitto's `message_size_limit` refuses a publish with PUBACK reason
+/// 0x95, which MQTT 5 does not list for PUBACK: rumqttc cannot read it,
+/// and ends the connection.
+fn too_large_ack(e: &ConnectionError) -> bool {
+    use rumqttc::v5::mqttbytes::Error::InvalidConnectReturnCode;
+    matches!(
+        e,
+        ConnectionError::MqttState(StateError::Deserialization(InvalidConnectReturnCode(0x95)))
+    )
 }
 
 fn read_file(key: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
@@ -1005,29 +1043,6 @@ mod tests {
         r.set_problem(Problem::OutboxWrite, Some("disk full".into()));
         r.set_problem(Problem::OutboxWrite, Some("disk full".into()));
         assert_eq!(r.unsent.iter().collect::<Vec<_>>(), [AGENT]);
-    }
-
-    #[test]
-    fn refused_events_are_offered_again_one_per_topic_until_one_is_taken() {
-        let mut r = Refused::default();
-        let (a, b): (Arc<str>, Arc<str>) = ("s/a/event/plate".into(), "s/b/event/plate".into());
-        assert!(r.add(a.clone(), 3, "not authorized".into()));
-        assert!(!r.add(a.clone(), 5, "not authorized".into()));
-        assert!(r.add(b.clone(), 4, "not authorized".into()));
-        assert_eq!(r.probes(), [3, 4]);
-        let p = r.problem().unwrap();
-        assert!(
-            p.contains("s/a/event/plate, s/b/event/plate (not authorized)"),
-            "{p}"
-        );
-        assert_eq!(
-            r.taken(&a, 3),
-            [5],
-            "the topic's other refused events follow"
-        );
-        assert_eq!(r.probes(), [4]);
-        assert!(r.taken(&b, 4).is_empty());
-        assert_eq!(r.problem(), None);
     }
 
     #[test]

@@ -473,10 +473,13 @@ impl Outbox {
         let mut failed = None;
         // Records already done out of order (acknowledged, or dropped
         // here) wait only for their predecessors.
+        // Found by halving: events the broker refused hold the watermark,
+        // and every event taken after them stays in `pending` meanwhile.
+        let start = self.pending.partition_point(|p| p.id <= after);
         let wanted: Vec<(u64, u64, u64, u32)> = self
             .pending
-            .iter()
-            .filter(|p| p.id > after && !self.done_ahead(p.id))
+            .range(start..)
+            .filter(|p| !self.done_ahead(p.id))
             .take(limit)
             .map(|p| (p.id, p.segment, p.offset, p.len))
             .collect();
