@@ -416,6 +416,57 @@ enum Sent {
     Status,
 }
 
+/// What one connection has handed to rumqttc, and what it is to send next.
+#[derive(Default)]
+struct InFlight {
+    /// Handed over, waiting for their packet ids, in order.
+    order: VecDeque<Sent>,
+    /// Waiting for the broker's answer.
+    by_pkid: HashMap<u16, Sent>,
+    /// The last outbox record read in order: sent, or passed over as refused.
+    last_sent: u64,
+    /// Refused events to offer again, before new ones.
+    resend: VecDeque<u64>,
+}
+
+impl InFlight {
+    fn room(&self) -> usize {
+        WINDOW.saturating_sub(self.order.len() + self.by_pkid.len())
+    }
+
+    fn unanswered(&self) -> impl Iterator<Item = &Sent> {
+        self.order.iter().chain(self.by_pkid.values())
+    }
+
+    fn events_unanswered(&self) -> bool {
+        self.unanswered().any(|s| matches!(s, Sent::Event { .. }))
+    }
+
+    fn largest_unanswered(&self) -> Option<(u64, Arc<str>, usize)> {
+        self.unanswered()
+            .filter_map(|s| match s {
+                Sent::Event { id, topic, bytes } => Some((*id, topic.clone(), *bytes)),
+                Sent::Status => None,
+            })
+            .max_by_key(|(_, _, bytes)| *bytes)
+    }
+}
+
+/// Hands one record to rumqttc; false when its queue is full.
+fn publish(client: &AsyncClient, qos: QoS, flight: &mut InFlight, r: Record) -> bool {
+    let topic: Arc<str> = r.topic.as_str().into();
+    let bytes = r.payload.len();
+    if client.try_publish(r.topic, qos, false, r.payload).is_err() {
+        return false;
+    }
+    flight.order.push_back(Sent::Event {
+        id: r.id,
+        topic,
+        bytes,
+    });
+    true
+}
+
 /// Why the broker refused a publish, in words an installer can act on.
 fn refusal(reason: PubAckReason, detail: Option<&str>) -> Option<String> {
     let words = match reason {
@@ -534,17 +585,11 @@ impl Connection {
         let mut to_puback: VecDeque<Publish> = VecDeque::new();
         let mut connected = false;
         let mut was_connected = false;
-        let mut order: VecDeque<Sent> = VecDeque::new();
-        // With the order they were handed over in: the broker acknowledges
-        // in that order, so the first unanswered is the one an ack was for.
-        let mut by_pkid: HashMap<u16, (u64, Sent)> = HashMap::new();
-        let mut handed = 0u64;
-        let mut last_sent = 0u64;
+        let mut flight = InFlight::default();
         // The largest packet the broker takes, when it says.
         let mut broker_max: Option<u32> = None;
-        // Refused events to offer again, before new ones.
-        let mut resend: VecDeque<u64> = VecDeque::new();
-        let mut retry = tokio::time::interval(RULES_RETRY);
+        let mut retry =
+            tokio::time::interval_at(tokio::time::Instant::now() + RULES_RETRY, RULES_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut none_refused = refused.is_empty();
         loop {
@@ -565,80 +610,23 @@ impl Connection {
                 while to_puback.front().is_some_and(|p| client.try_ack(p).is_ok()) {
                     to_puback.pop_front();
                 }
-                self.send_statuses(&client, &mut order);
-                while let Some(&id) = resend.front() {
-                    if order.len() + by_pkid.len() >= WINDOW {
-                        break;
-                    }
-                    let read = self
-                        .outbox
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))
-                        .and_then(|mut o| o.read_pending(id.saturating_sub(1), 1));
-                    let record = match read {
-                        Ok(records) => records.into_iter().next().filter(|r| r.id == id),
-                        // Kept for the next turn, as a record read in order is.
-                        Err(e) => {
-                            tracing::error!("cannot read the outbox: {e:#}");
-                            break;
-                        }
-                    };
-                    match record {
-                        Some(r) if self.held_too_large(&r, broker_max, refused, false) => {}
-                        Some(r) => {
-                            let topic: Arc<str> = r.topic.as_str().into();
-                            let bytes = r.payload.len();
-                            if client
-                                .try_publish(r.topic, self.qos, false, r.payload)
-                                .is_err()
-                            {
-                                break;
-                            }
-                            order.push_back(Sent::Event { id, topic, bytes });
-                        }
-                        // The outbox's bounds dropped it meanwhile.
-                        None => refused.gone(id),
-                    }
-                    resend.pop_front();
-                }
-                let room = WINDOW.saturating_sub(order.len() + by_pkid.len());
-                if room > 0 {
-                    let records = self
-                        .outbox
-                        .lock()
-                        .map(|mut o| o.read_pending(last_sent, room))
-                        .unwrap_or_else(|_| Ok(Vec::new()));
-                    match records {
-                        Ok(records) => {
-                            for r in records {
-                                if refused.contains(r.id)
-                                    || self.held_too_large(&r, broker_max, refused, true)
-                                {
-                                    last_sent = r.id;
-                                    continue;
-                                }
-                                let topic: Arc<str> = r.topic.as_str().into();
-                                let bytes = r.payload.len();
-                                if client
-                                    .try_publish(r.topic, self.qos, false, r.payload)
-                                    .is_err()
-                                {
-                                    break;
-                                }
-                                last_sent = r.id;
-                                order.push_back(Sent::Event {
-                                    id: r.id,
-                                    topic,
-                                    bytes,
-                                });
-                            }
-                        }
-                        Err(e) => tracing::error!("cannot read the outbox: {e:#}"),
+                self.send_statuses(&client, &mut flight.order);
+                if !refused.is_empty() {
+                    let oldest = self.outbox.lock().ok().and_then(|o| o.oldest_pending());
+                    if refused.forget_before(oldest) {
+                        self.set_problem(Problem::EventsRefused, refused.problem());
                     }
                 }
+                self.send_events(&client, &mut flight, refused, broker_max);
                 if let Some(deadline) = *stopping {
-                    let empty = self.outbox.lock().map(|o| o.is_empty()).unwrap_or(true);
-                    if empty || tokio::time::Instant::now() >= deadline {
+                    // Refused events stay for the next start: not waited for.
+                    let done = !flight.events_unanswered()
+                        && flight.resend.is_empty()
+                        && self.outbox.lock().map_or(true, |mut o| {
+                            o.read_pending(flight.last_sent, 1)
+                                .is_ok_and(|r| r.is_empty())
+                        });
+                    if done || tokio::time::Instant::now() >= deadline {
                         let offline = json!({"state": "offline", "reason": "shutdown"}).to_string();
                         let _ =
                             client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, offline);
@@ -675,7 +663,7 @@ impl Connection {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)), if stopping.is_some() => continue,
                 _ = retry.tick(), if !refused.is_empty() => {
-                    resend.extend(refused.due(std::time::Instant::now()));
+                    flight.resend.extend(refused.due(std::time::Instant::now()));
                     continue;
                 }
             };
@@ -691,7 +679,7 @@ impl Connection {
                     if let Ok(mut r) = self.retained.lock() {
                         r.all_unsent();
                     }
-                    self.send_statuses(&client, &mut order);
+                    self.send_statuses(&client, &mut flight.order);
                     if self.acks.is_some() {
                         let _ = client.try_subscribe(&self.ack_topic, QoS::AtLeastOnce);
                     }
@@ -723,20 +711,19 @@ impl Connection {
                     }
                 }
                 Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
-                    if let Some(sent) = order.pop_front() {
+                    if let Some(sent) = flight.order.pop_front() {
                         if pkid == 0 {
                             // QoS 0: nothing more will come.
                             if let Sent::Event { id, .. } = sent {
                                 self.acked(id);
                             }
                         } else {
-                            handed += 1;
-                            by_pkid.insert(pkid, (handed, sent));
+                            flight.by_pkid.insert(pkid, sent);
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    let Some((_, sent)) = by_pkid.remove(&ack.pkid) else {
+                    let Some(sent) = flight.by_pkid.remove(&ack.pkid) else {
                         continue;
                     };
                     let detail = ack
@@ -746,7 +733,7 @@ impl Connection {
                     match (refusal(ack.reason, detail), sent) {
                         (None, Sent::Event { id, topic, .. }) => {
                             let was_refused = refused.contains(id);
-                            resend.extend(refused.taken(&topic, id));
+                            flight.resend.extend(refused.taken(&topic, id));
                             self.acked(id);
                             if was_refused {
                                 self.set_problem(Problem::EventsRefused, refused.problem());
@@ -784,22 +771,19 @@ impl Connection {
                     }
                 }
                 Ok(Event::Incoming(Packet::PubComp(comp))) => {
-                    if let Some((_, Sent::Event { id, .. })) = by_pkid.remove(&comp.pkid) {
+                    if let Some(Sent::Event { id, .. }) = flight.by_pkid.remove(&comp.pkid) {
                         self.acked(id);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     if connected && too_large_ack(&e) {
-                        let first = by_pkid.values().min_by_key(|(n, _)| *n).cloned();
-                        if let Some((_, Sent::Event { id, topic, bytes })) = first {
-                            refused.too_large_from(bytes);
-                            self.refuse(
-                                refused,
-                                id,
-                                topic,
-                                Why::TooLarge("packet too large, 0x95".into()),
-                            );
+                        // Which publish it answered is lost with the packet;
+                        // the largest unanswered is at least as large.
+                        if let Some((id, topic, bytes)) = flight.largest_unanswered() {
+                            refused.limit_below(bytes);
+                            let why = Why::TooLarge(bytes, "PUBACK 0x95, packet too large".into());
+                            self.refuse(refused, id, topic, why);
                         }
                     }
                     return SessionEnd::Lost {
@@ -807,6 +791,73 @@ impl Connection {
                         was_connected,
                     };
                 }
+            }
+        }
+    }
+
+    /// Refused events due again first, then the outbox's records in
+    /// order, passing over those refused or held, until the window is full.
+    fn send_events(
+        &self,
+        client: &AsyncClient,
+        flight: &mut InFlight,
+        refused: &mut Refused,
+        broker_max: Option<u32>,
+    ) {
+        while let Some(&id) = flight.resend.front() {
+            if flight.room() == 0 {
+                return;
+            }
+            let read = self
+                .outbox
+                .lock()
+                .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))
+                .and_then(|mut o| o.read_pending(id.saturating_sub(1), 1));
+            let record = match read {
+                Ok(records) => records.into_iter().next().filter(|r| r.id == id),
+                // Kept for the next turn, as a record read in order is.
+                Err(e) => {
+                    tracing::error!("cannot read the outbox: {e:#}");
+                    return;
+                }
+            };
+            match record {
+                // Offered as too large, it probes the limit: not held for it.
+                Some(r)
+                    if self.held_too_large(&r, broker_max, refused, !refused.is_too_large(id)) => {}
+                Some(r) => {
+                    if !publish(client, self.qos, flight, r) {
+                        return;
+                    }
+                }
+                // The outbox's bounds dropped it meanwhile.
+                None => refused.gone(id),
+            }
+            flight.resend.pop_front();
+        }
+        // Records passed over leave room: read on until it is used.
+        while flight.room() > 0 {
+            let records = self
+                .outbox
+                .lock()
+                .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))
+                .and_then(|mut o| o.read_pending(flight.last_sent, flight.room()));
+            let records = match records {
+                Ok(records) if !records.is_empty() => records,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!("cannot read the outbox: {e:#}");
+                    return;
+                }
+            };
+            for r in records {
+                let id = r.id;
+                let send =
+                    !refused.contains(id) && !self.held_too_large(&r, broker_max, refused, true);
+                if send && !publish(client, self.qos, flight, r) {
+                    return;
+                }
+                flight.last_sent = id;
             }
         }
     }
@@ -851,14 +902,14 @@ impl Connection {
 
     /// A record larger than the broker says it takes is not sent (rumqttc
     /// would end the connection over it, at every connection).
-    /// With `new`, one as large as an event the broker refused as too
+    /// With `learned`, one as large as an event the broker refused as too
     /// large is held too: each such refusal costs a connection.
     fn held_too_large(
         &self,
         r: &Record,
         broker_max: Option<u32>,
         refused: &mut Refused,
-        new: bool,
+        learned: bool,
     ) -> bool {
         // Fixed header, topic, packet id, properties: a bound, not the size.
         let size = 1 + 4 + 2 + r.topic.len() + 2 + 1 + r.payload.len();
@@ -866,13 +917,14 @@ impl Connection {
             Some(max) if size > max as usize => {
                 format!("{size} bytes, over the broker's maximum packet size of {max}")
             }
-            _ if new && refused.as_large_as_refused(r.payload.len()) => format!(
+            _ if learned && refused.beyond_known_limit(r.payload.len()) => format!(
                 "{} bytes, as large as one the broker refused as too large (PUBACK 0x95)",
                 r.payload.len()
             ),
             _ => return false,
         };
-        self.refuse(refused, r.id, r.topic.as_str().into(), Why::TooLarge(why));
+        let why = Why::TooLarge(r.payload.len(), why);
+        self.refuse(refused, r.id, r.topic.as_str().into(), why);
         true
     }
 

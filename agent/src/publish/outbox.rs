@@ -354,6 +354,11 @@ impl Outbox {
         self.pending.is_empty()
     }
 
+    /// The id of the oldest record not yet done.
+    pub fn oldest_pending(&self) -> Option<u64> {
+        self.pending.front().map(|p| p.id)
+    }
+
     pub fn pending_bytes(&self) -> u64 {
         self.pending_bytes
     }

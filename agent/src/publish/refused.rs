@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 /// offered again: an installer who fixes the rules sees events flow within
 /// this.
 pub const RULES_RETRY: Duration = Duration::from_secs(15);
-/// How often the oldest event too large for the broker is offered again.
-/// Mosquitto's `message_size_limit` answers it with a code (0x95) that
-/// ends the connection, so each try costs a reconnect.
+/// How often the smallest event too large for the broker is offered
+/// again. Mosquitto's `message_size_limit` answers it with a code (0x95)
+/// that ends the connection, so each try costs a reconnect.
 pub const TOO_LARGE_RETRY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,21 +21,25 @@ pub enum Why {
     /// The broker's access rules, quota or the like, as it gave them:
     /// they concern a topic, so one event taken there clears them all.
     Rules(String),
-    /// Larger than the broker takes: it concerns the event alone.
-    TooLarge(String),
+    /// Larger than the broker takes (payload bytes, and why).
+    TooLarge(usize, String),
 }
 
 #[derive(Default)]
 pub struct Refused {
     /// By outbox record id: its topic, and why it was refused.
     records: BTreeMap<u64, (Arc<str>, Why)>,
-    /// Offered again and not yet answered, so not offered twice.
+    /// Offered again and not yet answered, so not offered twice; cleared
+    /// with the connection.
     retrying: HashSet<u64>,
+    /// Topics (and whether for size) already named in the log.
+    logged: HashSet<(Arc<str>, bool)>,
     large_tried: Option<Instant>,
     /// The smallest payload the broker refused as too large without
-    /// saying its limit (Mosquitto's `message_size_limit`): each such
+    /// saying its limit (Mosquitto's `message_size_limit`). Each such
     /// refusal ends the connection, so none as large is sent until one
-    /// too large is taken.
+    /// held as too large is taken; each one smaller that is refused
+    /// lowers it, so the refusals stop soon.
     too_large_from: Option<usize>,
 }
 
@@ -49,53 +53,85 @@ impl Refused {
     }
 
     /// Returns true when this refusal is news for the log: the first on
-    /// its topic for that reason.
+    /// its topic of its kind.
     pub fn add(&mut self, id: u64, topic: Arc<str>, why: Why) -> bool {
         self.retrying.remove(&id);
-        if matches!(why, Why::TooLarge(_)) {
+        let large = matches!(why, Why::TooLarge(..));
+        if large {
             self.large_tried.get_or_insert_with(Instant::now);
         }
-        let news = !self.records.values().any(|(t, w)| *t == topic && *w == why);
-        self.records.insert(id, (topic, why));
-        news
+        self.records.insert(id, (topic.clone(), why));
+        self.logged.insert((topic, large))
     }
 
-    /// The broker refused a payload of `bytes` as too large: the least
-    /// its limit can be below.
-    pub fn too_large_from(&mut self, bytes: usize) {
+    /// The broker refused a payload of `bytes` as too large, without
+    /// saying its limit: the limit is below that.
+    pub fn limit_below(&mut self, bytes: usize) {
         self.too_large_from = Some(self.too_large_from.map_or(bytes, |b| b.min(bytes)));
     }
 
     /// Whether a payload of `bytes` is as large as one the broker refused.
-    pub fn as_large_as_refused(&self, bytes: usize) -> bool {
+    pub fn beyond_known_limit(&self, bytes: usize) -> bool {
         self.too_large_from.is_some_and(|b| bytes >= b)
     }
 
-    /// The broker took `id`, of `topic`: the events its rules refused
-    /// there are to be offered again now.
+    /// Whether `id` is offered again as too large (a probe of the limit,
+    /// which the learned bound must not hold back).
+    pub fn is_too_large(&self, id: u64) -> bool {
+        matches!(self.records.get(&id), Some((_, Why::TooLarge(..))))
+    }
+
+    /// The broker took `id`, of `topic`: returns what is to be offered
+    /// again now. After one the rules refused, the others refused there;
+    /// after one too large, every one too large (the limit was raised;
+    /// the first still over it ends a connection again, and holds those
+    /// as large back again).
     pub fn taken(&mut self, topic: &str, id: u64) -> Vec<u64> {
-        if let Some((_, Why::TooLarge(_))) = self.records.get(&id) {
-            // Its limit was raised.
+        let was_large = self.is_too_large(id);
+        self.gone(id);
+        if was_large {
             self.too_large_from = None;
         }
-        self.gone(id);
         let again: Vec<u64> = self
             .records
             .iter()
-            .filter(|(i, (t, why))| {
-                &**t == topic && matches!(why, Why::Rules(_)) && !self.retrying.contains(i)
-            })
+            .filter(|(i, (t, why))| match why {
+                Why::Rules(_) => &**t == topic,
+                Why::TooLarge(..) => was_large,
+            } && !self.retrying.contains(i))
             .map(|(i, _)| *i)
             .collect();
         self.retrying.extend(&again);
         again
     }
 
-    /// A refused event that needs no more offering: the outbox's bounds
-    /// dropped it.
+    /// A refused event that needs no more offering.
     pub fn gone(&mut self, id: u64) {
         self.records.remove(&id);
         self.retrying.remove(&id);
+        if !self
+            .records
+            .values()
+            .any(|(_, w)| matches!(w, Why::TooLarge(..)))
+        {
+            self.large_tried = None;
+        }
+    }
+
+    /// Forgets the refused events the outbox no longer holds: its bounds
+    /// drop the oldest first, so those before its oldest. Returns whether
+    /// any went.
+    pub fn forget_before(&mut self, oldest: Option<u64>) -> bool {
+        let gone: Vec<u64> = self
+            .records
+            .keys()
+            .copied()
+            .take_while(|&id| oldest.is_none_or(|o| id < o))
+            .collect();
+        for id in &gone {
+            self.gone(*id);
+        }
+        !gone.is_empty()
     }
 
     /// The connection ended: what was being offered again went unanswered.
@@ -104,24 +140,29 @@ impl Refused {
     }
 
     /// The events to offer again now: the oldest the rules refused on each
-    /// topic, and every [`TOO_LARGE_RETRY`] the oldest too large one.
+    /// topic, and every [`TOO_LARGE_RETRY`] the smallest too large one
+    /// (the likeliest to fit a raised limit).
     pub fn due(&mut self, now: Instant) -> Vec<u64> {
         let mut out = Vec::new();
         let mut topics = HashSet::new();
-        let mut large = None;
+        let mut smallest: Option<(usize, u64)> = None;
         for (id, (topic, why)) in &self.records {
+            let free = !self.retrying.contains(id);
             match why {
                 Why::Rules(_) => {
-                    if topics.insert(topic.clone()) && !self.retrying.contains(id) {
+                    if topics.insert(topic.clone()) && free {
                         out.push(*id);
                     }
                 }
-                Why::TooLarge(_) => {
-                    large = large.or((!self.retrying.contains(id)).then_some(*id));
+                Why::TooLarge(bytes, _) if free => {
+                    if smallest.is_none_or(|(b, _)| *bytes < b) {
+                        smallest = Some((*bytes, *id));
+                    }
                 }
+                Why::TooLarge(..) => {}
             }
         }
-        if let Some(id) = large
+        if let Some((_, id)) = smallest
             && self
                 .large_tried
                 .is_none_or(|at| now.duration_since(at) >= TOO_LARGE_RETRY)
@@ -142,7 +183,7 @@ impl Refused {
                 Why::Rules(w) => {
                     topics.insert(topic, w);
                 }
-                Why::TooLarge(w) => {
+                Why::TooLarge(_, w) => {
                     large += 1;
                     large_why = w;
                 }
@@ -202,17 +243,21 @@ mod tests {
             "the topic's other refused events follow"
         );
         assert!(r.taken(&a, 3).is_empty(), "and only once");
-        r.gone(5);
-        assert!(r.taken(&b, 4).is_empty());
+        r.connection_lost();
+        assert_eq!(r.due(now), [4, 5], "unanswered when the connection went");
+        assert!(r.forget_before(Some(5)), "4 left the outbox");
+        assert!(!r.forget_before(Some(5)));
+        assert!(r.taken(&a, 5).is_empty());
         assert!(r.is_empty());
         assert_eq!(r.problem(), None);
     }
 
     #[test]
-    fn an_event_too_large_is_offered_again_alone_and_rarely() {
+    fn events_too_large_are_offered_again_rarely_smallest_first() {
         let mut r = Refused::default();
         let a: Arc<str> = "s/a/event/plate".into();
-        r.add(7, a.clone(), Why::TooLarge("packet too large".into()));
+        r.add(7, a.clone(), Why::TooLarge(1500, "0x95".into()));
+        r.add(9, a.clone(), Why::TooLarge(1400, "0x95".into()));
         r.add(8, a.clone(), rules());
         let start = Instant::now();
         assert_eq!(r.due(start), [8], "the rules' retry only");
@@ -221,20 +266,26 @@ mod tests {
             "an event taken does not resend one too large"
         );
         assert!(r.due(start + TOO_LARGE_RETRY / 2).is_empty());
-        assert_eq!(r.due(start + TOO_LARGE_RETRY), [7]);
+        assert_eq!(r.due(start + TOO_LARGE_RETRY), [9], "the smallest");
         r.connection_lost();
         assert!(
             r.due(start + TOO_LARGE_RETRY).is_empty(),
             "not again before its period"
         );
-        assert!(r.problem().unwrap().contains("1 event(s) too large"));
-        r.too_large_from(1400);
-        r.too_large_from(1500);
-        assert!(r.as_large_as_refused(1400) && !r.as_large_as_refused(1399));
-        r.taken(&a, 7);
-        assert!(
-            !r.as_large_as_refused(5000),
-            "a too large one taken: the limit was raised"
+        assert!(r.problem().unwrap().contains("2 event(s) too large"));
+        r.limit_below(1500);
+        r.limit_below(1400);
+        assert!(r.beyond_known_limit(1400) && !r.beyond_known_limit(1399));
+        assert_eq!(
+            r.taken(&a, 9),
+            [7],
+            "the limit was raised: the others follow"
+        );
+        assert!(!r.beyond_known_limit(5000));
+        r.gone(7);
+        assert_eq!(
+            r.large_tried, None,
+            "the next one too large waits a full period"
         );
     }
 }
