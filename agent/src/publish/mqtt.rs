@@ -413,7 +413,9 @@ enum Sent {
         topic: Arc<str>,
         bytes: usize,
     },
-    Status,
+    Status {
+        bytes: usize,
+    },
 }
 
 /// What one connection has handed to rumqttc, and what it is to send next.
@@ -442,13 +444,16 @@ impl InFlight {
         self.unanswered().any(|s| matches!(s, Sent::Event { .. }))
     }
 
+    /// The largest event unanswered, unless a status is larger: then
+    /// that may be what the broker refused, and no event is to blame.
     fn largest_unanswered(&self) -> Option<(u64, Arc<str>, usize)> {
-        self.unanswered()
-            .filter_map(|s| match s {
-                Sent::Event { id, topic, bytes } => Some((*id, topic.clone(), *bytes)),
-                Sent::Status => None,
-            })
-            .max_by_key(|(_, _, bytes)| *bytes)
+        let bytes = |s: &&Sent| match s {
+            Sent::Event { bytes, .. } | Sent::Status { bytes } => *bytes,
+        };
+        match self.unanswered().max_by_key(bytes)? {
+            Sent::Event { id, topic, bytes } => Some((*id, topic.clone(), *bytes)),
+            Sent::Status { .. } => None,
+        }
     }
 }
 
@@ -623,7 +628,7 @@ impl Connection {
                     let done = !flight.events_unanswered()
                         && flight.resend.is_empty()
                         && self.outbox.lock().map_or(true, |mut o| {
-                            o.read_pending(flight.last_sent, 1)
+                            o.read_pending_except(flight.last_sent, 1, |id| refused.contains(id))
                                 .is_ok_and(|r| r.is_empty())
                         });
                     if done || tokio::time::Instant::now() >= deadline {
@@ -739,12 +744,12 @@ impl Connection {
                                 self.set_problem(Problem::EventsRefused, refused.problem());
                             }
                         }
-                        (None, Sent::Status) => {}
+                        (None, Sent::Status { .. }) => {}
                         (Some(why), Sent::Event { id, topic, .. }) => {
                             self.refuse(refused, id, topic, Why::Rules(why));
                         }
                         // Statuses are sent again at the next change or connection.
-                        (Some(why), Sent::Status) => {
+                        (Some(why), Sent::Status { .. }) => {
                             tracing::warn!(
                                 "the broker refused a status message ({why}): allow this client to publish under its status topics"
                             );
@@ -831,7 +836,10 @@ impl Connection {
                     }
                 }
                 // The outbox's bounds dropped it meanwhile.
-                None => refused.gone(id),
+                None => {
+                    refused.gone(id);
+                    self.set_problem(Problem::EventsRefused, refused.problem());
+                }
             }
             flight.resend.pop_front();
         }
@@ -841,7 +849,11 @@ impl Connection {
                 .outbox
                 .lock()
                 .map_err(|_| anyhow::anyhow!("outbox lock poisoned"))
-                .and_then(|mut o| o.read_pending(flight.last_sent, flight.room()));
+                .and_then(|mut o| {
+                    o.read_pending_except(flight.last_sent, flight.room(), |id| {
+                        refused.contains(id)
+                    })
+                });
             let records = match records {
                 Ok(records) if !records.is_empty() => records,
                 Ok(_) => return,
@@ -852,9 +864,8 @@ impl Connection {
             };
             for r in records {
                 let id = r.id;
-                let send =
-                    !refused.contains(id) && !self.held_too_large(&r, broker_max, refused, true);
-                if send && !publish(client, self.qos, flight, r) {
+                let held = self.held_too_large(&r, broker_max, refused, true);
+                if !held && !publish(client, self.qos, flight, r) {
                     return;
                 }
                 flight.last_sent = id;
@@ -878,8 +889,9 @@ impl Connection {
                     None => continue,
                 }
             };
+            let bytes = body.len();
             if client.try_publish(to, QoS::AtLeastOnce, true, body).is_ok() {
-                order.push_back(Sent::Status);
+                order.push_back(Sent::Status { bytes });
             } else {
                 r.unsent.insert(topic);
             }

@@ -473,6 +473,17 @@ impl Outbox {
     /// Reads pending records in order, starting after `after` (0: from the
     /// oldest), at most `limit` of them.
     pub fn read_pending(&mut self, after: u64, limit: usize) -> anyhow::Result<Vec<Record>> {
+        self.read_pending_except(after, limit, |_| false)
+    }
+
+    /// As [`Outbox::read_pending`], passing over the ids `skip` names
+    /// without reading them (events the broker refused, which wait).
+    pub fn read_pending_except(
+        &mut self,
+        after: u64,
+        limit: usize,
+        skip: impl Fn(u64) -> bool,
+    ) -> anyhow::Result<Vec<Record>> {
         let mut out = Vec::new();
         let mut corrupt = Vec::new();
         let mut failed = None;
@@ -484,7 +495,7 @@ impl Outbox {
         let wanted: Vec<(u64, u64, u64, u32)> = self
             .pending
             .range(start..)
-            .filter(|p| !self.done_ahead(p.id))
+            .filter(|p| !self.done_ahead(p.id) && !skip(p.id))
             .take(limit)
             .map(|p| (p.id, p.segment, p.offset, p.len))
             .collect();
@@ -782,6 +793,20 @@ mod tests {
             ..OutboxConfig::new(dir.to_path_buf())
         })
         .unwrap()
+    }
+
+    #[test]
+    fn records_passed_over_are_not_read_and_leave_room_for_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = open(dir.path());
+        for i in 0..6 {
+            o.append("t/a", format!("event {i}").as_bytes()).unwrap();
+        }
+        let ids = |r: Vec<Record>| r.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let refused = [2, 3];
+        let read = o.read_pending_except(1, 2, |id| refused.contains(&id));
+        assert_eq!(ids(read.unwrap()), [4, 5]);
+        assert_eq!(ids(o.read_pending(1, 2).unwrap()), [2, 3]);
     }
 
     #[test]
