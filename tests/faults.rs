@@ -591,10 +591,26 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     assert!(published.success());
     // Not `matthan/v1/s/#`: a subscriber there would get the huge message too.
     let events = Subscriber::connect(broker.port, "matthan/v1/s/gate/event/#");
+    let notices = Subscriber::connect(broker.port, "matthan/v1/s/gate/evidence");
     let mut agent = Agent::start(&config(&clip, &broker.url(), work.path()));
     wait_for_more_events(&events, 0, Duration::from_secs(60), "events");
     let before = plate_events(&events.messages.lock().unwrap());
     wait_for_more_events(&events, before, Duration::from_secs(30), "events go on");
+    // And acknowledgements after it are taken.
+    let id = first_sealed_package(&notices);
+    let acked = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "matthan/v1/s/evidence/ack", "-q", "1", "-m"])
+        .arg(format!(r#"{{"id": "{id}"}}"#))
+        .status()
+        .unwrap();
+    assert!(acked.success());
+    wait_for_acknowledged(
+        work.path(),
+        &id,
+        &agent,
+        "an acknowledgement after the huge one was not recorded",
+    );
     assert!(agent.process.terminate().success());
     let log = agent.log_text();
     assert!(!log.contains("panicked"), "{log}");
