@@ -617,6 +617,48 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     assert!(!log.contains("connection lost"), "{log}");
 }
 
+/// Every message says it is JSON (MQTT 5's content type and UTF-8
+/// payload format), events and statuses alike: a consumer's rule engine
+/// need not guess.
+#[test]
+fn events_and_statuses_say_they_are_json() {
+    let work = tempfile::tempdir().unwrap();
+    let clip = gate_loop(work.path());
+    let broker = Mosquitto::start();
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-V",
+            "mqttv5",
+        ])
+        .args([
+            "-t",
+            "matthan/v1/s/gate/event/plate",
+            "-t",
+            "matthan/v1/s/status",
+        ])
+        .args(["-C", "2", "-W", "90", "-F", "%t %C %F"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub (Debian package mosquitto-clients)");
+    // Subscribed long before the first event (the models load first); the
+    // agent's status is retained.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut agent = Agent::start(&config(&clip, &broker.url(), work.path()));
+    let out = sub.wait_with_output().unwrap();
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    for topic in ["matthan/v1/s/status", "matthan/v1/s/gate/event/plate"] {
+        assert!(
+            lines.contains(&format!("{topic} application/json 1")),
+            "{lines}"
+        );
+    }
+    assert!(agent.process.terminate().success());
+}
+
 /// A broker whose access rules refuse the agent's events (an IOC's
 /// mistake) says so in its PUBACK, which MQTT 3.1.1 cannot: there the
 /// agent took the refusal for delivery and deleted the events. They wait

@@ -26,7 +26,10 @@ use std::time::{Duration, SystemTime};
 
 use rumqttc::Transport;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    LastWill, LastWillProperties, Packet, PubAckReason, Publish, PublishProperties,
+    SubscribeReasonCode,
+};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
 use serde_json::json;
 
@@ -457,11 +460,26 @@ impl InFlight {
     }
 }
 
+/// Every message the agent sends is JSON: said in MQTT 5's properties,
+/// so a consumer (a rule engine, an IoT agent) need not guess.
+const CONTENT_TYPE: &str = "application/json";
+const UTF8: u8 = 1;
+
+fn json_properties() -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: Some(UTF8),
+        content_type: Some(CONTENT_TYPE.into()),
+        ..Default::default()
+    }
+}
+
 /// Hands one record to rumqttc; false when its queue is full.
 fn publish(client: &AsyncClient, qos: QoS, flight: &mut InFlight, r: Record) -> bool {
     let topic: Arc<str> = r.topic.as_str().into();
     let bytes = r.payload.len();
-    if client.try_publish(r.topic, qos, false, r.payload).is_err() {
+    let sent =
+        client.try_publish_with_properties(r.topic, qos, false, r.payload, json_properties());
+    if sent.is_err() {
         return false;
     }
     flight.order.push_back(Sent::Event {
@@ -557,7 +575,15 @@ impl Connection {
             json!({"state": "offline", "reason": "connection lost"}).to_string(),
             QoS::AtLeastOnce,
             true,
-            None,
+            Some(LastWillProperties {
+                delay_interval: None,
+                payload_format_indicator: Some(UTF8),
+                message_expiry_interval: None,
+                content_type: Some(CONTENT_TYPE.into()),
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+            }),
         ));
         options.set_transport(self.transport.clone());
         if let Some((user, password)) = &self.credentials {
@@ -633,8 +659,13 @@ impl Connection {
                         });
                     if done || tokio::time::Instant::now() >= deadline {
                         let offline = json!({"state": "offline", "reason": "shutdown"}).to_string();
-                        let _ =
-                            client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, offline);
+                        let _ = client.try_publish_with_properties(
+                            &self.status_topic,
+                            QoS::AtLeastOnce,
+                            true,
+                            offline,
+                            json_properties(),
+                        );
                         let _ = client.try_disconnect();
                         // Let the event loop flush the goodbye.
                         let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -890,7 +921,14 @@ impl Connection {
                 }
             };
             let bytes = body.len();
-            if client.try_publish(to, QoS::AtLeastOnce, true, body).is_ok() {
+            let sent = client.try_publish_with_properties(
+                to,
+                QoS::AtLeastOnce,
+                true,
+                body,
+                json_properties(),
+            );
+            if sent.is_ok() {
                 order.push_back(Sent::Status { bytes });
             } else {
                 r.unsent.insert(topic);
