@@ -598,13 +598,11 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     wait_for_more_events(&events, before, Duration::from_secs(30), "events go on");
     // And acknowledgements after it are taken.
     let id = first_sealed_package(&notices);
-    let acked = std::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args(["-t", "matthan/v1/s/evidence/ack", "-q", "1", "-m"])
-        .arg(format!(r#"{{"id": "{id}"}}"#))
-        .status()
-        .unwrap();
-    assert!(acked.success());
+    publish(
+        broker.port,
+        "matthan/v1/s/evidence/ack",
+        &format!(r#"{{"id":"{id}"}}"#),
+    );
     wait_for_acknowledged(
         work.path(),
         &id,

@@ -46,12 +46,12 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(500);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the broker to acknowledge what was sent.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest MQTT packet sent or taken. rumqttc's own default, 10 KiB, is
-/// small enough for one long event or one IOC acknowledgement of a few
-/// hundred packages to break the connection, and the same record would
-/// then break every new connection in turn. Mosquitto takes up to 256 MB.
-/// An MQTT 5 broker does not send us a larger packet: it drops it, so a
-/// huge message on the acknowledgement topic cannot break the connection.
+/// Largest MQTT packet taken, announced to the broker at connect (what
+/// is sent is bounded by the broker's own announcement, see
+/// `held_too_large`). rumqttc's own default, 10 KiB, is small enough for
+/// one IOC acknowledgement of a few hundred packages to be lost. An MQTT 5
+/// broker does not send a larger packet: it drops it, so a huge message on
+/// the acknowledgement topic cannot break the connection.
 pub const MAX_PACKET_BYTES: u32 = 8 << 20;
 /// "Never expires": the session (the subscription, and the IOC's
 /// acknowledgements queued while the gateway is away) outlives any outage.
@@ -802,9 +802,7 @@ impl Connection {
                     if let Some(p) = &problem {
                         tracing::error!("{p}");
                     }
-                    if let Ok(mut r) = self.retained.lock() {
-                        r.set_problem(Problem::AckRefused, problem);
-                    }
+                    self.set_problem(Problem::AckRefused, problem);
                 }
                 Ok(Event::Incoming(Packet::PubComp(comp))) => {
                     if let Some(Sent::Event { id, .. }) = flight.by_pkid.remove(&comp.pkid) {
