@@ -598,20 +598,14 @@ fn a_huge_retained_acknowledgement_does_not_stop_delivery() {
     wait_for_more_events(&events, before, Duration::from_secs(30), "events go on");
     // And acknowledgements after it are taken.
     let id = first_sealed_package(&notices);
-    publish(
-        broker.port,
-        "matthan/v1/s/evidence/ack",
-        &format!(r#"{{"id":"{id}"}}"#),
-    );
+    acknowledge(&broker, &id);
     wait_for_acknowledged(
         work.path(),
         &id,
         &agent,
         "an acknowledgement after the huge one was not recorded",
     );
-    assert!(agent.process.terminate().success());
-    let log = agent.log_text();
-    assert!(!log.contains("panicked"), "{log}");
+    let log = stopped_cleanly(&mut agent);
     assert!(!log.contains("connection lost"), "{log}");
 }
 
@@ -655,6 +649,15 @@ fn events_and_statuses_say_they_are_json() {
         );
     }
     assert!(agent.process.terminate().success());
+}
+
+/// Stops the agent as a service manager does; it must exit cleanly and
+/// without a panic. Returns its log.
+fn stopped_cleanly(agent: &mut Agent) -> String {
+    assert!(agent.process.terminate().success());
+    let log = agent.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    log
 }
 
 /// A broker whose access rules refuse the agent's events (an IOC's
@@ -723,11 +726,9 @@ fn events_the_broker_refuses_wait_until_its_access_rules_allow_them() {
             .find(|r| r.topic == "matthan/v1/s/status")
             .is_some_and(|r| r.text().contains("online"))
     });
-    assert!(agent.process.terminate().success());
-    let log = agent.log_text();
+    let log = stopped_cleanly(&mut agent);
     assert!(log.contains("the broker refused an event"), "{log}");
     assert!(!log.contains("connection lost"), "{log}");
-    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// A broker that refuses events as too large (Mosquitto's
@@ -765,8 +766,7 @@ fn an_event_too_large_for_the_broker_waits_and_holds_back_no_other() {
         distinct(m) > before + 8
     });
     let made = read_jsonl(&work.path().join("events.jsonl")).len();
-    assert!(agent.process.terminate().success());
-    let log = agent.log_text();
+    let log = stopped_cleanly(&mut agent);
     // A connection is lost only for an event smaller than every one
     // refused before it (the smallest refused sets what is held): with
     // the gate's six cars again and again, a few, where sending each
@@ -776,7 +776,6 @@ fn an_event_too_large_for_the_broker_waits_and_holds_back_no_other() {
         losses >= 1 && losses * 2 <= made,
         "{losses} connections lost for {made} events:\n{log}"
     );
-    assert!(!log.contains("panicked"), "{log}");
 }
 
 /// The gate camera's agent, its broker, and the id of its first sealed package.
@@ -820,6 +819,15 @@ fn first_sealed_package(sub: &Subscriber) -> String {
         .to_string()
 }
 
+/// The IOC acknowledges package `id`, as it does after taking it.
+fn acknowledge(broker: &Mosquitto, id: &str) {
+    publish(
+        broker.port,
+        "matthan/v1/s/evidence/ack",
+        &format!(r#"{{"id":"{id}"}}"#),
+    );
+}
+
 /// Waits for the custody log in `work` to record the IOC's acknowledgement of `id`.
 fn wait_for_acknowledged(work: &Path, id: &str, agent: &Agent, failure: &str) {
     let log = work.join("evidence").join("custody.log");
@@ -830,6 +838,14 @@ fn wait_for_acknowledged(work: &Path, id: &str, agent: &Agent, failure: &str) {
             .any(|l| l.contains("\"acknowledged\"") && l.contains(id))
             .then_some(())
     });
+}
+
+/// Starts the agent again on `cfg` and waits for it to record the IOC's
+/// acknowledgement of `id`, which the broker kept for it.
+fn restart_and_wait_for_acknowledged(cfg: &str, work: &Path, id: &str, failure: &str) {
+    let mut again = Agent::start(cfg);
+    wait_for_acknowledged(work, id, &again, failure);
+    assert!(again.process.terminate().success());
 }
 
 /// The IOC acknowledges a package while the gateway is away (a 4G outage,
@@ -846,19 +862,13 @@ fn an_acknowledgement_sent_while_the_agent_is_away_is_recorded() {
     } = with_a_sealed_package();
     assert!(agent.process.terminate().success());
 
-    publish(
-        broker.port,
-        "matthan/v1/s/evidence/ack",
-        &format!(r#"{{"id":"{id}"}}"#),
-    );
-    let mut again = Agent::start(&cfg);
-    wait_for_acknowledged(
+    acknowledge(&broker, &id);
+    restart_and_wait_for_acknowledged(
+        &cfg,
         work.path(),
         &id,
-        &again,
         "the acknowledgement sent while the agent was away was not recorded",
     );
-    assert!(again.process.terminate().success());
 }
 
 /// The IOC acknowledges a package, and the agent is killed before it could
@@ -877,25 +887,19 @@ fn an_acknowledgement_not_yet_recorded_when_the_agent_dies_is_recorded_after() {
     let evidence = work.path().join("evidence");
     let lock = std::fs::File::open(&evidence).unwrap();
     lock.lock_shared().unwrap();
-    publish(
-        broker.port,
-        "matthan/v1/s/evidence/ack",
-        &format!(r#"{{"id":"{id}"}}"#),
-    );
+    acknowledge(&broker, &id);
     // Long enough for the agent to take the message and wait on the lock.
     std::thread::sleep(Duration::from_secs(3));
     agent.process.child.kill().unwrap(); // SIGKILL
     agent.process.child.wait().unwrap();
     drop(lock);
 
-    let mut again = Agent::start(&cfg);
-    wait_for_acknowledged(
+    restart_and_wait_for_acknowledged(
+        &cfg,
         work.path(),
         &id,
-        &again,
         "the acknowledgement the agent had not recorded was lost",
     );
-    assert!(again.process.terminate().success());
 }
 
 /// Messages on the acknowledgement topic that name no package to record
@@ -917,11 +921,7 @@ fn acknowledgement_messages_with_nothing_to_record_do_not_hold_back_the_next() {
             &format!("not json {i}"),
         );
     }
-    publish(
-        broker.port,
-        "matthan/v1/s/evidence/ack",
-        &format!(r#"{{"id":"{id}"}}"#),
-    );
+    acknowledge(&broker, &id);
     wait_for_acknowledged(
         work.path(),
         &id,
